@@ -1,0 +1,30 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.maskx-installed
+DEMO_DIR ?= data/synth-default
+# CI (CI=true) runs the slow checks too; a workstation skips them unless SLOW=1.
+PYTEST_SELECT := $(if $(or $(CI),$(SLOW)),,-m "not slow")
+
+.PHONY: demo test venv bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[all]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m maskx demo --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_SELECT)
+
+bench: $(STAMP)
+	$(PY) benchmarks/data_rate.py --out benchmarks/results/data_rate.json
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,126 @@
+"""Command line: ``python -m maskx {data,eval,demo} ...`` (argparse and wiring only)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_synth(args) -> dict:
+    from .data.synthetic import generate
+
+    return generate(args.out, args.images, seed=args.seed, image_size=args.image_size, workers=args.workers,
+                    overwrite=args.overwrite, progress=not args.quiet)
+
+
+def _cmd_summary(args) -> dict:
+    from .data.coco import CocoDataset, load_image
+    from .data.splits import resolve_split
+
+    ds = CocoDataset.from_dir(args.dir, strict=args.strict)
+    out = {"dataset": str(args.dir), **ds.summary}
+    info = ds.data.get("info", {})
+    if args.split:
+        split = resolve_split(args.split, ds.data["categories"], seed=args.seed,
+                              voc_like_ids=info.get("voc_like_category_ids"))
+        ds = CocoDataset.from_dir(args.dir, strict=args.strict, mask_category_ids=split.a_ids)
+        out.update({"split": split.name, "A_classes": len(split.a_ids), "B_classes": len(split.b_ids),
+                    "instances_with_mask": ds.summary["with_mask"]})
+    if args.verify_images:
+        for i in range(len(ds)):
+            load_image(ds.image_path(i), ds.ids[i], (ds.images[ds.ids[i]]["height"], ds.images[ds.ids[i]]["width"]))
+        out["images_verified"] = len(ds)
+    return out
+
+
+def _cmd_eval(args) -> dict:
+    from .evaluate import evaluate_files, write_json_atomic
+
+    result = evaluate_files(args.gt, args.pred, args.split, seed=args.seed)
+    if args.out:
+        write_json_atomic(result, args.out)
+    return result
+
+
+def _cmd_demo(args) -> dict:
+    """The README's main job for now: the embedded dataset (train + val), generated once, summarised."""
+    from .data.coco import CocoDataset
+    from .data.splits import resolve_split
+    from .data.synthetic import GENERATOR_VERSION, SIZES, generate
+
+    size = SIZES[args.size]
+    out = {}
+    for part, seed in (("train", 0), ("val", 1)):
+        d = Path(args.out) / part
+        ann = d / "annotations.json"
+        current = ann.is_file() and json.loads(ann.read_text())["info"].get("generator_version") == GENERATOR_VERSION
+        if not current:
+            print(f"generating {d} ({size[part]} images, {size['image_size']} px, seed {seed})", file=sys.stderr)
+            generate(d, size[part], seed=seed, image_size=size["image_size"], workers=args.workers,
+                     overwrite=True, progress=True)
+        ds = CocoDataset.from_dir(d)
+        split = resolve_split("voc2nonvoc", ds.data["categories"],
+                              voc_like_ids=ds.data["info"]["voc_like_category_ids"])
+        masked = CocoDataset.from_dir(d, mask_category_ids=split.a_ids, check_files=False).summary["with_mask"]
+        out[part] = {"path": str(d), **ds.summary, "voc2nonvoc_instances_with_mask": masked}
+    out["generator_version"] = GENERATOR_VERSION
+    out["next"] = "python -m maskx eval --gt <dir>/annotations.json --pred PRED.json --split voc2nonvoc"
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m maskx", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="embedded dataset tools").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="write the embedded COCO-format dataset")
+    s.add_argument("--out", required=True, help="output folder (annotations.json + images/)")
+    s.add_argument("--images", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=256)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_synth)
+    s = data.add_parser("summary", help="validate a COCO-format folder and print its counts")
+    s.add_argument("dir")
+    s.add_argument("--split", help="also count mask-labelled instances under this split")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--strict", action="store_true", help="treat skippable faults as errors")
+    s.add_argument("--verify-images", action="store_true", help="decode every image")
+    s.set_defaults(func=_cmd_summary)
+
+    e = sub.add_parser("eval", help="COCO AP on set A and set B")
+    e.add_argument("--gt", required=True, help="ground-truth annotations.json")
+    e.add_argument("--pred", required=True, help="predictions, COCO results format")
+    e.add_argument("--split", required=True, help="voc2nonvoc, nonvoc2voc, randK_tT or a JSON file")
+    e.add_argument("--seed", type=int, default=0, help="seed of random splits")
+    e.add_argument("--out", help="also write the metrics JSON here")
+    e.set_defaults(func=_cmd_eval)
+
+    d = sub.add_parser("demo", help="generate the embedded dataset once and print its summary")
+    d.add_argument("--out", default="data/synth-default")
+    d.add_argument("--size", choices=["tiny", "default"], default="default")
+    d.add_argument("--workers", type=int, default=2)
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.coco import DatasetError
+    from .data.splits import SplitError
+    from .evaluate import PredictionError
+
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (DatasetError, SplitError, PredictionError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

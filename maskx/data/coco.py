@@ -1,0 +1,265 @@
+"""A torch Dataset over any COCO-format instance-segmentation folder (real COCO 2017 included).
+
+Targets follow torchvision's detection convention, plus the partial-supervision flag:
+
+    boxes       [N, 4] float32, xyxy pixels           labels   [N] int64, 1..K (CategoryMap)
+    masks       [N, H, W] uint8 (all zero where has_mask is False: set-B masks never leave here)
+    has_mask    [N] bool, True for set-A classes      area     [N] float32
+    iscrowd     [N] int64 (always 0)                  ann_ids  [N] int64
+    crowd_boxes [M, 4] float32 (crowd regions, left out of the instances, like torchvision's
+                reference; kept so a sampler may ignore proposals there)
+    image_id    int
+
+Bad input policy (README "Bad input"): structural faults (unreadable JSON, missing fields,
+wrong types, duplicate ids, unknown image or category ids, missing/corrupt image files,
+malformed segmentation) raise ``DatasetError`` naming the file and id. Geometric faults that
+real COCO contains (zero-area box, box outside the image, empty segmentation) are skipped and
+counted in ``summary["skipped"]``; ``strict=True`` turns them into errors too.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from .categories import CategoryMap
+
+BOX_TOLERANCE = 1.0  # px a box may pass the image border (rounding) before it counts as outside
+
+
+class DatasetError(ValueError):
+    """Input data that cannot be used as it is; the message names the file, the id and the fix."""
+
+
+def read_json(path: Path) -> object:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e}); re-export or re-download the file") from None
+
+
+def load_image(path: Path, image_id: int, expect_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read an image as float [3, H, W] in [0, 1] (grayscale/RGBA converted to RGB)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(f"{path} (image id {image_id}): image file not found") from None
+    except Exception as e:  # PIL raises many types for truncated/corrupt files
+        raise DatasetError(f"{path} (image id {image_id}): cannot decode image ({e}); "
+                           "replace the file or remove the image from the annotations") from None
+    if expect_hw is not None and (rgb.height, rgb.width) != tuple(expect_hw):
+        raise DatasetError(f"{path} (image id {image_id}): image is {rgb.width}x{rgb.height} but the "
+                           f"annotations say {expect_hw[1]}x{expect_hw[0]}")
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def check_box(bbox, width: float, height: float, where: str,
+              tolerance: float = BOX_TOLERANCE) -> tuple[list[float] | None, str | None]:
+    """Validate a COCO [x, y, w, h] box; returns (clipped xyxy box, None) or (None, skip reason).
+
+    A box passing the border by more than ``tolerance`` px is "box_outside_image"; with
+    ``tolerance=inf`` it is clipped, and only one with no area left inside is skipped.
+    """
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+        raise DatasetError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        return None, "zero_area_box"
+    t = tolerance
+    if x < -t or y < -t or x + w > width + t or y + h > height + t:
+        return None, "box_outside_image"
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+    if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
+        return None, "zero_area_box"
+    return [x0, y0, x1, y1], None
+
+
+def segmentation_to_rle(seg, height: int, width: int, where: str) -> dict:
+    """Polygons, uncompressed RLE or compressed RLE -> one compressed RLE of the image's size."""
+    if isinstance(seg, list):
+        if not all(isinstance(p, list) and len(p) % 2 == 0 and
+                   all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in seg):
+            raise DatasetError(f"{where}: polygon segmentation must be a list of [x0, y0, x1, y1, ...] lists")
+        polys = [p for p in seg if len(p) >= 6]
+        if not polys:
+            return {}
+        return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        if list(seg["size"]) != [height, width]:
+            raise DatasetError(f"{where}: RLE size {seg['size']} does not match the image ({height}, {width})")
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+                raise DatasetError(f"{where}: uncompressed RLE counts must be non-negative ints summing to H*W")
+            return mask_utils.frPyObjects(seg, height, width)
+        if isinstance(counts, str):
+            return {"size": [height, width], "counts": counts.encode("ascii")}
+        if isinstance(counts, bytes):
+            return {"size": [height, width], "counts": counts}
+    raise DatasetError(f"{where}: 'segmentation' must be polygons or an RLE dict with 'size' and 'counts'")
+
+
+class CocoDataset(torch.utils.data.Dataset):
+    """COCO-format instances with masks only for ``mask_category_ids`` (None: every class).
+
+    Args:
+        images_dir: folder holding each image's ``file_name``.
+        ann_file: the COCO ``instances_*.json``.
+        mask_category_ids: real category ids of set A; instances of other classes get
+            ``has_mask=False`` and an all-zero mask (their segmentation is never decoded).
+        strict: raise on skippable geometric faults instead of counting them.
+        transforms: optional callable ``(image, target) -> (image, target)``.
+    """
+
+    def __init__(self, images_dir, ann_file, mask_category_ids=None, strict: bool = False,
+                 transforms=None, check_files: bool = True):
+        self.images_dir, self.ann_file = Path(images_dir), Path(ann_file)
+        self.strict, self.transforms = strict, transforms
+        data = read_json(self.ann_file)
+        self.data = data
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data, dict) or not isinstance(data.get(key), list):
+                raise DatasetError(f"{self.ann_file}: missing list field '{key}'; is this a COCO instances file?")
+        try:
+            self.categories = CategoryMap.from_coco(data["categories"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{self.ann_file}: bad 'categories' ({e})") from None
+        known = set(self.categories.ids)
+        self.mask_ids = known if mask_category_ids is None else set(mask_category_ids)
+        if self.mask_ids - known:
+            raise DatasetError(f"mask_category_ids {sorted(self.mask_ids - known)[:10]} are not categories "
+                               f"of {self.ann_file}")
+        self.images = self._index_images(data["images"])
+        self.skipped: Counter = Counter()
+        self.anns: dict[int, list[dict]] = {i: [] for i in self.images}
+        self.crowd: dict[int, list[list[float]]] = {i: [] for i in self.images}
+        self._index_annotations(data["annotations"], known)
+        self.ids = sorted(self.images)
+        if check_files:
+            missing = [self.images[i]["file_name"] for i in self.ids
+                       if not (self.images_dir / self.images[i]["file_name"]).is_file()]
+            if missing:
+                raise DatasetError(f"{self.images_dir}: {len(missing)} image file(s) listed in {self.ann_file.name} "
+                                   f"are missing, e.g. {missing[:5]}")
+
+    def _fault(self, reason: str, where: str) -> None:
+        if self.strict:
+            raise DatasetError(f"{where}: {reason.replace('_', ' ')} (strict mode; fix or remove the annotation)")
+        self.skipped[reason] += 1
+
+    def _index_images(self, images: list) -> dict[int, dict]:
+        out = {}
+        for k, im in enumerate(images):
+            where = f"{self.ann_file}: images[{k}]"
+            if not isinstance(im, dict):
+                raise DatasetError(f"{where}: expected an object")
+            for f, t in (("id", int), ("file_name", str), ("width", int), ("height", int)):
+                if not isinstance(im.get(f), t) or isinstance(im.get(f), bool):
+                    raise DatasetError(f"{where}: field '{f}' must be {t.__name__}, got {im.get(f)!r}")
+            if im["width"] <= 0 or im["height"] <= 0:
+                raise DatasetError(f"{where} (image id {im['id']}): width and height must be positive")
+            if im["id"] in out:
+                raise DatasetError(f"{self.ann_file}: duplicate image id {im['id']}")
+            out[im["id"]] = im
+        return out
+
+    def _index_annotations(self, anns: list, known: set[int]) -> None:
+        seen: set[int] = set()
+        for k, a in enumerate(anns):
+            where = f"{self.ann_file}: annotations[{k}]"
+            if not isinstance(a, dict):
+                raise DatasetError(f"{where}: expected an object")
+            for f in ("id", "image_id", "category_id"):
+                if not isinstance(a.get(f), int) or isinstance(a.get(f), bool):
+                    raise DatasetError(f"{where}: field '{f}' must be an integer, got {a.get(f)!r}")
+            where = f"{self.ann_file}: annotation id {a['id']} (image id {a['image_id']})"
+            if a["id"] in seen:
+                raise DatasetError(f"{self.ann_file}: duplicate annotation id {a['id']}")
+            seen.add(a["id"])
+            if a["image_id"] not in self.images:
+                raise DatasetError(f"{where}: image id {a['image_id']} is not in 'images'")
+            if a["category_id"] not in known:
+                raise DatasetError(f"{where}: unknown category id {a['category_id']} (not in 'categories')")
+            im = self.images[a["image_id"]]
+            box, reason = check_box(a.get("bbox"), im["width"], im["height"], where)
+            if reason:
+                self._fault(reason, where)
+                continue
+            if a.get("iscrowd", 0):
+                self.crowd[a["image_id"]].append(box)
+                continue
+            has_mask, rle = a["category_id"] in self.mask_ids, None
+            if has_mask:
+                if "segmentation" not in a:
+                    raise DatasetError(f"{where}: set-A instance without 'segmentation'")
+                rle = segmentation_to_rle(a["segmentation"], im["height"], im["width"], where)
+                if not rle or mask_utils.area(rle) == 0:
+                    self._fault("empty_segmentation", where)
+                    continue
+            self.anns[a["image_id"]].append({"box": box, "ann": a, "has_mask": has_mask, "rle": rle})
+
+    @property
+    def summary(self) -> dict:
+        n = sum(len(v) for v in self.anns.values())
+        return {"images": len(self.ids), "instances": n,
+                "with_mask": sum(x["has_mask"] for v in self.anns.values() for x in v),
+                "crowd": sum(len(v) for v in self.crowd.values()), "skipped": dict(self.skipped)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, index: int) -> Path:
+        return self.images_dir / self.images[self.ids[index]]["file_name"]
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        im = self.images[image_id]
+        h, w = im["height"], im["width"]
+        image = load_image(self.image_path(index), image_id, (h, w))
+        items = self.anns[image_id]
+        masks = torch.zeros((len(items), h, w), dtype=torch.uint8)
+        for k, it in enumerate(items):
+            if it["has_mask"]:
+                masks[k] = torch.from_numpy(mask_utils.decode(it["rle"]))
+        target = {
+            "boxes": torch.tensor([it["box"] for it in items], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([self.categories.label(it["ann"]["category_id"]) for it in items],
+                                   dtype=torch.int64),
+            "masks": masks,
+            "has_mask": torch.tensor([it["has_mask"] for it in items], dtype=torch.bool),
+            "area": torch.tensor([float(it["ann"].get("area", 0.0)) for it in items], dtype=torch.float32),
+            "iscrowd": torch.zeros(len(items), dtype=torch.int64),
+            "ann_ids": torch.tensor([it["ann"]["id"] for it in items], dtype=torch.int64),
+            "crowd_boxes": torch.tensor(self.crowd[image_id], dtype=torch.float32).reshape(-1, 4),
+            "image_id": image_id,
+        }
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    @classmethod
+    def from_dir(cls, root, **kwargs) -> "CocoDataset":
+        """The layout ``maskx data synth`` writes: ``root/annotations.json`` + ``root/images/``."""
+        root = Path(root)
+        if not (root / "annotations.json").is_file():
+            raise DatasetError(f"{root}: no annotations.json here; expected a folder written by "
+                               "`python -m maskx data synth` (annotations.json + images/)")
+        return cls(root / "images", root / "annotations.json", **kwargs)
+
+
+def collate(batch):
+    """Detection batches are lists: images differ in size and instance count."""
+    return tuple(zip(*batch))

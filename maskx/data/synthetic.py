@@ -1,0 +1,300 @@
+"""The embedded dataset: a seeded, procedural 80-class instance-segmentation set in COCO format.
+
+``generate(out_dir, num_images, seed, image_size)`` writes ``out_dir/annotations.json`` and
+``out_dir/images/NNNNNN.jpg``. Each image is drawn from ``np.random.default_rng([seed, i])``,
+so image ``i`` is the same whatever ``num_images`` is, and the same seed gives the same bytes.
+
+Design (see ../shared/data-design.md, which measured what makes transfer answerable):
+- 10 silhouette families x 8 classes (``shapes.FAMILIES``); the class sets the shape,
+  colour and texture are shared by the family (with per-instance jitter), so an A-trained
+  agnostic head can learn "objectness" for every look, and the class adds shape knowledge;
+- textured, low-frequency-noise backgrounds with clutter (random blobs, some wearing object
+  textures), and 35 % of objects sit on a patch of their own family's look (low contrast);
+- 1-5 objects per image, overlapping: the covered part is removed from the mask (COCO
+  annotates visible extent); soft edges, global blur and pixel noise; JPEG like COCO.
+- long-tailed class frequencies (fixed log-normal weights), so random splits differ in
+  masks per class (paper Fig. 3).
+
+``GENERATOR_VERSION`` is recorded in ``info``; any change to drawing bumps it, and every
+result measured on the old version must be rerun.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from pycocotools import mask as mask_utils
+
+from .shapes import FAMILIES, VOC_LIKE_VARIANTS, place_rings, shape_rings
+
+GENERATOR_VERSION = 1
+# COCO 2017's 80 category ids: not contiguous, so code that assumes label == id breaks here too.
+COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+                     24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47,
+                     48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70,
+                     72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
+SIZES = {  # named sizes used by tests, `make demo` and the study
+    "tiny": {"train": 24, "val": 12, "image_size": 128},
+    "default": {"train": 3000, "val": 500, "image_size": 256},
+}
+JPEG_QUALITY = 92
+MIN_VISIBLE_FRACTION = 0.5  # an object may lose at most half of itself to later objects
+TEXTURES = ("speckle", "stripes", "checker", "dots", "gradient")
+
+
+def categories() -> list[dict]:
+    """The 80 COCO-format categories (real COCO ids, family as supercategory)."""
+    cats = []
+    for f, fam in enumerate(FAMILIES):
+        for v, (name, _) in enumerate(fam.variants):
+            cats.append({"id": COCO_CATEGORY_IDS[f * 8 + v], "name": name, "supercategory": fam.name})
+    return cats
+
+
+def voc_like_category_ids() -> list[int]:
+    return sorted(COCO_CATEGORY_IDS[f * 8 + v] for f, vs in enumerate(VOC_LIKE_VARIANTS) for v in vs)
+
+
+def class_weights() -> np.ndarray:
+    """Fixed long-tailed sampling weights of the 80 classes (sum 1)."""
+    w = np.random.default_rng(20171208).lognormal(0.0, 0.7, size=80)
+    return w / w.sum()
+
+
+# ---------------------------------------------------------------- drawing helpers
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6) % 6
+    f = h * 6 - math.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int, channels: int = 1) -> np.ndarray:
+    """Low-frequency noise in [-1, 1], shape [h, w, channels]."""
+    grid = rng.uniform(0, 255, size=(cells, cells, channels)).astype(np.uint8)
+    planes = [np.asarray(Image.fromarray(grid[..., c]).resize((w, h), Image.BICUBIC), np.float32)
+              for c in range(channels)]
+    return np.stack(planes, -1) / 127.5 - 1.0
+
+
+def _texture(rng: np.random.Generator, kind: str, h: int, w: int, color: np.ndarray) -> np.ndarray:
+    """An [h, w, 3] float texture in [0, 1] of the given kind around ``color``."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dark = color * rng.uniform(0.55, 0.75)
+    theta = rng.uniform(0, math.pi)
+    u = xx * math.cos(theta) + yy * math.sin(theta)
+    v = -xx * math.sin(theta) + yy * math.cos(theta)
+    if kind == "stripes":
+        t = (np.sin(u * 2 * math.pi / rng.uniform(4, 9) + rng.uniform(0, 6.3)) > 0).astype(np.float32)
+    elif kind == "checker":
+        k = rng.uniform(4, 8)
+        t = ((np.floor(u / k) + np.floor(v / k)) % 2).astype(np.float32)
+    elif kind == "dots":
+        k = rng.uniform(5, 9)
+        t = (((u % k) - k / 2) ** 2 + ((v % k) - k / 2) ** 2 < (k / 3.2) ** 2).astype(np.float32)
+    elif kind == "gradient":
+        t = (u - u.min()) / max(float(np.ptp(u)), 1.0)
+    else:  # speckle
+        t = (_smooth_noise(rng, h, w, max(2, min(h, w) // 3))[..., 0] > 0).astype(np.float32)
+    tex = color[None, None] * (1 - t[..., None]) + dark[None, None] * t[..., None]
+    return np.clip(tex + 0.06 * _smooth_noise(rng, h, w, 4, 3), 0, 1)
+
+
+def _rasterize(rings, size: int, soften: float = 0.0) -> np.ndarray:
+    """Anti-aliased coverage [size, size] in [0, 1] of pixel-coordinate rings (2x supersampled)."""
+    canvas = Image.new("L", (2 * size, 2 * size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for verts, fill in rings:
+        draw.polygon([tuple(p) for p in (verts * 2).tolist()], fill=255 * fill)
+    if soften > 0:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(2 * soften))
+    return np.asarray(canvas.reduce(2), np.float32) / 255.0
+
+
+def _paint(img: np.ndarray, alpha: np.ndarray, tex_fn) -> None:
+    """Composite ``tex_fn(h, w)`` into ``img`` [S, S, 3] where ``alpha`` [S, S] > 0 (in place)."""
+    ys, xs = np.nonzero(alpha > 0.003)
+    if len(ys) == 0:
+        return
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    a = alpha[y0:y1, x0:x1, None]
+    img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + tex_fn(y1 - y0, x1 - x0) * a
+
+
+def _family_color(rng: np.random.Generator, hue: float) -> np.ndarray:
+    if rng.random() < 0.08:  # appearance correlates with the family, but not always
+        hue = rng.random()
+    return _hsv((hue + rng.uniform(-0.035, 0.035)) % 1.0, rng.uniform(0.45, 0.8), rng.uniform(0.5, 0.9))
+
+
+# ---------------------------------------------------------------- one image
+
+def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Draw image ``index`` of the dataset with ``seed``.
+
+    Returns the image [S, S, 3] uint8 and a list of (class index 0..79, visible mask [S, S] bool).
+    """
+    rng = np.random.default_rng([seed, index, GENERATOR_VERSION])
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = _hsv(rng.random(), rng.uniform(0.05, 0.4), rng.uniform(0.3, 0.8))
+    img += 0.18 * _smooth_noise(rng, size, size, int(rng.integers(3, 8)), 3)
+    if rng.random() < 0.5:
+        kind = TEXTURES[rng.integers(len(TEXTURES))]
+        img = 0.75 * img + 0.25 * _texture(rng, kind, size, size, np.clip(img.mean((0, 1)), 0, 1))
+
+    # layout first (masks decide occlusion), painting after
+    weights = class_weights()
+    objects = []  # (class, rings, full mask)
+    for _ in range(int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12]))):
+        cls = int(rng.choice(80, p=weights))
+        fam = FAMILIES[cls // 8]
+        for _try in range(20):
+            radius = size * math.exp(rng.uniform(math.log(0.07), math.log(0.22)))
+            center = rng.uniform(0.6 * radius, size - 0.6 * radius, size=2)
+            rings = place_rings(shape_rings(fam, fam.variants[cls % 8][1], rng, 0.06), center, radius,
+                                rng.uniform(-fam.rotate, fam.rotate), rng.uniform(0.88, 1.12))
+            full = _rasterize(rings, size) >= 0.5
+            if full.sum() < 0.15 * radius * radius:
+                continue
+            if all((vis & ~full).sum() >= MIN_VISIBLE_FRACTION * f.sum() for _, _, f, vis in objects):
+                for o in objects:
+                    o[3] &= ~full
+                objects.append([cls, rings, full, full.copy()])
+                break
+
+    # clutter: unlabelled blobs, a third wearing an object family's texture
+    for _ in range(int(rng.integers(2, 9))):
+        r = size * rng.uniform(0.03, 0.2)
+        c = rng.uniform(0, size, size=2)
+        n = int(rng.integers(3, 9))
+        t = np.sort(rng.uniform(0, 2 * math.pi, n))
+        rr = r * rng.uniform(0.5, 1.0, n)
+        verts = np.stack([c[0] + rr * np.cos(t), c[1] + rr * np.sin(t)], 1)
+        alpha = _rasterize([(verts, 1)], size, soften=rng.uniform(0, 1.5)) * rng.uniform(0.5, 1.0)
+        if rng.random() < 0.33:
+            fam = FAMILIES[rng.integers(len(FAMILIES))]
+            color, kind = _family_color(rng, fam.hue), fam.texture
+        else:
+            color, kind = _hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.9)), TEXTURES[rng.integers(5)]
+        _paint(img, alpha, lambda h, w, color=color, kind=kind: _texture(rng, kind, h, w, color))
+
+    # a background patch of the object's own look: the boundary has to come from the shape prior
+    looks = [(_family_color(rng, FAMILIES[o[0] // 8].hue), FAMILIES[o[0] // 8].texture) for o in objects]
+    for (cls, rings, full, _), (color, kind) in zip(objects, looks):
+        if rng.random() < 0.35:
+            ys, xs = np.nonzero(full)
+            cy, cx, r = ys.mean(), xs.mean(), 0.8 * math.sqrt(full.sum())
+            blob = [(np.array([[cx + r * rng.uniform(0.9, 1.5) * math.cos(a), cy + r * rng.uniform(0.9, 1.5) * math.sin(a)]
+                               for a in np.linspace(0, 2 * math.pi, 9, endpoint=False)]), 1)]
+            shade = np.clip(color * rng.uniform(0.85, 1.15), 0, 1)
+            _paint(img, _rasterize(blob, size, soften=2.0), lambda h, w, c=shade, k=kind: _texture(rng, k, h, w, c))
+    for (cls, rings, full, _), (color, kind) in zip(objects, looks):
+        alpha = _rasterize(rings, size, soften=rng.uniform(0.0, 1.2))
+        _paint(img, alpha, lambda h, w, c=color, k=kind: _texture(rng, k, h, w, c))
+
+    pil = Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8))
+    pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    out = np.asarray(pil, np.float32) + rng.normal(0, rng.uniform(2, 9), size=(size, size, 3))
+    instances = [(o[0], o[3]) for o in objects if o[3].sum() >= 16]
+    return np.clip(out, 0, 255).astype(np.uint8), instances
+
+
+def _encode_instance(mask: np.ndarray) -> tuple[dict, float, list[float]]:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    area = float(mask_utils.area(rle))
+    bbox = [float(x) for x in mask_utils.toBbox(rle)]
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle, area, bbox
+
+
+def _make_image(job: tuple[int, int, int, str]) -> tuple[dict, list[dict]]:
+    seed, index, size, images_dir = job
+    pixels, instances = render(seed, index, size)
+    image_id = index + 1
+    name = f"{image_id:06d}.jpg"
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    Path(images_dir, name).write_bytes(buf.getvalue())
+    anns = []
+    for k, (cls, mask) in enumerate(instances):
+        rle, area, bbox = _encode_instance(mask)
+        anns.append({"id": image_id * 100 + k, "image_id": image_id, "category_id": COCO_CATEGORY_IDS[cls],
+                     "segmentation": rle, "area": area, "bbox": bbox, "iscrowd": 0})
+    return {"id": image_id, "file_name": name, "width": size, "height": size}, anns
+
+
+def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_size: int = 256,
+             workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
+    """Write the dataset to ``out_dir`` atomically (built in a temp folder, then renamed).
+
+    Returns the dataset's summary (see ``summarize``).
+    """
+    if num_images < 1:
+        raise ValueError(f"--images must be >= 1, got {num_images}")
+    if not 32 <= image_size <= 4096:
+        raise ValueError(f"--image-size must be in [32, 4096] pixels, got {image_size}")
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "images").mkdir()
+        jobs = [(seed, i, image_size, str(tmp / "images")) for i in range(num_images)]
+        results = _run_jobs(jobs, workers, progress)
+        data = {
+            "info": {"description": "maskx embedded synthetic dataset", "generator": "maskx.data.synthetic",
+                     "generator_version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
+                     "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()},
+            "licenses": [],
+            "images": [r[0] for r in results],
+            "annotations": [a for r in results for a in r[1]],
+            "categories": categories(),
+        }
+        (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summarize(data)
+
+
+def _run_jobs(jobs, workers: int, progress: bool):
+    from tqdm import tqdm
+
+    if workers <= 1:
+        return [_make_image(j) for j in tqdm(jobs, disable=not progress, desc="images")]
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(_make_image, jobs, chunksize=4), total=len(jobs), disable=not progress,
+                         desc="images"))
+
+
+def summarize(data: dict) -> dict:
+    """Counts a user checks first: images, instances, classes, instances per class (min/median/max)."""
+    counts = {c["id"]: 0 for c in data["categories"]}
+    for a in data["annotations"]:
+        counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1
+    per_class = np.array(list(counts.values()))
+    voc = set(data.get("info", {}).get("voc_like_category_ids", []))
+    return {
+        "images": len(data["images"]),
+        "instances": len(data["annotations"]),
+        "categories": len(data["categories"]),
+        "instances_per_image": round(len(data["annotations"]) / max(1, len(data["images"])), 2),
+        "instances_per_class": {"min": int(per_class.min()), "median": float(np.median(per_class)),
+                                "max": int(per_class.max())},
+        "voc_like_instances": sum(counts[c] for c in voc if c in counts),
+        "generator_version": data.get("info", {}).get("generator_version"),
+    }

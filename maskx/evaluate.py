@@ -1,0 +1,188 @@
+"""COCO evaluation reported on set A and set B separately (paper §4.1), plus per-class AP.
+
+Predictions use the COCO results format: a list of
+``{"image_id", "category_id", "score", "bbox": [x, y, w, h], "segmentation": RLE}`` with the
+dataset's real category ids and RLE masks (``encode_masks``). AP numbers are 0-100, like the paper.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .data.splits import Split
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+class PredictionError(ValueError):
+    """A prediction file that is not valid COCO results for this ground truth."""
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """Binary masks [N, H, W] -> COCO RLEs with ``counts`` as str (JSON-ready)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W], got shape {masks.shape}")
+    rles = mask_utils.encode(np.asfortranarray(masks.astype(np.uint8).transpose(1, 2, 0))) if len(masks) else []
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return list(rles)
+
+
+def write_json_atomic(obj, path: str | os.PathLike) -> None:
+    """Write JSON to ``path`` via a temp file + rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def gt_as_predictions(gt: dict) -> list[dict]:
+    """Every non-crowd ground-truth instance as a score-1 prediction (evaluation sanity check)."""
+    heights = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    preds = []
+    for a in gt["annotations"]:
+        if a.get("iscrowd", 0):
+            continue
+        h, w = heights[a["image_id"]]
+        seg = a["segmentation"]
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        elif isinstance(seg["counts"], list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            rle = dict(seg)
+        if isinstance(rle["counts"], bytes):
+            rle = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+        preds.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
+                      "bbox": list(a["bbox"]), "segmentation": rle})
+    return preds
+
+
+def check_predictions(preds, gt: dict, source: str = "predictions") -> list[dict]:
+    """Validate COCO results against ``gt``; raise PredictionError naming the entry and field."""
+    if not isinstance(preds, list):
+        raise PredictionError(f"{source}: expected a JSON list of detections (COCO results format)")
+    image_ids = {im["id"] for im in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
+    has_segm = None
+    for k, p in enumerate(preds):
+        where = f"{source}: detection [{k}]"
+        if not isinstance(p, dict):
+            raise PredictionError(f"{where}: expected an object")
+        if p.get("image_id") not in image_ids:
+            raise PredictionError(f"{where}: image_id {p.get('image_id')!r} is not in the ground truth")
+        if p.get("category_id") not in cat_ids:
+            raise PredictionError(f"{where}: category_id {p.get('category_id')!r} is not a ground-truth category "
+                                  "(use real category ids, not contiguous labels)")
+        s = p.get("score")
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
+            raise PredictionError(f"{where}: 'score' must be a finite number, got {s!r}")
+        b = p.get("bbox")
+        if b is not None and not (isinstance(b, list) and len(b) == 4 and
+                                  all(isinstance(v, (int, float)) and math.isfinite(v) for v in b)):
+            raise PredictionError(f"{where}: 'bbox' must be [x, y, w, h], got {b!r}")
+        seg = p.get("segmentation")
+        if seg is not None and not (isinstance(seg, dict) and isinstance(seg.get("counts"), str)
+                                    and isinstance(seg.get("size"), list) and len(seg["size"]) == 2):
+            raise PredictionError(f"{where}: 'segmentation' must be an RLE {{'size': [h, w], 'counts': str}}")
+        if b is None and seg is None:
+            raise PredictionError(f"{where}: needs 'bbox' or 'segmentation'")
+        if has_segm is None:
+            has_segm = seg is not None
+        elif has_segm != (seg is not None) or (b is None) != (preds[0].get("bbox") is None):
+            raise PredictionError(f"{where}: every detection must carry the same fields as the first one")
+    return preds
+
+
+def _coco(gt: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _per_class_ap(E: COCOeval) -> dict[int, float | None]:
+    prec = E.eval["precision"]  # [T, R, K, A, M]; area 'all' = 0, maxDets 100 = -1
+    out = {}
+    for k, cid in enumerate(E.params.catIds):
+        p = prec[:, :, k, 0, -1]
+        p = p[p > -1]
+        out[cid] = round(float(p.mean()) * 100, 3) if p.size else None
+    return out
+
+
+def evaluate(gt: dict, preds: list[dict], split: Split) -> dict:
+    """AP on set A and set B (bbox, and segm when predictions carry masks), and per class.
+
+    Returns ``{"A": {"bbox_AP": .., "segm_AP": .., ...}, "B": {...}, "per_class": {name: {...}}}``;
+    a metric is None where the set has no ground truth (or no masks were predicted).
+    """
+    check_predictions(preds, gt)
+    if not split.a_ids or not split.b_ids:
+        raise PredictionError(f"split {split.name!r}: evaluation needs a non-empty set A and set B")
+    coco_gt = _coco(gt)
+    iou_types = ["bbox"] + (["segm"] if preds and "segmentation" in preds[0] else [])
+    with contextlib.redirect_stdout(io.StringIO()):
+        if preds:
+            coco_dt = coco_gt.loadRes(copy.deepcopy(preds))
+        else:
+            coco_dt = _coco({"images": gt["images"], "categories": gt["categories"], "annotations": []})
+            iou_types.append("segm")
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    result: dict = {"split": split.to_json(), "num_images": len(gt["images"]), "num_predictions": len(preds),
+                    "A": {}, "B": {}, "per_class": {}}
+    per_class: dict[int, dict] = {cid: {"category_id": cid, "set": split.set_of(cid)} for cid in names}
+    for iou in ("bbox", "segm"):
+        for set_name, ids in (("A", split.a_ids), ("B", split.b_ids)):
+            if iou not in iou_types:
+                result[set_name].update({f"{iou}_{s}": None for s in STAT_NAMES})
+                for cid in ids:
+                    per_class[cid][f"{iou}_AP"] = None
+                continue
+            E = COCOeval(coco_gt, coco_dt, iou)
+            E.params.catIds = list(ids)  # real category ids: the A/B restriction itself
+            with contextlib.redirect_stdout(io.StringIO()):
+                E.evaluate()
+                E.accumulate()
+                E.summarize()
+            for s, v in zip(STAT_NAMES, E.stats[:6]):
+                result[set_name][f"{iou}_{s}"] = None if v < 0 else round(float(v) * 100, 3)
+            for cid, ap in _per_class_ap(E).items():
+                per_class[cid][f"{iou}_AP"] = ap
+    result["per_class"] = {names[cid]: v for cid, v in sorted(per_class.items())}
+    return result
+
+
+def evaluate_files(gt_path, pred_path, split_name: str, seed: int = 0) -> dict:
+    """Load ground truth and predictions from disk, resolve the split, evaluate (the CLI's `eval`)."""
+    from .data.coco import read_json
+    from .data.splits import resolve_split
+
+    gt = read_json(Path(gt_path))
+    if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations", "categories")):
+        raise PredictionError(f"{gt_path}: not a COCO annotations file (needs images, annotations, categories)")
+    preds = read_json(Path(pred_path))
+    check_predictions(preds, gt, source=str(pred_path))
+    split = resolve_split(split_name, gt["categories"], seed=seed,
+                          voc_like_ids=gt.get("info", {}).get("voc_like_category_ids"))
+    return evaluate(gt, preds, split)
