@@ -43,6 +43,54 @@ def _cmd_eval(args) -> dict:
     return result
 
 
+def _cmd_train(args) -> dict:
+    from .config import get_preset
+    from .train import run_training
+
+    config = get_preset(args.preset)
+    changes = {k: v for k, v in (("split", args.split), ("seed", args.seed), ("iters", args.iters),
+                                 ("image_size", args.image_size), ("detector", args.detector)) if v is not None}
+    config = config.replace(**changes).with_overrides(args.set or [])
+    path = run_training(config, args.data, args.out, resume=args.resume, progress=not args.quiet,
+                        detector_iters=args.detector_iters, stop_after=args.stop_after)
+    return {"run": str(args.out), "checkpoint": str(path), "preset": args.preset, "config": config.to_json()}
+
+
+def _cmd_predict(args) -> dict:
+    from .evaluate import write_json_atomic
+    from .predictor import load
+
+    predictor = load(args.checkpoint)
+    src = Path(args.images)
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+        if not files:
+            raise ValueError(f"{src}: no .jpg/.png images in this folder")
+    elif src.is_file():
+        files = [src]
+    else:
+        raise ValueError(f"{src}: no such image or folder")
+    ids = _image_ids(files, args.ann)
+    preds = []
+    for f in files:
+        preds.extend(predictor.predict_coco(f, ids[f.name], score_thresh=args.score_thresh))
+    write_json_atomic(preds, args.out)
+    return {"images": len(files), "detections": len(preds), "out": str(args.out)}
+
+
+def _image_ids(files: list[Path], ann: str | None) -> dict[str, int]:
+    """image_id per file: from a COCO annotations file's ``file_name`` (if given), else 1, 2, ..."""
+    if ann is None:
+        return {f.name: k + 1 for k, f in enumerate(files)}
+    from .data.coco import read_json
+
+    by_name = {Path(im["file_name"]).name: im["id"] for im in read_json(Path(ann))["images"]}
+    missing = [f.name for f in files if f.name not in by_name]
+    if missing:
+        raise ValueError(f"{ann}: no image entry for {missing[:5]}")
+    return {f.name: by_name[f.name] for f in files}
+
+
 def _cmd_demo(args) -> dict:
     """The README's main job for now: the embedded dataset (train + val), generated once, summarised."""
     from .data.coco import CocoDataset
@@ -99,6 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="also write the metrics JSON here")
     e.set_defaults(func=_cmd_eval)
 
+    t = sub.add_parser("train", help="train a Mask^X R-CNN variant (a preset; any field via --set)")
+    t.add_argument("--preset", required=True, help="e.g. agnostic, oracle, transfer_clsbox_2lrelu_mlp_e2e")
+    t.add_argument("--data", required=True, help="COCO-format folder: annotations.json + images/")
+    t.add_argument("--split", help="voc2nonvoc, nonvoc2voc, randK_tT, all (oracle) or a JSON file")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--iters", type=int)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--detector", help="stage-wise: run folder of the trained detector (else trained first)")
+    t.add_argument("--detector-iters", type=int, help="iterations of that detector, if trained here")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any config field (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
+    t.add_argument("--stop-after", type=int, help="end this process after N iterations (resume later)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    pr = sub.add_parser("predict", help="predict on images; writes COCO results JSON")
+    pr.add_argument("--checkpoint", required=True, help="run folder or ckpt_*.json")
+    pr.add_argument("--images", required=True, help="an image file or a folder of images")
+    pr.add_argument("--ann", help="COCO annotations to take image ids from (by file name)")
+    pr.add_argument("--score-thresh", type=float, default=0.0)
+    pr.add_argument("--out", required=True)
+    pr.set_defaults(func=_cmd_predict)
+
     d = sub.add_parser("demo", help="generate the embedded dataset once and print its summary")
     d.add_argument("--out", default="data/synth-default")
     d.add_argument("--size", choices=["tiny", "default"], default="default")
@@ -108,14 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .data.coco import DatasetError
     from .data.splits import SplitError
+    from .engine import TrainingError
     from .evaluate import PredictionError
 
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (DatasetError, SplitError, PredictionError, FileExistsError, ValueError) as e:
+    except (DatasetError, SplitError, PredictionError, CheckpointError, TrainingError, FileExistsError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))

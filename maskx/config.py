@@ -1,0 +1,185 @@
+"""Experiment configs: one frozen, JSON-serialisable dataclass, and a plain dict of named presets.
+
+Every paper variant (Table 1a-d, Table 2) is a preset; every field can be overridden from the
+command line (``--set field=value``) or in Python (``config.replace(**fields)``).
+
+Training schedules follow the paper (§4.1): SGD, momentum 0.9, weight decay 1e-4, base lr 0.02
+for 16 images per step, scaled linearly with the batch size, linear warm-up, decay by 0.1 at
+2/3 and 8/9 of the iterations (60k and 80k of 90k).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Optional
+
+MASK_HEADS = ("agnostic", "oracle", "transfer")
+TRANSFER_INPUTS = ("cls", "box", "cls+box", "randn", "glove", "text")
+ACTIVATIONS = ("relu", "leaky_relu")
+STAGES = ("e2e", "detector", "mask")
+
+
+class ConfigError(ValueError):
+    """An unknown preset, field or value; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # model
+    backbone: str = "resnet18"
+    pretrained_backbone: Optional[bool] = None  # None: the backbone's default (ImageNet only for efficientnet_lite0)
+    image_size: int = 256  # images are resized so the short side is this, long side at most this
+    mask_head: str = "transfer"  # agnostic | oracle (class-specific, masks on all classes) | transfer
+    transfer_input: str = "cls+box"  # w_det: cls | box | cls+box | randn | glove | text
+    transfer_layers: int = 2
+    transfer_activation: str = "leaky_relu"
+    transfer_hidden: int = 256
+    stop_grad: bool = True  # w_seg = T(stop_grad(w_det)) (paper §3.2)
+    mlp_branch: bool = False  # class-agnostic MLP mask logits added to every class (paper §3.4)
+    mask_convs: int = 4  # FCN depth; 4 as Mask R-CNN, more is the "deeper head" option
+    mask_dim: int = 256  # channels of the mask FCN and size of w_seg
+    box_head_dim: int = 1024  # size of w_cls (paper: 1024)
+    # training
+    stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only)
+    detector: Optional[str] = None  # run folder of the trained detector, for stage "mask"
+    split: str = "voc2nonvoc"  # which classes have masks (A); 'all' for the oracle
+    seed: int = 0
+    iters: int = 1000
+    batch_size: int = 2
+    base_lr: float = 0.02  # for 16 images per step; scaled by batch_size / 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 100
+    warmup_factor: float = 1.0 / 3
+    decay_at: tuple = (2 / 3, 8 / 9)  # fractions of iters where lr *= 0.1
+    grad_clip: float = 10.0  # max grad norm (0: off); from-scratch CPU runs spike early
+    rois_per_image: int = 512
+    mask_rois_per_image: int = 64  # cap on positive set-A RoIs fed to the mask head (0: no cap)
+    hflip: float = 0.5
+    max_bad_steps: int = 5  # consecutive non-finite losses before training stops
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    # inference
+    score_thresh: float = 0.05
+    detections_per_img: int = 100
+
+    def __post_init__(self):
+        _check_choice("mask_head", self.mask_head, MASK_HEADS)
+        _check_choice("transfer_input", self.transfer_input, TRANSFER_INPUTS)
+        _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
+        _check_choice("stage", self.stage, STAGES)
+        if self.transfer_layers not in (1, 2, 3):
+            raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
+        for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.mask_convs < 1:
+            raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
+        if self.mask_head == "oracle" and self.split != "all":
+            raise ConfigError("the oracle trains masks on every class: use split='all'")
+        object.__setattr__(self, "decay_at", tuple(float(x) for x in self.decay_at))
+
+    @property
+    def lr(self) -> float:
+        """Base lr scaled linearly with the batch (paper: 0.02 at 16 images)."""
+        return self.base_lr * self.batch_size / 16
+
+    @property
+    def has_fixed_embedding(self) -> bool:
+        return self.mask_head == "transfer" and self.transfer_input in ("randn", "glove", "text")
+
+    def replace(self, **changes) -> "Config":
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; valid: {sorted(f.name for f in fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["decay_at"] = list(self.decay_at)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
+        return cls().replace(**d)
+
+    def with_overrides(self, items: list[str]) -> "Config":
+        """Apply ``field=value`` strings (values parsed as JSON, else taken as strings)."""
+        changes = {}
+        types = {f.name: f for f in fields(self)}
+        for item in items:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like field=value")
+            key, raw = item.split("=", 1)
+            key = key.strip().replace("-", "_")
+            if key not in types:
+                raise ConfigError(f"unknown config field {key!r}; valid: {sorted(types)}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            default = getattr(self, key)
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if default is not None and not isinstance(value, type(default)) and not (
+                    isinstance(default, tuple) and isinstance(value, list)):
+                raise ConfigError(f"{key}={raw!r}: expected {type(default).__name__}")
+            changes[key] = tuple(value) if isinstance(value, list) else value
+        return self.replace(**changes)
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {list(allowed)}")
+
+
+def _presets() -> dict[str, Config]:
+    base = Config()
+    p: dict[str, Config] = {
+        # stage 1 of stage-wise training: Faster R-CNN on A ∪ B, boxes only
+        "detector": base.replace(stage="detector", mask_head="agnostic"),
+        # Table 1 baselines (stage-wise: the mask head on a frozen detector)
+        "agnostic": base.replace(stage="mask", mask_head="agnostic"),
+        "agnostic_mlp": base.replace(stage="mask", mask_head="agnostic", mlp_branch=True),
+        "oracle": base.replace(stage="mask", mask_head="oracle", split="all"),
+        "oracle_mlp": base.replace(stage="mask", mask_head="oracle", split="all", mlp_branch=True),
+    }
+    # Table 1a: the input of T (2-layer LeakyReLU T)
+    for inp, tag in (("randn", "randn"), ("glove", "glove"), ("text", "text"), ("cls", "cls"),
+                     ("box", "box"), ("cls+box", "clsbox")):
+        p[f"transfer_{tag}_2lrelu"] = base.replace(stage="mask", transfer_input=inp)
+        p[f"transfer_{tag}_2lrelu_mlp"] = base.replace(stage="mask", transfer_input=inp, mlp_branch=True)
+    # Table 1b: structure of T (cls+box input)
+    for layers, act, tag in ((1, "relu", "1"), (2, "relu", "2relu"), (2, "leaky_relu", "2lrelu"),
+                             (3, "relu", "3relu"), (3, "leaky_relu", "3lrelu")):
+        p[f"transfer_clsbox_{tag}"] = base.replace(stage="mask", transfer_layers=layers, transfer_activation=act)
+    # Table 1d and Table 2: end-to-end
+    e2e = base.replace(stage="e2e")
+    p.update({
+        "agnostic_e2e": e2e.replace(mask_head="agnostic"),
+        "agnostic_mlp_e2e": e2e.replace(mask_head="agnostic", mlp_branch=True),
+        "oracle_e2e": e2e.replace(mask_head="oracle", split="all"),
+        "oracle_mlp_e2e": e2e.replace(mask_head="oracle", split="all", mlp_branch=True),
+        "transfer_clsbox_2lrelu_e2e": e2e,
+        "transfer_clsbox_2lrelu_e2e_nostopgrad": e2e.replace(stop_grad=False),
+        "transfer_clsbox_2lrelu_mlp_e2e": e2e.replace(mlp_branch=True),  # Mask^X R-CNN (Table 2)
+        "transfer_clsbox_2lrelu_mlp_e2e_nostopgrad": e2e.replace(mlp_branch=True, stop_grad=False),
+    })
+    # beyond the paper: a deeper FCN mask head (DeepMAC: head capacity drives generalisation)
+    p["agnostic_deep"] = p["agnostic"].replace(mask_convs=8)
+    p["transfer_clsbox_2lrelu_deep"] = p["transfer_clsbox_2lrelu"].replace(mask_convs=8)
+    return p
+
+
+PRESETS: dict[str, Config] = _presets()
+
+
+def get_preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,144 @@
+"""The training and evaluation loops, and nothing else (wiring lives in ``maskx.train``).
+
+Determinism, so that ``--resume`` continues exactly: the data order of iteration i is a function
+of (seed, i) only (a fresh permutation per epoch), horizontal flips are drawn from (seed, sample
+position), and the torch RNG (RoI sampling) is reseeded from (seed, i, rank) before each step.
+Resuming therefore needs only the weights, the momentum buffers and i.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from .config import Config
+from .data.coco import load_image
+from .evaluate import evaluate as coco_evaluate
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite losses); the last good checkpoint is kept."""
+
+
+def lr_at(iteration: int, config: Config) -> float:
+    """Linear warm-up from ``warmup_factor`` x lr, then x0.1 at each ``decay_at`` fraction of iters."""
+    lr = config.lr * 0.1 ** sum(iteration >= int(f * config.iters) for f in config.decay_at)
+    if iteration < config.warmup_iters:
+        alpha = iteration / config.warmup_iters
+        lr *= config.warmup_factor * (1 - alpha) + alpha
+    return lr
+
+
+def batch_positions(iteration: int, batch_size: int, world_size: int = 1, rank: int = 0) -> range:
+    """Positions in the endless sample stream that this rank reads at ``iteration``."""
+    start = (iteration * world_size + rank) * batch_size
+    return range(start, start + batch_size)
+
+
+def sample_at(position: int, num_samples: int, seed: int) -> int:
+    """Dataset index at a stream position: epoch e reads a permutation seeded by (seed, e)."""
+    epoch, offset = divmod(position, num_samples)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return int(torch.randperm(num_samples, generator=g)[offset])
+
+
+def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """Mirror image [3, H, W], boxes [N, 4] (xyxy) and masks [N, H, W] left-right."""
+    w = image.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
+    target["boxes"] = boxes
+    target["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), target
+
+
+def load_batch(dataset, positions: range, config: Config) -> tuple[list, list]:
+    images, targets = [], []
+    for pos in positions:
+        image, target = dataset[sample_at(pos, len(dataset), config.seed)]
+        g = torch.Generator().manual_seed(config.seed * 7_919 + pos)
+        if torch.rand((), generator=g).item() < config.hflip:
+            image, target = hflip(image, target)
+        images.append(image)
+        targets.append(target)
+    return images, targets
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, config: Config, start_iter: int = 0,
+          rank: int = 0, world_size: int = 1, log_path: Optional[Path] = None,
+          on_checkpoint: Optional[Callable[[int], None]] = None, progress: bool = True,
+          stop_after: Optional[int] = None) -> int:
+    """Run iterations ``start_iter .. config.iters - 1`` (or up to ``stop_after``); returns the
+    number of iterations done. The learning-rate schedule is always that of ``config.iters``.
+
+    A step whose loss or gradient is not finite is skipped (no update) and logged; after
+    ``config.max_bad_steps`` in a row, ``TrainingError`` is raised. ``on_checkpoint(i)`` is called
+    after every ``config.checkpoint_every`` iterations and at the end.
+    """
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    bad_in_row = 0
+    end = config.iters if stop_after is None else min(stop_after, config.iters)
+    bar = tqdm(range(start_iter, end), initial=start_iter, total=config.iters, disable=not progress or rank,
+               desc="train", dynamic_ncols=True)
+    log = open(log_path, "a") if log_path is not None and rank == 0 else None
+    try:
+        for it in bar:
+            t0 = time.perf_counter()
+            images, targets = load_batch(dataset, batch_positions(it, config.batch_size, world_size, rank), config)
+            lr = lr_at(it, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(config.seed * 1_000_003 + it * 1009 + rank)
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else math.inf)
+            record = {"iter": it, "lr": lr, "loss": float(loss), **{k: float(v) for k, v in losses.items()}}
+            if not (math.isfinite(record["loss"]) and math.isfinite(float(norm))):
+                bad_in_row += 1
+                record["skipped"] = "non-finite loss or gradient"
+                if bad_in_row >= config.max_bad_steps:
+                    _write(log, record)
+                    raise TrainingError(f"{bad_in_row} non-finite losses in a row at iteration {it} "
+                                        f"(losses {record}); the last good checkpoint is kept. Lower the "
+                                        "learning rate (--set base_lr=...) or check the data, then --resume")
+            else:
+                bad_in_row = 0
+                optimizer.step()
+            record["sec"] = round(time.perf_counter() - t0, 4)
+            _write(log, record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}")
+            done = it + 1
+            if on_checkpoint is not None and bad_in_row == 0 and (done % config.checkpoint_every == 0 or done == end):
+                on_checkpoint(done)
+    finally:
+        if log is not None:
+            log.close()
+    return end
+
+
+def _write(log, record: dict) -> None:
+    if log is not None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+
+
+@torch.inference_mode()
+def evaluate(predictor, dataset, split, progress: bool = True) -> tuple[dict, list[dict]]:
+    """COCO AP on set A and set B of ``split`` over ``dataset`` (a CocoDataset with every mask);
+    returns (metrics, predictions in the COCO results format)."""
+    preds = []
+    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, dynamic_ncols=True):
+        image_id = dataset.ids[i]
+        im = dataset.images[image_id]
+        image = load_image(dataset.image_path(i), image_id, (im["height"], im["width"]))
+        preds.extend(predictor.predict_coco(image, image_id))
+    return coco_evaluate(dataset.data, preds, split), preds

@@ -1,0 +1,166 @@
+"""Mask^X R-CNN: torchvision's GeneralizedRCNN(backbone, rpn, roi_heads, transform) with
+``MaskXRoIHeads``; ``build_model(config, class_names)`` wires it from a ``Config``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from ..config import Config
+from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch
+from .roi_heads import MaskXRoIHeads
+from .transfer import WeightTransfer
+
+# ImageNet statistics, as torchvision's detection models normalise
+IMAGE_MEAN, IMAGE_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+class TargetError(ValueError):
+    """A training target that the model cannot use; the message names the image and field."""
+
+
+def check_targets(targets: list[dict], num_classes: int) -> None:
+    """Explicit checks before training (torchvision checks fewer, later, with asserts)."""
+    for k, t in enumerate(targets):
+        where = f"target {k} (image id {t.get('image_id', '?')})"
+        for key in ("boxes", "labels", "masks", "has_mask"):
+            if key not in t:
+                raise TargetError(f"{where}: missing '{key}'")
+        boxes, labels, masks, has_mask = t["boxes"], t["labels"], t["masks"], t["has_mask"]
+        n = boxes.shape[0]
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+            raise TargetError(f"{where}: boxes must be float [N, 4], got {tuple(boxes.shape)} {boxes.dtype}")
+        if labels.dtype != torch.int64 or labels.shape != (n,):
+            raise TargetError(f"{where}: labels must be int64 [N], got {tuple(labels.shape)} {labels.dtype}")
+        if has_mask.dtype != torch.bool or has_mask.shape != (n,):
+            raise TargetError(f"{where}: has_mask must be bool [N]")
+        if masks.dim() != 3 or masks.shape[0] != n:
+            raise TargetError(f"{where}: masks must be [N, H, W] with N = {n}, got {tuple(masks.shape)}")
+        if n and (labels.min() < 1 or labels.max() >= num_classes):
+            raise TargetError(f"{where}: labels must be in 1..{num_classes - 1} (0 is background)")
+        if n and not torch.isfinite(boxes).all():
+            raise TargetError(f"{where}: non-finite box coordinates")
+        if n and ((boxes[:, 2:] <= boxes[:, :2]).any()):
+            bad = torch.where((boxes[:, 2:] <= boxes[:, :2]).any(dim=1))[0][0].item()
+            raise TargetError(f"{where}: box {bad} {boxes[bad].tolist()} has no area (x1 <= x0 or y1 <= y0)")
+
+
+class MaskXRCNN(GeneralizedRCNN):
+    """GeneralizedRCNN whose detector (backbone, RPN, box branch) can be frozen (stage-wise stage 2).
+
+    ``forward(images [list of [3, H, W] in 0..1], targets)`` → losses (training) or detections
+    (``boxes`` [N, 4], ``labels`` [N], ``scores`` [N], ``masks`` [N, 1, H, W] probabilities).
+    """
+
+    def __init__(self, backbone, rpn, roi_heads, transform, num_classes: int, frozen_detector: bool = False):
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.num_classes = num_classes
+        self.frozen_detector = frozen_detector
+        if frozen_detector:
+            for module in (self.backbone, self.rpn, self.roi_heads.box_head, self.roi_heads.box_predictor):
+                module.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_detector:  # frozen parts keep inference behaviour (norm statistics)
+            self.backbone.eval()
+        return self
+
+    def forward(self, images, targets=None):
+        if self.training:
+            if targets is None:
+                raise TargetError("training needs targets")
+            check_targets(targets, self.num_classes)
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        images, targets = self.transform(images, targets)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_detector):
+            features = self.backbone(images.tensors)
+            proposals, proposal_losses = self.rpn(images, features, targets)
+        detections, losses = self.roi_heads(features, proposals, images.image_sizes, targets)
+        if self.training:
+            if not self.frozen_detector:
+                losses.update(proposal_losses)
+            return losses
+        return self.transform.postprocess(detections, images.image_sizes, original_sizes)
+
+
+def feature_names(backbone: nn.Module) -> list[str]:
+    """The FPN levels RoIAlign pools from (every output but the extra 'pool' level)."""
+    backbone_was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        names = [k for k in backbone(torch.zeros(1, 3, 64, 64)).keys() if k != "pool"]
+    backbone.train(backbone_was_training)
+    return names
+
+
+def fixed_embedding(config: Config, class_names: list[str]) -> torch.Tensor:
+    """The fixed input of T for transfer_input randn/glove/text: [K+1, D], row 0 (background) zero."""
+    from .embeddings import class_embeddings
+
+    emb = class_embeddings(config.transfer_input, list(class_names), seed=config.seed)
+    return torch.cat([emb.new_zeros(1, emb.shape[1]), emb])
+
+
+def build_model(config: Config, class_names: list[str], embedding: Optional[torch.Tensor] = None,
+                backbone: Optional[nn.Module] = None, pretrained: Optional[bool] = None) -> MaskXRCNN:
+    """Mask^X R-CNN for ``class_names`` (K classes; label 0 is background, so K + 1 outputs).
+
+    ``embedding`` [K+1, D]: the fixed input of T for randn/glove/text (computed when None).
+    ``pretrained`` overrides ``config.pretrained_backbone`` (False when weights follow anyway).
+    """
+    from .backbones import anchor_generator_for, build_backbone
+
+    num_classes = len(class_names) + 1
+    if backbone is None:
+        use_pretrained = config.pretrained_backbone if pretrained is None else pretrained
+        norm = None
+        if config.pretrained_backbone is not False and config.backbone == "efficientnet_lite0":
+            norm = "frozen_bn"  # the architecture of the trained model, whether or not weights load now
+        backbone = build_backbone(config.backbone, pretrained=use_pretrained, norm=norm)
+    names = [n for n in backbone.featmap_names if n != "pool"] if hasattr(backbone, "featmap_names") \
+        else feature_names(backbone)
+    c = backbone.out_channels
+    anchors = anchor_generator_for(backbone)
+    rpn = RegionProposalNetwork(
+        anchors, RPNHead(c, anchors.num_anchors_per_location()[0]), fg_iou_thresh=0.7, bg_iou_thresh=0.3,
+        batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_n={"training": 2000, "testing": 1000},
+        post_nms_top_n={"training": 2000, "testing": 1000}, nms_thresh=0.7)
+
+    if config.mask_head == "transfer":
+        if config.has_fixed_embedding:
+            if embedding is None:
+                embedding = fixed_embedding(config, class_names)
+            in_dim = embedding.shape[1]
+        else:
+            in_dim = {"cls": 1, "box": 4, "cls+box": 5}[config.transfer_input] * config.box_head_dim
+        transfer = WeightTransfer(in_dim, config.mask_dim, config.transfer_layers, config.transfer_hidden,
+                                  config.transfer_activation)
+    else:
+        transfer, embedding = None, None
+    roi_heads = MaskXRoIHeads(
+        box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(c * 7 * 7, config.box_head_dim),
+        box_predictor=FastRCNNPredictor(config.box_head_dim, num_classes),
+        fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=config.rois_per_image, positive_fraction=0.25,
+        bbox_reg_weights=None, score_thresh=config.score_thresh, nms_thresh=0.5,
+        detections_per_img=config.detections_per_img,
+        mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+        mask_head=MaskFCN(c, config.mask_dim, config.mask_convs),
+        mask_predictor=MaskWeights(config.mask_head, num_classes, config.mask_dim, config.transfer_input,
+                                   transfer, embedding, config.stop_grad),
+        mask_mlp=MLPMaskBranch(config.mask_dim) if config.mlp_branch else None,
+        mask_rois_per_image=config.mask_rois_per_image,
+        train_masks=config.stage != "detector",
+        train_boxes=config.stage != "mask",
+    )
+    transform = GeneralizedRCNNTransform(config.image_size, config.image_size,
+                                         getattr(backbone, "image_mean", IMAGE_MEAN), getattr(backbone, "image_std", IMAGE_STD))
+    return MaskXRCNN(backbone, rpn, roi_heads, transform, num_classes, frozen_detector=config.stage == "mask")

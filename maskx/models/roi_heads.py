@@ -1,0 +1,115 @@
+"""Mask^X RoI heads: torchvision's box branch unchanged, a partially supervised mask branch.
+
+What differs from ``torchvision.models.detection.roi_heads.RoIHeads`` (paper §3.2):
+- the mask loss sees only positive RoIs matched to a ground-truth instance with ``has_mask``
+  (set A); set-B RoIs never enter the mask head, so they cannot contribute to its loss;
+- mask logits are computed for each RoI's own class only (``gather_mask_logits``);
+- stage flags: ``train_boxes=False`` (stage 2 of stage-wise training: detector frozen, box branch
+  skipped) and ``train_masks=False`` (stage 1: Faster R-CNN).
+
+The loss and RoI selection are free functions beside torchvision's ``maskrcnn_loss`` so they can
+be read side by side.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, project_masks_on_boxes
+
+from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch, gather_mask_logits
+
+
+def select_mask_rois(proposals: list[torch.Tensor], labels: list[torch.Tensor], matched_idxs: list[torch.Tensor],
+                     has_mask: list[torch.Tensor], max_per_image: int = 0
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Positive RoIs whose matched ground truth has a mask (set A), at most ``max_per_image`` each.
+
+    Args: per image, proposals [P, 4], sampled labels [P] (0 = background), matched_idxs [P]
+        (index into that image's ground truth), has_mask [N] bool.
+    Returns: per image, (boxes [R, 4], matched_idxs [R], labels [R]); the cap draws a random
+        subset with the global torch RNG (saved in checkpoints, so resuming replays it).
+    """
+    boxes_out, idx_out, labels_out = [], [], []
+    for props, lab, idx, hm in zip(proposals, labels, matched_idxs, has_mask):
+        keep = torch.where((lab > 0) & hm[idx.clamp(min=0)])[0]
+        if max_per_image and keep.numel() > max_per_image:
+            keep = keep[torch.randperm(keep.numel(), device=keep.device)[:max_per_image]]
+        boxes_out.append(props[keep])
+        idx_out.append(idx[keep])
+        labels_out.append(lab[keep])
+    return boxes_out, idx_out, labels_out
+
+
+def maskx_loss(mask_logits: torch.Tensor, proposals: list[torch.Tensor], gt_masks: list[torch.Tensor],
+               mask_matched_idxs: list[torch.Tensor]) -> torch.Tensor:
+    """Binary cross-entropy of each RoI's own-class logits [R, M, M] against its projected GT mask.
+
+    Same argument order as torchvision's ``maskrcnn_loss`` less ``gt_labels`` (the logits already
+    belong to the RoI's class). No RoI → a zero that keeps the graph (never NaN).
+    """
+    m = mask_logits.shape[-1]
+    targets = [project_masks_on_boxes(gm, p, i, m) for gm, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
+    targets = torch.cat(targets, dim=0) if targets else mask_logits.new_zeros((0, m, m))
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    return F.binary_cross_entropy_with_logits(mask_logits, targets)
+
+
+class MaskXRoIHeads(RoIHeads):
+    """RoIHeads with the Mask^X mask branch. ``mask_head`` is a ``MaskFCN``, ``mask_predictor`` a
+    ``MaskWeights``; ``mask_mlp`` an optional ``MLPMaskBranch`` added to every class's logits."""
+
+    def __init__(self, *args, mask_mlp: Optional[MLPMaskBranch] = None, mask_rois_per_image: int = 0,
+                 train_boxes: bool = True, train_masks: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.mask_head, MaskFCN) or not isinstance(self.mask_predictor, MaskWeights):
+            raise TypeError("MaskXRoIHeads needs mask_head=MaskFCN and mask_predictor=MaskWeights")
+        self.mask_mlp = mask_mlp
+        self.mask_rois_per_image = mask_rois_per_image
+        self.train_boxes, self.train_masks = train_boxes, train_masks
+
+    def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: torch.Tensor,
+                    image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """Logits of each box for its class: boxes per image [R_i, 4], labels [R] → [R, 28, 28]."""
+        x = self.mask_roi_pool(features, boxes, image_shapes)  # [R, 256, 14, 14]
+        feats, conv_feats = self.mask_head(x)  # [R, dim, 28, 28], [R, dim, 14, 14]
+        w, b = self.mask_predictor(labels, self.box_predictor)  # [R, dim], [R]
+        logits = gather_mask_logits(feats, w, b)
+        if self.mask_mlp is not None:
+            logits = logits + self.mask_mlp(conv_feats)
+        return logits
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        """Training: (empty list, losses). Inference: (detections with ``masks`` [N, 1, 28, 28], {})."""
+        if not self.training:
+            return self._inference(features, proposals, image_shapes)
+        if targets is None:
+            raise ValueError("targets are required in training mode")
+        proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+        losses = {}
+        if self.train_boxes:
+            box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+            class_logits, box_regression = self.box_predictor(box_features)
+            loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            losses.update(loss_classifier=loss_classifier, loss_box_reg=loss_box_reg)
+        if self.train_masks:
+            has_mask = [t["has_mask"] for t in targets]
+            boxes, idxs, mask_labels = select_mask_rois(proposals, labels, matched_idxs, has_mask,
+                                                        self.mask_rois_per_image)
+            logits = self.mask_logits(features, boxes, torch.cat(mask_labels), image_shapes)
+            losses["loss_mask"] = maskx_loss(logits, boxes, [t["masks"] for t in targets], idxs)
+        return [], losses
+
+    def _inference(self, features, proposals, image_shapes):
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        result = [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(boxes, labels, scores)]
+        if self.train_masks:
+            logits = self.mask_logits(features, boxes, torch.cat(labels), image_shapes)
+            probs = logits.sigmoid()[:, None].split([len(l) for l in labels])
+            for r, p in zip(result, probs):
+                r["masks"] = p
+        return result, {}

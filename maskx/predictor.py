@@ -1,0 +1,128 @@
+"""``maskx.load(RUN)`` → a ``Predictor`` that owns image loading, thresholds and output formats.
+
+    predictor = maskx.load("runs/maskx")          # a run folder or a ckpt_*.json
+    instances = predictor.predict("photo.jpg")    # list of Instance (box, score, class, mask, in_A)
+    coco = predictor.predict_coco(image, image_id=7)  # COCO results entries (RLE masks)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import CheckpointError, find_checkpoint, load_model_state, model_state
+from .config import Config, ConfigError
+from .evaluate import encode_masks
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+
+
+@dataclass
+class Instance:
+    box: list[float]  # xyxy pixels of the input image
+    score: float
+    label: int  # 1..K
+    category_id: int
+    class_name: str
+    in_A: bool  # the class had mask labels in training (set A)
+    mask: Optional[np.ndarray]  # bool [H, W], None for a detector-only model
+
+
+def to_image_tensor(image: ImageLike) -> torch.Tensor:
+    """Path, PIL image, uint8 array [H, W(, C)] or float tensor [3, H, W] → float [3, H, W] in 0..1 (RGB)."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"an image tensor must be [3, H, W], got {tuple(image.shape)}")
+        return image.float()
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as im:
+                im.load()
+                image = im.convert("RGB")
+        except FileNotFoundError:
+            raise ValueError(f"{image}: image file not found") from None
+        except Exception as e:
+            raise ValueError(f"{image}: cannot decode image ({e})") from None
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).float().div_(255.0)
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, meta: dict, mask_threshold: float = 0.5):
+        self.model = model.eval()
+        self.meta = meta
+        self.class_names: list[str] = list(meta["class_names"])
+        self.category_ids: list[int] = list(meta["category_ids"])
+        self.set_a = set(meta["set_A"])
+        self.mask_threshold = mask_threshold
+
+    @property
+    def config(self) -> Config:
+        return Config.from_json(self.meta["config"])
+
+    @torch.inference_mode()
+    def predict_raw(self, image: ImageLike) -> dict[str, torch.Tensor]:
+        """torchvision-style detections: boxes [N, 4], labels [N], scores [N], masks [N, 1, H, W] (probabilities)."""
+        return self.model([to_image_tensor(image)])[0]
+
+    def predict(self, image: ImageLike, score_thresh: float = 0.0) -> list[Instance]:
+        det = self.predict_raw(image)
+        masks = det.get("masks")
+        out = []
+        for k in range(det["boxes"].shape[0]):
+            score = float(det["scores"][k])
+            if score < score_thresh:
+                continue
+            label = int(det["labels"][k])
+            cid = self.category_ids[label - 1]
+            out.append(Instance(box=[float(v) for v in det["boxes"][k]], score=score, label=label, category_id=cid,
+                                class_name=self.class_names[label - 1], in_A=cid in self.set_a,
+                                mask=None if masks is None else (masks[k, 0] >= self.mask_threshold).numpy()))
+        return out
+
+    def predict_coco(self, image: ImageLike, image_id: int, score_thresh: float = 0.0) -> list[dict]:
+        """COCO results entries (real category ids, xywh boxes, RLE masks) for one image."""
+        inst = self.predict(image, score_thresh)
+        rles = encode_masks(np.stack([i.mask for i in inst])) if inst and inst[0].mask is not None else None
+        out = []
+        for k, i in enumerate(inst):
+            x0, y0, x1, y1 = i.box
+            entry = {"image_id": image_id, "category_id": i.category_id, "score": round(i.score, 5),
+                     "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]}
+            if rles is not None:
+                entry["segmentation"] = rles[k]
+            out.append(entry)
+        return out
+
+
+def load(path, class_names: Optional[list[str]] = None) -> Predictor:
+    """Load a trained model from a run folder (its newest valid checkpoint) or a ``ckpt_*.json``.
+
+    ``class_names``, if given, must equal the checkpoint's (a clear error otherwise).
+    """
+    from .models.maskx_rcnn import build_model
+
+    meta, tensors = find_checkpoint(path)
+    try:
+        config = Config.from_json(meta["config"])
+        names = meta["class_names"]
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{path}: checkpoint metadata is incomplete or from another version ({e})") from None
+    if class_names is not None and list(class_names) != list(names):
+        raise CheckpointError(f"{path}: checkpoint has {len(names)} classes, {len(class_names)} were asked for "
+                              "(class lists differ)")
+    # a fixed embedding (randn/GloVe/text) is a buffer of the checkpoint: no need to recompute it
+    model = build_model(config, names, embedding=tensors.get("model.roi_heads.mask_predictor.embedding"),
+                        pretrained=False)
+    load_model_state(model, model_state(tensors), str(path))
+    return Predictor(model, meta)

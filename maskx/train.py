@@ -1,0 +1,145 @@
+"""Wiring for ``python -m maskx train``: data, split, model, optimizer, resume, DDP, checkpoints.
+
+Single process: ``python -m maskx train --preset NAME --data DIR --out RUN``.
+Distributed: ``torchrun --nproc_per_node=G -m maskx train ...`` (NCCL on GPUs, gloo on CPU):
+each rank reads its own slice of every global batch (``engine.batch_positions``), gradients are
+averaged by DDP, rank 0 writes checkpoints and the log.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from . import __version__
+from .checkpoint import (CheckpointError, check_classes, find_checkpoint, list_checkpoints, load_model_state,
+                         load_optimizer_state, model_state, save_checkpoint)
+from .config import Config, get_preset
+from .data.coco import CocoDataset
+from .data.splits import Split, resolve_split
+from .engine import train
+from .evaluate import write_json_atomic
+from .models.maskx_rcnn import build_model
+
+MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
+
+
+def resolve_data(data_dir, split_name: str, seed: int) -> tuple[CocoDataset, Split]:
+    """The training dataset with masks only for set A of ``split_name``."""
+    probe = CocoDataset.from_dir(data_dir, check_files=False)
+    info = probe.data.get("info", {})
+    split = resolve_split(split_name, probe.data["categories"], seed=seed,
+                          voc_like_ids=info.get("voc_like_category_ids"), require_b=split_name != "all")
+    return CocoDataset.from_dir(data_dir, mask_category_ids=split.a_ids), split
+
+
+def run_meta(config: Config, dataset: CocoDataset, split: Split, world_size: int) -> dict:
+    return {"config": config.to_json(), "class_names": list(dataset.categories.names),
+            "category_ids": list(dataset.categories.ids), "set_A": list(split.a_ids), "split": split.to_json(),
+            "data": str(dataset.ann_file), "world_size": world_size, "maskx_version": __version__,
+            "generator_version": dataset.data.get("info", {}).get("generator_version")}
+
+
+def load_detector(model: torch.nn.Module, detector_dir, dataset: CocoDataset, config: Config) -> None:
+    """Stage 2 of stage-wise training: copy a trained detector's backbone, RPN and box branch."""
+    meta, tensors = find_checkpoint(detector_dir)
+    check_classes(meta, list(dataset.categories.names), list(dataset.categories.ids), str(detector_dir))
+    det = Config.from_json(meta["config"])
+    if det.stage == "mask":
+        raise CheckpointError(f"{detector_dir}: this run is itself a stage-2 mask run, not a detector")
+    for field in ("backbone", "box_head_dim", "image_size"):
+        if getattr(det, field) != getattr(config, field):
+            raise CheckpointError(f"{detector_dir}: detector has {field}={getattr(det, field)!r}, this run "
+                                  f"{getattr(config, field)!r}; train a matching detector")
+    load_model_state(model, model_state(tensors), str(detector_dir), skip_prefixes=MASK_BRANCH)
+
+
+def _init_distributed() -> tuple[int, int, torch.device]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, torch.device("cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world_size, torch.device("cuda", local)
+    return rank, world_size, torch.device("cpu")
+
+
+def run_training(config: Config, data_dir, out_dir, resume: bool = False, progress: bool = True,
+                 detector_iters: Optional[int] = None, stop_after: Optional[int] = None) -> Path:
+    """Train ``config`` on ``data_dir`` into ``out_dir``; returns the newest checkpoint's JSON path.
+
+    ``stop_after`` ends this process after that many iterations (checkpoint written), with the
+    schedule still that of ``config.iters``: ``--resume`` later continues exactly.
+
+    Stage ``mask`` without ``config.detector`` first trains the detector into ``out_dir/detector``
+    (same seed, size and iterations unless ``detector_iters``), then the mask head on it.
+    """
+    out_dir = Path(out_dir)
+    if config.stage == "mask" and not config.detector:
+        det_cfg = get_preset("detector").replace(
+            **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "image_size", "seed", "batch_size",
+                                               "base_lr", "rois_per_image", "box_head_dim", "checkpoint_every")},
+            split=config.split if config.split != "all" else "voc2nonvoc",
+            iters=detector_iters or config.iters)
+        if not (out_dir / "detector" / "done.json").is_file():
+            run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress)
+        config = config.replace(detector=str(out_dir / "detector"))
+    if not resume and list_checkpoints(out_dir):
+        raise FileExistsError(f"{out_dir} already holds checkpoints: pass --resume to continue, or another --out")
+
+    rank, world_size, device = _init_distributed()
+    try:
+        dataset, split = resolve_data(data_dir, config.split, config.seed)
+        names = list(dataset.categories.names)
+        torch.manual_seed(config.seed)
+        model = build_model(config, names)
+        if config.stage == "mask":
+            load_detector(model, config.detector, dataset, config)
+        meta = run_meta(config, dataset, split, world_size)
+        model.to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        start = 0
+        if resume and list_checkpoints(out_dir):
+            ck_meta, tensors = find_checkpoint(out_dir)
+            check_classes(ck_meta, names, list(dataset.categories.ids), str(out_dir))
+            if Config.from_json(ck_meta["config"]).replace(iters=config.iters) != config.replace(iters=config.iters):
+                raise CheckpointError(f"{out_dir}: the checkpoint was trained with another config; resume with the "
+                                      "same preset and options (only --iters may change)")
+            load_model_state(model, model_state(tensors), str(out_dir))
+            load_optimizer_state(optimizer, model, tensors)
+            start = int(ck_meta["iteration"])
+        net = model
+        if world_size > 1:
+            # a detector run leaves the (untrained) mask branch unused
+            net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=config.stage == "detector")
+        if rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic({**meta, "status": "training"}, out_dir / "run.json")
+
+        def on_checkpoint(done: int) -> None:
+            if rank == 0:
+                save_checkpoint(out_dir, done, model, meta, optimizer, keep=config.keep_checkpoints)
+
+        t0 = time.perf_counter()
+        train(net, optimizer, dataset, config, start_iter=start, rank=rank, world_size=world_size,
+              log_path=out_dir / "log.jsonl", on_checkpoint=on_checkpoint, progress=progress, stop_after=stop_after)
+        if rank == 0 and (stop_after is None or stop_after >= config.iters):
+            write_json_atomic({**meta, "status": "done", "iterations": config.iters,
+                               "train_seconds_this_process": round(time.perf_counter() - t0, 1)},
+                              out_dir / "done.json")
+        if world_size > 1:
+            dist.barrier()
+        return list_checkpoints(out_dir)[-1] if rank == 0 else out_dir
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+

@@ -1,0 +1,119 @@
+"""Evaluation on set A and set B: sanity values, per-class AP, the results format, bad predictions."""
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from maskx.__main__ import main
+from maskx.data.splits import resolve_split
+from maskx.evaluate import PredictionError, encode_masks, evaluate, evaluate_files, gt_as_predictions
+
+
+@pytest.fixture(scope="module")
+def gt(tiny_synth):
+    return json.loads((tiny_synth / "annotations.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def split(gt):
+    return resolve_split("voc2nonvoc", gt["categories"], voc_like_ids=gt["info"]["voc_like_category_ids"])
+
+
+def test_ground_truth_scores_100(gt, split):
+    r = evaluate(gt, gt_as_predictions(gt), split)
+    for s in ("A", "B"):
+        assert r[s]["bbox_AP"] == 100 and r[s]["segm_AP"] == 100
+    present = {a["category_id"] for a in gt["annotations"]}
+    for name, c in r["per_class"].items():
+        if c["category_id"] in present:
+            assert c["bbox_AP"] == c["segm_AP"] == 100, name
+        else:
+            assert c["segm_AP"] is None, "a class without ground truth has no AP"
+        assert c["set"] == split.set_of(c["category_id"])
+
+
+def test_predictions_for_a_only(gt, split):
+    preds = [p for p in gt_as_predictions(gt) if p["category_id"] in split.a_ids]
+    r = evaluate(gt, preds, split)
+    assert r["A"]["segm_AP"] == 100 and r["B"]["segm_AP"] == 0 and r["B"]["bbox_AP"] == 0
+
+
+def test_shifted_mask_lowers_segm_not_bbox(gt, split):
+    preds = gt_as_predictions(gt)
+    for p in preds:
+        rle = {"size": p["segmentation"]["size"], "counts": p["segmentation"]["counts"].encode()}
+        m = mask_utils.decode(rle)
+        p["segmentation"] = encode_masks(np.roll(m, 4, axis=1)[None])[0]
+    r = evaluate(gt, preds, split)
+    for s in ("A", "B"):
+        assert r[s]["bbox_AP"] == 100 and r[s]["segm_AP"] < 90
+
+
+def test_a_b_restriction_matches_per_class_mean(gt, split):
+    # a prediction set that is right on some classes only: the A and B means differ and each
+    # equals the mean of its classes' AP (COCOeval restricted with params.catIds)
+    preds = [p for p in gt_as_predictions(gt) if p["category_id"] % 3]
+    r = evaluate(gt, preds, split)
+    for s in ("A", "B"):
+        aps = [c["segm_AP"] for c in r["per_class"].values() if c["set"] == s and c["segm_AP"] is not None]
+        assert r[s]["segm_AP"] == pytest.approx(np.mean(aps), abs=1e-2)
+    assert 0 < r["B"]["segm_AP"] < 100
+
+
+def test_empty_and_box_only_predictions(gt, split):
+    r = evaluate(gt, [], split)
+    assert r["A"]["bbox_AP"] == 0 and r["B"]["segm_AP"] == 0
+    boxes = [{k: v for k, v in p.items() if k != "segmentation"} for p in gt_as_predictions(gt)]
+    r = evaluate(gt, boxes, split)
+    assert r["B"]["bbox_AP"] == 100 and r["B"]["segm_AP"] is None
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda p: p.update(image_id=999999), "image_id 999999 is not in the ground truth"),
+    (lambda p: p.update(category_id=12), "category_id 12 .*real category ids"),
+    (lambda p: p.pop("score"), "'score' must be a finite number"),
+    (lambda p: p.update(score=float("nan")), "'score'"),
+    (lambda p: p.update(bbox=[1, 2]), "'bbox' must be"),
+    (lambda p: p.update(segmentation=[[1, 2, 3, 4, 5, 6]]), "'segmentation' must be an RLE"),
+])
+def test_bad_predictions(gt, split, mutate, match):
+    preds = gt_as_predictions(gt)
+    mutate(preds[1])
+    with pytest.raises(PredictionError, match=r"detection \[1\]: " + match):
+        evaluate(gt, preds, split)
+
+
+def test_mixed_fields_refused(gt, split):
+    preds = gt_as_predictions(gt)
+    preds[2].pop("segmentation")
+    with pytest.raises(PredictionError, match="same fields"):
+        evaluate(gt, preds, split)
+
+
+def test_cli_eval_writes_json(tiny_synth, gt, tmp_path, capsys):
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps(gt_as_predictions(gt)))
+    out = tmp_path / "m" / "metrics.json"
+    code = main(["eval", "--gt", str(tiny_synth / "annotations.json"), "--pred", str(pred),
+                 "--split", "nonvoc2voc", "--out", str(out)])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["A"]["segm_AP"] == 100 and printed["split"]["name"] == "nonvoc2voc"
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]  # no temp files left
+
+
+def test_cli_eval_errors(tiny_synth, tmp_path, capsys):
+    pred = tmp_path / "pred.json"
+    pred.write_text("[{\"image_id\": 1}]")
+    assert main(["eval", "--gt", str(tiny_synth / "annotations.json"), "--pred", str(pred), "--split",
+                 "voc2nonvoc"]) == 2
+    assert "pred.json: detection [0]: category_id None" in capsys.readouterr().err
+    assert main(["eval", "--gt", str(tiny_synth / "annotations.json"), "--pred", str(pred), "--split",
+                 "rand80_t0"]) == 2
+    pred.write_text("[]")
+    assert main(["eval", "--gt", str(tmp_path / "nope.json"), "--pred", str(pred), "--split", "voc2nonvoc"]) == 2
+    assert "nope.json: file not found" in capsys.readouterr().err
+    r = evaluate_files(tiny_synth / "annotations.json", pred, "rand20_t1", seed=3)
+    assert len(r["split"]["A"]) == 20 and r["A"]["segm_AP"] == 0
