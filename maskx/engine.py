@@ -73,7 +73,7 @@ def load_batch(dataset, positions: range, config: Config) -> tuple[list, list]:
 def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, config: Config, start_iter: int = 0,
           rank: int = 0, world_size: int = 1, log_path: Optional[Path] = None,
           on_checkpoint: Optional[Callable[[int], None]] = None, progress: bool = True,
-          stop_after: Optional[int] = None) -> int:
+          stop_after: Optional[int] = None, device: torch.device = torch.device("cpu")) -> int:
     """Run iterations ``start_iter .. config.iters - 1`` (or up to ``stop_after``); returns the
     number of iterations done. The learning-rate schedule is always that of ``config.iters``.
 
@@ -92,6 +92,9 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, con
         for it in bar:
             t0 = time.perf_counter()
             images, targets = load_batch(dataset, batch_positions(it, config.batch_size, world_size, rank), config)
+            if device.type != "cpu":
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             lr = lr_at(it, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -54,7 +54,7 @@ def to_image_tensor(image: ImageLike) -> torch.Tensor:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ValueError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(arr[..., :3], copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
 class Predictor:
@@ -73,7 +73,9 @@ class Predictor:
     @torch.inference_mode()
     def predict_raw(self, image: ImageLike) -> dict[str, torch.Tensor]:
         """torchvision-style detections: boxes [N, 4], labels [N], scores [N], masks [N, 1, H, W] (probabilities)."""
-        return self.model([to_image_tensor(image)])[0]
+        device = next(self.model.parameters()).device
+        det = self.model([to_image_tensor(image).to(device)])[0]
+        return {k: v.cpu() for k, v in det.items()}
 
     def predict(self, image: ImageLike, score_thresh: float = 0.0) -> list[Instance]:
         det = self.predict_raw(image)
@@ -105,7 +107,7 @@ class Predictor:
         return out
 
 
-def load(path, class_names: Optional[list[str]] = None) -> Predictor:
+def load(path, class_names: Optional[list[str]] = None, device: str = "cpu") -> Predictor:
     """Load a trained model from a run folder (its newest valid checkpoint) or a ``ckpt_*.json``.
 
     ``class_names``, if given, must equal the checkpoint's (a clear error otherwise).
@@ -125,4 +127,4 @@ def load(path, class_names: Optional[list[str]] = None) -> Predictor:
     model = build_model(config, names, embedding=tensors.get("model.roi_heads.mask_predictor.embedding"),
                         pretrained=False)
     load_model_state(model, model_state(tensors), str(path))
-    return Predictor(model, meta)
+    return Predictor(model.to(device), meta)

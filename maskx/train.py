@@ -61,7 +61,7 @@ def load_detector(model: torch.nn.Module, detector_dir, dataset: CocoDataset, co
 def _init_distributed() -> tuple[int, int, torch.device]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return 0, 1, torch.device("cpu")
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
     rank = dist.get_rank()
@@ -120,7 +120,9 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         net = model
         if world_size > 1:
             # a detector run leaves the (untrained) mask branch unused
-            net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=config.stage == "detector")
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=config.stage == "detector")
         if rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic({**meta, "status": "training"}, out_dir / "run.json")
@@ -131,7 +133,8 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
 
         t0 = time.perf_counter()
         train(net, optimizer, dataset, config, start_iter=start, rank=rank, world_size=world_size,
-              log_path=out_dir / "log.jsonl", on_checkpoint=on_checkpoint, progress=progress, stop_after=stop_after)
+              log_path=out_dir / "log.jsonl", on_checkpoint=on_checkpoint, progress=progress, stop_after=stop_after,
+              device=device)
         if rank == 0 and (stop_after is None or stop_after >= config.iters):
             write_json_atomic({**meta, "status": "done", "iterations": config.iters,
                                "train_seconds_this_process": round(time.perf_counter() - t0, 1)},
