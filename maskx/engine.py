@@ -25,9 +25,13 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. repeated non-finite losses); the last good checkpoint is kept."""
 
 
-def lr_at(iteration: int, config: Config) -> float:
-    """Linear warm-up from ``warmup_factor`` x lr, then x0.1 at each ``decay_at`` fraction of iters."""
-    lr = config.lr * 0.1 ** sum(iteration >= int(f * config.iters) for f in config.decay_at)
+def lr_at(iteration: int, config: Config, world_size: int = 1) -> float:
+    """Linear warm-up from ``warmup_factor`` x lr, then x0.1 at each ``decay_at`` fraction of iters.
+
+    ``config.batch_size`` is per process, so a step of ``world_size`` processes sees
+    ``batch_size * world_size`` images and the lr scales with it (paper: 0.02 for 8 GPUs x 2 images).
+    """
+    lr = config.lr * world_size * 0.1 ** sum(iteration >= int(f * config.iters) for f in config.decay_at)
     if iteration < config.warmup_iters:
         alpha = iteration / config.warmup_iters
         lr *= config.warmup_factor * (1 - alpha) + alpha
@@ -95,7 +99,7 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, con
             if device.type != "cpu":
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-            lr = lr_at(it, config)
+            lr = lr_at(it, config, world_size)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(config.seed * 1_000_003 + it * 1009 + rank)
@@ -104,7 +108,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, con
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else math.inf)
-            record = {"iter": it, "lr": lr, "loss": float(loss), **{k: float(v) for k, v in losses.items()}}
+            record = {"iter": it, "lr": lr, "loss": float(loss.detach()),
+                      **{k: float(v.detach()) for k, v in losses.items()}}
             if not (math.isfinite(record["loss"]) and math.isfinite(float(norm))):
                 bad_in_row += 1
                 record["skipped"] = "non-finite loss or gradient"

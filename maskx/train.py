@@ -63,7 +63,8 @@ def _init_distributed() -> tuple[int, int, torch.device]:
     if world_size == 1:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
+    if not dist.is_initialized():  # a stage-wise run trains its detector inside the same process group
+        dist.init_process_group(backend)
     rank = dist.get_rank()
     if backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -83,20 +84,25 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
     (same seed, size and iterations unless ``detector_iters``), then the mask head on it.
     """
     out_dir = Path(out_dir)
-    if config.stage == "mask" and not config.detector:
-        det_cfg = get_preset("detector").replace(
-            **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "image_size", "seed", "batch_size",
-                                               "base_lr", "rois_per_image", "box_head_dim", "checkpoint_every")},
-            split=config.split if config.split != "all" else "voc2nonvoc",
-            iters=detector_iters or config.iters)
-        if not (out_dir / "detector" / "done.json").is_file():
-            run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress)
-        config = config.replace(detector=str(out_dir / "detector"))
     if not resume and list_checkpoints(out_dir):
         raise FileExistsError(f"{out_dir} already holds checkpoints: pass --resume to continue, or another --out")
 
+    # one process group for the whole call, the detector of a stage-wise run included: destroying
+    # it and initialising another under torchrun fails (the new group meets the old one's keys)
+    owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world_size, device = _init_distributed()
     try:
+        if config.stage == "mask" and not config.detector:
+            det_cfg = get_preset("detector").replace(
+                **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "image_size", "seed",
+                                                   "batch_size", "base_lr", "rois_per_image", "box_head_dim",
+                                                   "checkpoint_every")},
+                split=config.split if config.split != "all" else "voc2nonvoc",
+                iters=detector_iters or config.iters)
+            if not (out_dir / "detector" / "done.json").is_file():
+                run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress)
+            config = config.replace(detector=str(out_dir / "detector"))
+
         dataset, split = resolve_data(data_dir, config.split, config.seed)
         names = list(dataset.categories.names)
         torch.manual_seed(config.seed)
@@ -143,6 +149,6 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             dist.barrier()
         return list_checkpoints(out_dir)[-1] if rank == 0 else out_dir
     finally:
-        if world_size > 1 and dist.is_initialized():
+        if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -99,9 +99,15 @@ class MaskWeights(nn.Module):
         else:
             raise ValueError(f"unknown mask weights kind {kind!r}")
 
-    def w_det(self, box_predictor: FastRCNNPredictor) -> torch.Tensor:
-        """The input of T for every class, [K+1, D]."""
-        w = self.embedding if hasattr(self, "embedding") else detection_weights(box_predictor, self.transfer_input)
+    def w_det(self, box_predictor: FastRCNNPredictor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The input of T for ``classes`` [C] (default: every class), [C or K+1, D].
+
+        Rows are picked before the cls+box concatenation, so the cost follows C, not K.
+        """
+        if hasattr(self, "embedding"):
+            w = self.embedding if classes is None else self.embedding[classes]
+        else:
+            w = detection_weights(box_predictor, self.transfer_input, classes)
         return w.detach() if self.stop_grad else w
 
     def forward(self, labels: torch.Tensor, box_predictor: FastRCNNPredictor
@@ -113,7 +119,7 @@ class MaskWeights(nn.Module):
             return self.weight[labels], self.bias[labels]
         # T runs once per distinct class in the batch, not per class of the dataset
         classes, inverse = torch.unique(labels, return_inverse=True)
-        w_seg = self.transfer(self.w_det(box_predictor)[classes])
+        w_seg = self.transfer(self.w_det(box_predictor, classes))
         return w_seg[inverse], None
 
     def all_classes(self, box_predictor: FastRCNNPredictor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -6,6 +6,8 @@ Table 1b's best is FC 5120→256, LeakyReLU(0.1), FC 256→256.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -37,18 +39,24 @@ class WeightTransfer(nn.Module):
         return self.net(w_det)
 
 
-def detection_weights(box_predictor: FastRCNNPredictor, kind: str) -> torch.Tensor:
-    """Per-class detection weights w_det read from the box predictor, [K+1, D].
+def detection_weights(box_predictor: FastRCNNPredictor, kind: str,
+                      classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-class detection weights w_det read from the box predictor, [K+1, D] (or [C, D] for the
+    C class indices ``classes``: rows are selected before concatenating, so nothing of size K is built).
 
     ``cls``: the RoI classifier row, D = box_head_dim (1024); ``box``: the class's 4 box
     regression rows flattened, D = 4 x box_head_dim; ``cls+box``: both concatenated (5120).
     """
     w_cls = box_predictor.cls_score.weight  # [K+1, 1024]
+    w_box = box_predictor.bbox_pred.weight.reshape(w_cls.shape[0], -1)  # [K+1, 4*1024], a view
+
+    def pick(w: torch.Tensor) -> torch.Tensor:
+        return w if classes is None else w[classes]
+
     if kind == "cls":
-        return w_cls
-    w_box = box_predictor.bbox_pred.weight.reshape(w_cls.shape[0], -1)  # [K+1, 4*1024]
+        return pick(w_cls)
     if kind == "box":
-        return w_box
+        return pick(w_box)
     if kind == "cls+box":
-        return torch.cat([w_cls, w_box], dim=1)
+        return torch.cat([pick(w_cls), pick(w_box)], dim=1)
     raise ValueError(f"detection weights kind must be cls, box or cls+box, got {kind!r}")
