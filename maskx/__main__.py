@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _cmd_train(args) -> dict:
                                  ("image_size", args.image_size), ("detector", args.detector)) if v is not None}
     config = config.replace(**changes).with_overrides(args.set or [])
     path = run_training(config, args.data, args.out, resume=args.resume, progress=not args.quiet,
-                        detector_iters=args.detector_iters, stop_after=args.stop_after)
+                        detector_iters=args.detector_iters, stop_after=args.stop_after, images_dir=args.images)
     return {"run": str(args.out), "checkpoint": str(path), "preset": args.preset, "config": config.to_json()}
 
 
@@ -149,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a Mask^X R-CNN variant (a preset; any field via --set)")
     t.add_argument("--preset", required=True, help="e.g. agnostic, oracle, transfer_clsbox_2lrelu_mlp_e2e")
-    t.add_argument("--data", required=True, help="COCO-format folder: annotations.json + images/")
+    t.add_argument("--data", required=True,
+                   help="COCO-format folder (annotations.json + images/), or a COCO annotations file with --images")
+    t.add_argument("--images", help="image folder of an annotations file given as --data (e.g. coco/train2017)")
     t.add_argument("--split", help="voc2nonvoc, nonvoc2voc, randK_tT, all (oracle) or a JSON file")
     t.add_argument("--seed", type=int)
     t.add_argument("--iters", type=int)
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one result on stdout
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -60,7 +60,7 @@ class Config:
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
-    num_workers: int = 0
+    num_workers: int = 1  # DataLoader workers loading ahead (decoding runs single-threaded there)
     # inference
     score_thresh: float = 0.05
     detections_per_img: int = 100

@@ -7,6 +7,7 @@ Resuming therefore needs only the weights, the momentum buffers and i.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -17,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .config import Config
-from .data.coco import load_image
+from .data.coco import collate, load_image
 from .evaluate import evaluate as coco_evaluate
 
 
@@ -47,8 +48,12 @@ def batch_positions(iteration: int, batch_size: int, world_size: int = 1, rank: 
 def sample_at(position: int, num_samples: int, seed: int) -> int:
     """Dataset index at a stream position: epoch e reads a permutation seeded by (seed, e)."""
     epoch, offset = divmod(position, num_samples)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return int(torch.randperm(num_samples, generator=g)[offset])
+    return int(_epoch_order(num_samples, seed, epoch)[offset])
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
@@ -62,16 +67,28 @@ def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     return image.flip(-1), target
 
 
-def load_batch(dataset, positions: range, config: Config) -> tuple[list, list]:
-    images, targets = [], []
-    for pos in positions:
-        image, target = dataset[sample_at(pos, len(dataset), config.seed)]
-        g = torch.Generator().manual_seed(config.seed * 7_919 + pos)
-        if torch.rand((), generator=g).item() < config.hflip:
+class SampleStream(torch.utils.data.Dataset):
+    """Stream position → (image, target) with its deterministic flip; indexable by any worker."""
+
+    def __init__(self, dataset, config: Config):
+        self.dataset, self.seed, self.hflip = dataset, config.seed, config.hflip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int):
+        image, target = self.dataset[sample_at(position, len(self.dataset), self.seed)]
+        g = torch.Generator().manual_seed(self.seed * 7_919 + position)
+        if torch.rand((), generator=g).item() < self.hflip:
             image, target = hflip(image, target)
-        images.append(image)
-        targets.append(target)
-    return images, targets
+        return image, target
+
+
+def batch_loader(dataset, config: Config, start: int, end: int, world_size: int = 1, rank: int = 0):
+    """Batches of iterations ``start .. end - 1`` for this rank, ``config.num_workers`` loading ahead."""
+    batches = [list(batch_positions(it, config.batch_size, world_size, rank)) for it in range(start, end)]
+    return torch.utils.data.DataLoader(SampleStream(dataset, config), batch_sampler=batches,
+                                       num_workers=config.num_workers, collate_fn=collate)
 
 
 def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, config: Config, start_iter: int = 0,
@@ -92,10 +109,11 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, con
     bar = tqdm(range(start_iter, end), initial=start_iter, total=config.iters, disable=not progress or rank,
                desc="train", dynamic_ncols=True)
     log = open(log_path, "a") if log_path is not None and rank == 0 else None
+    loader = batch_loader(dataset, config, start_iter, end, world_size, rank)
     try:
-        for it in bar:
-            t0 = time.perf_counter()
-            images, targets = load_batch(dataset, batch_positions(it, config.batch_size, world_size, rank), config)
+        t0 = time.perf_counter()
+        for it, (images, targets) in zip(bar, loader):
+            images, targets = list(images), list(targets)
             if device.type != "cpu":
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
@@ -121,7 +139,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, con
             else:
                 bad_in_row = 0
                 optimizer.step()
-            record["sec"] = round(time.perf_counter() - t0, 4)
+            record["sec"] = round(time.perf_counter() - t0, 4)  # data wait included
+            t0 = time.perf_counter()
             _write(log, record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.4f}")
             done = it + 1

@@ -19,7 +19,7 @@ from . import __version__
 from .checkpoint import (CheckpointError, check_classes, find_checkpoint, list_checkpoints, load_model_state,
                          load_optimizer_state, model_state, save_checkpoint)
 from .config import Config, get_preset
-from .data.coco import CocoDataset
+from .data.coco import CocoDataset, DatasetError, read_json
 from .data.splits import Split, resolve_split
 from .engine import train
 from .evaluate import write_json_atomic
@@ -28,13 +28,34 @@ from .models.maskx_rcnn import build_model
 MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
 
 
-def resolve_data(data_dir, split_name: str, seed: int) -> tuple[CocoDataset, Split]:
-    """The training dataset with masks only for set A of ``split_name``."""
-    probe = CocoDataset.from_dir(data_dir, check_files=False)
-    info = probe.data.get("info", {})
-    split = resolve_split(split_name, probe.data["categories"], seed=seed,
+def data_paths(data, images=None) -> tuple[Path, Path]:
+    """(annotations file, images folder) from ``data``: a folder holding ``annotations.json`` and
+    ``images/`` (what ``maskx data synth`` writes), or a COCO annotations file (then ``images``
+    names its image folder, e.g. ``instances_train2017.json`` with ``train2017/``)."""
+    data = Path(data)
+    if data.is_dir():
+        ann = data / "annotations.json"
+        if not ann.is_file():
+            raise DatasetError(f"{data}: no annotations.json here; pass a COCO annotations file as --data "
+                               "(with --images DIR) or a folder written by `python -m maskx data synth`")
+        return ann, Path(images) if images else data / "images"
+    if not data.is_file():
+        raise DatasetError(f"{data}: no such folder or annotations file")
+    if images is None:
+        raise DatasetError(f"{data}: an annotations file needs --images DIR (the folder of its images)")
+    return data, Path(images)
+
+
+def resolve_data(data, split_name: str, seed: int, images=None) -> tuple[CocoDataset, Split]:
+    """The training dataset with masks only for set A of ``split_name`` (``data`` as in ``data_paths``)."""
+    ann, image_dir = data_paths(data, images)
+    parsed = read_json(ann)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("categories"), list):
+        raise DatasetError(f"{ann}: missing list field 'categories'; is this a COCO instances file?")
+    info = parsed.get("info") if isinstance(parsed.get("info"), dict) else {}
+    split = resolve_split(split_name, parsed["categories"], seed=seed,
                           voc_like_ids=info.get("voc_like_category_ids"), require_b=split_name != "all")
-    return CocoDataset.from_dir(data_dir, mask_category_ids=split.a_ids), split
+    return CocoDataset(image_dir, ann, mask_category_ids=split.a_ids, data=parsed), split
 
 
 def run_meta(config: Config, dataset: CocoDataset, split: Split, world_size: int) -> dict:
@@ -74,7 +95,8 @@ def _init_distributed() -> tuple[int, int, torch.device]:
 
 
 def run_training(config: Config, data_dir, out_dir, resume: bool = False, progress: bool = True,
-                 detector_iters: Optional[int] = None, stop_after: Optional[int] = None) -> Path:
+                 detector_iters: Optional[int] = None, stop_after: Optional[int] = None,
+                 images_dir=None) -> Path:
     """Train ``config`` on ``data_dir`` into ``out_dir``; returns the newest checkpoint's JSON path.
 
     ``stop_after`` ends this process after that many iterations (checkpoint written), with the
@@ -100,10 +122,11 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
                 split=config.split if config.split != "all" else "voc2nonvoc",
                 iters=detector_iters or config.iters)
             if not (out_dir / "detector" / "done.json").is_file():
-                run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress)
+                run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress,
+                             images_dir=images_dir)
             config = config.replace(detector=str(out_dir / "detector"))
 
-        dataset, split = resolve_data(data_dir, config.split, config.seed)
+        dataset, split = resolve_data(data_dir, config.split, config.seed, images=images_dir)
         names = list(dataset.categories.names)
         torch.manual_seed(config.seed)
         model = build_model(config, names)

@@ -98,7 +98,7 @@ def test_oracle_needs_split_all(data, tmp_path, capsys):
 def test_missing_data_folder(tmp_path, capsys):
     assert main(["train", "--preset", "agnostic_e2e", "--data", str(tmp_path / "nope"),
                  "--out", str(tmp_path / "r"), *TINY]) == 2
-    assert "no annotations.json here" in capsys.readouterr().err
+    assert "no such folder or annotations file" in capsys.readouterr().err
 
 
 def test_predict_without_checkpoint(data, tmp_path, capsys):
@@ -206,3 +206,24 @@ def test_ddp_stagewise_trains_detector_then_mask_head(data, tmp_path):
         assert len((d / "log.jsonl").read_text().splitlines()) == 1
     meta = json.loads((run / "ckpt_0000001.json").read_text())
     assert meta["world_size"] == 2 and meta["config"]["detector"] == str(run / "detector")
+
+
+def test_annotations_file_needs_images_folder(data, tmp_path, capsys):
+    assert main(["train", "--preset", "agnostic_e2e", "--data", str(data / "annotations.json"),
+                 "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "needs --images DIR" in capsys.readouterr().err
+
+
+def test_folder_without_annotations_rejected(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--preset", "agnostic_e2e", "--data", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "no annotations.json here" in capsys.readouterr().err
+
+
+def test_coco_layout_with_separate_images_folder(data, tmp_path):
+    """Real COCO's layout: annotations/instances_*.json and a separate image folder."""
+    assert main(["train", "--preset", "agnostic_e2e", "--data", str(data / "annotations.json"),
+                 "--images", str(data / "images"), "--out", str(tmp_path / "r"), "--stop-after", "1",
+                 *TINY]) == 0
+    assert (tmp_path / "r" / "ckpt_0000001.json").is_file()

@@ -119,6 +119,22 @@ def test_data_order_is_a_function_of_seed_and_position():
         assert single == [2 * it, 2 * it + 1]
 
 
+def test_loader_workers_yield_the_same_batches_as_the_main_process(data64):
+    from maskx.data.coco import CocoDataset
+    from maskx.engine import batch_loader
+
+    ds = CocoDataset.from_dir(data64)
+    cfg = tiny_config(num_workers=0, batch_size=2)
+    inline = list(batch_loader(ds, cfg, 3, 6))
+    ahead = list(batch_loader(ds, cfg.replace(num_workers=2), 3, 6))
+    assert len(inline) == len(ahead) == 3
+    for (ims_a, tgs_a), (ims_b, tgs_b) in zip(inline, ahead):
+        for a, b in zip(ims_a, ims_b):
+            assert torch.equal(a, b)
+        for a, b in zip(tgs_a, tgs_b):
+            assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["masks"], b["masks"])
+
+
 # ------------------------------------------------------------------ checkpoints (no training)
 
 class _Tiny(torch.nn.Module):

@@ -125,10 +125,10 @@ class CocoDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, images_dir, ann_file, mask_category_ids=None, strict: bool = False,
-                 transforms=None, check_files: bool = True):
+                 transforms=None, check_files: bool = True, data: dict | None = None):
         self.images_dir, self.ann_file = Path(images_dir), Path(ann_file)
         self.strict, self.transforms = strict, transforms
-        data = read_json(self.ann_file)
+        data = read_json(self.ann_file) if data is None else data  # ``data``: ann_file already parsed
         self.data = data
         for key in ("images", "annotations", "categories"):
             if not isinstance(data, dict) or not isinstance(data.get(key), list):

@@ -1,0 +1,141 @@
+"""How fast the embedded dataset is generated and loaded, in images/s, at 256 and 512 px.
+
+    python benchmarks/data_rate.py --out benchmarks/results/data_rate.json   # or: make bench
+
+- generate: ``maskx.data.synthetic.generate`` (render, JPEG-encode, RLE-encode, write), with
+  1 worker and with 2 workers (``make demo`` uses 2);
+- load: ``CocoDataset.__getitem__`` over the generated folder under the voc2nonvoc split
+  (JPEG decode to a float tensor, set-A RLE masks decoded, set-B masks left zero), one
+  process, median of ``--load-passes`` full passes; with 1 torch thread (what a DataLoader
+  worker uses) and with torch's default thread count.
+
+Everything is written to a temporary folder that is removed afterwards. Writes the results as
+JSON (atomically) and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Only the generator at import time: the 2-worker pool spawns processes that re-import this
+# file, and importing torch there would be counted as generation time.
+from maskx.data.synthetic import GENERATOR_VERSION, generate
+
+# (image size, images generated) — sized so the whole run stays well under 2 minutes on 2 cores
+DEFAULT_IMAGES = {256: 200, 512: 60}
+
+
+def bench_size(root: Path, size: int, images: int, load_passes: int) -> dict:
+    import torch
+
+    from maskx.data.coco import CocoDataset
+    from maskx.data.splits import resolve_split
+
+    gen, gen_cpu = {}, None
+    for workers in (1, 2):
+        out = root / f"{size}px-w{workers}"
+        t0, c0 = time.perf_counter(), time.process_time()
+        summary = generate(out, images, seed=0, image_size=size, workers=workers)
+        gen[workers] = images / (time.perf_counter() - t0)
+        if workers == 1:  # all the work is in this process: CPU time is meaningful
+            gen_cpu = images / (time.process_time() - c0)
+    data_dir = root / f"{size}px-w1"
+    full = CocoDataset.from_dir(data_dir)
+    split = resolve_split("voc2nonvoc", full.data["categories"],
+                          voc_like_ids=full.data["info"]["voc_like_category_ids"])
+    ds = CocoDataset.from_dir(data_dir, mask_category_ids=split.a_ids)
+    load, load_cpu = {}, {}
+    default_threads = torch.get_num_threads()
+    for threads in (1, default_threads):
+        torch.set_num_threads(threads)
+        rates, cpu_rates = [], []
+        for _ in range(load_passes):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(len(ds)):
+                ds[i]
+            rates.append(len(ds) / (time.perf_counter() - t0))
+            cpu_rates.append(len(ds) / (time.process_time() - c0))
+        load[threads], load_cpu[threads] = statistics.median(rates), statistics.median(cpu_rates)
+    torch.set_num_threads(default_threads)
+    return {
+        "image_size": size,
+        "images": images,
+        "instances": summary["instances"],
+        "instances_with_mask_voc2nonvoc": ds.summary["with_mask"],
+        "generate_images_per_s_1_worker": round(gen[1], 2),
+        "generate_images_per_s_2_workers": round(gen[2], 2),
+        # torch intra-op threads = 1, as in a DataLoader worker
+        "load_images_per_s": round(load[1], 1),
+        # torch's default thread count (see "machine"); slows down sharply when other
+        # processes compete for the cores
+        "load_images_per_s_default_threads": round(load[default_threads], 1),
+        # per second of this process's CPU time (all its threads): less sensitive to other
+        # processes sharing the cores than the wall-clock rates above
+        "generate_images_per_cpu_s_1_worker": round(gen_cpu, 2),
+        "load_images_per_cpu_s": round(load_cpu[1], 1),
+        "load_passes": load_passes,
+    }
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| px | images | generate, 1 worker | generate, 2 workers | load, 1 thread | load, default threads "
+            "| generate per CPU-s | load per CPU-s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r['image_size']} | {r['images']} | {r['generate_images_per_s_1_worker']:.1f} "
+                    f"| {r['generate_images_per_s_2_workers']:.1f} | {r['load_images_per_s']:.0f} "
+                    f"| {r['load_images_per_s_default_threads']:.0f} "
+                    f"| {r['generate_images_per_cpu_s_1_worker']:.1f} | {r['load_images_per_cpu_s']:.0f} |")
+    rows.append("")
+    rows.append("images/s. Wall clock, except the last two columns: per second of the benchmark process's "
+                "CPU time (1 worker, 1 torch thread).")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument("--sizes", type=int, nargs="+", default=sorted(DEFAULT_IMAGES))
+    p.add_argument("--images", type=int, help="images per size (default: 200 at 256 px, 60 at 512 px)")
+    p.add_argument("--load-passes", type=int, default=3)
+    args = p.parse_args(argv)
+    import torch
+
+    from maskx.evaluate import write_json_atomic
+
+    results = []
+    load_before = os.getloadavg()[0]
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="maskx-bench-") as tmp:
+        for size in args.sizes:
+            n = args.images or DEFAULT_IMAGES.get(size, 16)
+            results.append(bench_size(Path(tmp), size, n, args.load_passes))
+            print(f"{size} px done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
+    report = {
+        "benchmark": "data_rate",
+        "command": " ".join(["python", "benchmarks/data_rate.py", *(sys.argv[1:] if argv is None else argv)]),
+        "date": datetime.date.today().isoformat(),
+        "generator_version": GENERATOR_VERSION,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "platform": platform.platform()},
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        # the machine's 1-minute load average: other processes on the same cores slow every rate
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "results": results,
+    }
+    if args.out:
+        write_json_atomic(report, args.out)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
