@@ -50,7 +50,8 @@ def _cmd_train(args) -> dict:
 
     config = get_preset(args.preset)
     changes = {k: v for k, v in (("split", args.split), ("seed", args.seed), ("iters", args.iters),
-                                 ("image_size", args.image_size), ("detector", args.detector)) if v is not None}
+                                 ("image_size", args.image_size),
+                                 ("detector", args.detector and str(Path(args.detector).resolve()))) if v is not None}
     config = config.replace(**changes).with_overrides(args.set or [])
     path = run_training(config, args.data, args.out, resume=args.resume, progress=not args.quiet,
                         detector_iters=args.detector_iters, stop_after=args.stop_after, images_dir=args.images)

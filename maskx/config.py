@@ -29,7 +29,8 @@ class Config:
     # model
     backbone: str = "resnet18"
     pretrained_backbone: Optional[bool] = None  # None: the backbone's default (ImageNet only for efficientnet_lite0)
-    image_size: int = 256  # images are resized so the short side is this, long side at most this
+    image_size: int = 256  # images are resized so the short side is this ...
+    max_image_size: int = 0  # ... and the long side at most this (0: image_size; paper: 800 / 1333)
     mask_head: str = "transfer"  # agnostic | oracle (class-specific, masks on all classes) | transfer
     transfer_input: str = "cls+box"  # w_det: cls | box | cls+box | randn | glove | text
     transfer_layers: int = 2

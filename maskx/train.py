@@ -124,7 +124,7 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             if not (out_dir / "detector" / "done.json").is_file():
                 run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress,
                              images_dir=images_dir)
-            config = config.replace(detector=str(out_dir / "detector"))
+            config = config.replace(detector=str((out_dir / "detector").resolve()))
 
         dataset, split = resolve_data(data_dir, config.split, config.seed, images=images_dir)
         names = list(dataset.categories.names)

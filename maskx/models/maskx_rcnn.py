@@ -161,6 +161,6 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         train_masks=config.stage != "detector",
         train_boxes=config.stage != "mask",
     )
-    transform = GeneralizedRCNNTransform(config.image_size, config.image_size,
+    transform = GeneralizedRCNNTransform(config.image_size, config.max_image_size or config.image_size,
                                          getattr(backbone, "image_mean", IMAGE_MEAN), getattr(backbone, "image_std", IMAGE_STD))
     return MaskXRCNN(backbone, rpn, roi_heads, transform, num_classes, frozen_detector=config.stage == "mask")
