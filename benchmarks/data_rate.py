@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from maskx.evaluate import write_json_atomic
+    from maskx.atomic import write_json_atomic
 
     results = []
     load_before = os.getloadavg()[0]

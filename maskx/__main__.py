@@ -36,7 +36,8 @@ def _cmd_summary(args) -> dict:
 
 
 def _cmd_eval(args) -> dict:
-    from .evaluate import evaluate_files, write_json_atomic
+    from .atomic import write_json_atomic
+    from .evaluate import evaluate_files
 
     result = evaluate_files(args.gt, args.pred, args.split, seed=args.seed)
     if args.out:
@@ -59,7 +60,7 @@ def _cmd_train(args) -> dict:
 
 
 def _cmd_predict(args) -> dict:
-    from .evaluate import write_json_atomic
+    from .atomic import write_json_atomic
     from .predictor import load
 
     predictor = load(args.checkpoint)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -20,6 +18,8 @@ from typing import Optional
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_write
 
 FORMAT = "maskx-checkpoint-1"
 _NAME = re.compile(r"^ckpt_(\d{7})\.json$")
@@ -35,21 +35,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path``: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(run_dir, iteration: int, model: torch.nn.Module, meta: dict,
@@ -74,11 +59,11 @@ def save_checkpoint(run_dir, iteration: int, model: torch.nn.Module, meta: dict,
                     tensors[f"optim.{names[id(p)]}.momentum_buffer"] = buf.detach().contiguous().clone()
     stem = f"ckpt_{iteration:07d}"
     weights = run_dir / f"{stem}.safetensors"
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     info = {"format": FORMAT, "iteration": iteration, "weights": weights.name,
             "bytes": weights.stat().st_size, "sha256": _sha256(weights), **meta}
     path = run_dir / f"{stem}.json"
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         for f in (old, old.with_suffix(".safetensors")):
             f.unlink(missing_ok=True)

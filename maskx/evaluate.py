@@ -9,10 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,21 +35,6 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     for r in rles:
         r["counts"] = r["counts"].decode("ascii")
     return list(rles)
-
-
-def write_json_atomic(obj, path: str | os.PathLike) -> None:
-    """Write JSON to ``path`` via a temp file + rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def gt_as_predictions(gt: dict) -> list[dict]:

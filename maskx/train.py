@@ -22,7 +22,7 @@ from .config import Config, get_preset
 from .data.coco import CocoDataset, DatasetError, read_json
 from .data.splits import Split, resolve_split
 from .engine import train
-from .evaluate import write_json_atomic
+from .atomic import write_json_atomic
 from .models.maskx_rcnn import build_model
 
 MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")

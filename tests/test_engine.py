@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import maskx
 from maskx.checkpoint import (FORMAT, CheckpointError, check_classes, find_checkpoint, list_checkpoints,

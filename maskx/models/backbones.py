@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from functools import partial
 from typing import Callable
 
 import torch

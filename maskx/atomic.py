@@ -1,0 +1,37 @@
+"""Atomic file writes: write a temporary file beside the target, fsync, rename over it.
+
+A reader (or a run killed mid-write) sees the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, then move the result to ``path`` (mode 0666 minus the umask,
+    like a plain ``open``, not mkstemp's 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(obj, path: str | os.PathLike) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
