@@ -7,7 +7,7 @@ DEMO_DIR ?= data/synth-default
 # CI (CI=true) runs the slow checks too; a workstation skips them unless SLOW=1.
 PYTEST_SELECT := $(if $(or $(CI),$(SLOW)),,-m "not slow")
 
-.PHONY: demo test venv bench clean-venv
+.PHONY: demo test venv bench bench-model clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_rate.py --out benchmarks/results/data_rate.json
+
+bench-model: $(STAMP)
+	$(PY) benchmarks/model_speed.py --out benchmarks/results/model_speed.json
 
 clean-venv:
 	rm -rf $(VENV)
