@@ -65,8 +65,10 @@ def save_checkpoint(run_dir, iteration: int, model: torch.nn.Module, meta: dict,
     path = run_dir / f"{stem}.json"
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        for f in (old, old.with_suffix(".safetensors")):
+        for f in (old.with_suffix(".safetensors"), old):  # JSON last: a kill in between leaves no orphan
             f.unlink(missing_ok=True)
+    for tmp in run_dir.glob(".ckpt_*"):  # what atomic_write left of a write cut off by a kill
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -89,7 +91,12 @@ def read_checkpoint(json_path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{json_path}: corrupt checkpoint metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a maskx checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    weights = json_path.parent / str(meta.get("weights", ""))
+    name = meta.get("weights")
+    # the tensors file must sit beside the JSON: a path elsewhere ("../..", "/abs") is never followed
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise CheckpointError(f"{json_path}: 'weights' must be the name of a file in the same folder, got {name!r}; "
+                              "refusing to read a file elsewhere")
+    weights = json_path.parent / name
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file of {json_path.name} is missing")
     if weights.stat().st_size != meta.get("bytes") or _sha256(weights) != meta.get("sha256"):
@@ -135,10 +142,12 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
+    # float16/bfloat16 weights (shipping) are cast; integers or bools for float weights are not
+    kind = sorted(k for k in set(own) & set(state) if own[k].is_floating_point() != state[k].is_floating_point())
+    if missing or unexpected or wrong or kind:
         detail = "; ".join(f"{name}: {keys[:4]}{' ...' if len(keys) > 4 else ''}"
                            for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                              ("shape differs", wrong)) if keys)
+                                              ("shape differs", wrong), ("dtype differs", kind)) if keys)
         raise CheckpointError(f"{source}: checkpoint does not fit this model ({detail}); was it trained "
                               "with another preset, backbone or class list?")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
@@ -149,6 +158,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Modul
     for name, p in model.named_parameters():
         buf = tensors.get(f"optim.{name}.momentum_buffer")
         if buf is not None:
+            if buf.shape != p.shape or buf.dtype != p.dtype:
+                raise CheckpointError(f"momentum buffer of {name} is {buf.dtype} {tuple(buf.shape)}, the parameter "
+                                      f"{p.dtype} {tuple(p.shape)}: the checkpoint does not fit this model")
             optimizer.state[p]["momentum_buffer"] = buf.to(p.device).clone()
 
 

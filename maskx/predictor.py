@@ -16,6 +16,7 @@ from PIL import Image
 
 from .checkpoint import CheckpointError, find_checkpoint, load_model_state, model_state
 from .config import Config, ConfigError
+from .data.coco import load_image
 from .evaluate import encode_masks
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
@@ -39,14 +40,7 @@ def to_image_tensor(image: ImageLike) -> torch.Tensor:
             raise ValueError(f"an image tensor must be [3, H, W], got {tuple(image.shape)}")
         return image.float()
     if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
-                im.load()
-                image = im.convert("RGB")
-        except FileNotFoundError:
-            raise ValueError(f"{image}: image file not found") from None
-        except Exception as e:
-            raise ValueError(f"{image}: cannot decode image ({e})") from None
+        return load_image(Path(image))  # DatasetError (a ValueError) names the file
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     arr = np.asarray(image)

@@ -7,6 +7,7 @@ averaged by DDP, rank 0 writes checkpoints and the log.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -19,10 +20,10 @@ from . import __version__
 from .checkpoint import (CheckpointError, check_classes, find_checkpoint, list_checkpoints, load_model_state,
                          load_optimizer_state, model_state, save_checkpoint)
 from .config import Config, get_preset
-from .data.coco import CocoDataset, DatasetError, read_json
+from .data.coco import CocoDataset, DatasetError, check_coco_structure, read_json
 from .data.splits import Split, resolve_split
 from .engine import train
-from .atomic import write_json_atomic
+from .atomic import atomic_write, write_json_atomic
 from .models.maskx_rcnn import build_model
 
 MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
@@ -50,8 +51,7 @@ def resolve_data(data, split_name: str, seed: int, images=None) -> tuple[CocoDat
     """The training dataset with masks only for set A of ``split_name`` (``data`` as in ``data_paths``)."""
     ann, image_dir = data_paths(data, images)
     parsed = read_json(ann)
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("categories"), list):
-        raise DatasetError(f"{ann}: missing list field 'categories'; is this a COCO instances file?")
+    check_coco_structure(parsed, ann)  # before the split reads the categories
     info = parsed.get("info") if isinstance(parsed.get("info"), dict) else {}
     split = resolve_split(split_name, parsed["categories"], seed=seed,
                           voc_like_ids=info.get("voc_like_category_ids"), require_b=split_name != "all")
@@ -77,6 +77,21 @@ def load_detector(model: torch.nn.Module, detector_dir, dataset: CocoDataset, co
             raise CheckpointError(f"{detector_dir}: detector has {field}={getattr(det, field)!r}, this run "
                                   f"{getattr(config, field)!r}; train a matching detector")
     load_model_state(model, model_state(tensors), str(detector_dir), skip_prefixes=MASK_BRANCH)
+
+
+def _truncate_log(path: Path, start: int) -> None:
+    """Drop log records of iterations >= ``start`` (written after the checkpoint a resume starts
+    from), so that the log of a resumed run reads like that of an uninterrupted one."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("iter", -1) < start:
+                keep.append(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{x}\n" for x in keep)))
 
 
 def _init_distributed() -> tuple[int, int, torch.device]:
@@ -140,12 +155,17 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         if resume and list_checkpoints(out_dir):
             ck_meta, tensors = find_checkpoint(out_dir)
             check_classes(ck_meta, names, list(dataset.categories.ids), str(out_dir))
+            if not isinstance(ck_meta.get("iteration"), int) or not isinstance(ck_meta.get("config"), dict):
+                raise CheckpointError(f"{out_dir}: checkpoint metadata lacks 'iteration' or 'config'; "
+                                      "it was not written by `maskx train`")
             if Config.from_json(ck_meta["config"]).replace(iters=config.iters) != config.replace(iters=config.iters):
                 raise CheckpointError(f"{out_dir}: the checkpoint was trained with another config; resume with the "
                                       "same preset and options (only --iters may change)")
             load_model_state(model, model_state(tensors), str(out_dir))
             load_optimizer_state(optimizer, model, tensors)
             start = int(ck_meta["iteration"])
+            if rank == 0:
+                _truncate_log(out_dir / "log.jsonl", start)
         net = model
         if world_size > 1:
             # a detector run leaves the (untrained) mask branch unused

@@ -227,3 +227,15 @@ def test_coco_layout_with_separate_images_folder(data, tmp_path):
                  "--images", str(data / "images"), "--out", str(tmp_path / "r"), "--stop-after", "1",
                  *TINY]) == 0
     assert (tmp_path / "r" / "ckpt_0000001.json").is_file()
+
+
+def test_malformed_categories_are_a_clear_error(data, tmp_path, capsys):
+    import json
+
+    ann = json.loads((data / "annotations.json").read_text())
+    ann["categories"][3] = "dog"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(ann))
+    assert main(["train", "--preset", "agnostic_e2e", "--data", str(bad), "--images", str(data / "images"),
+                 "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "categories[3]" in capsys.readouterr().err

@@ -31,10 +31,33 @@ from pycocotools import mask as mask_utils
 from .categories import CategoryMap
 
 BOX_TOLERANCE = 1.0  # px a box may pass the image border (rounding) before it counts as outside
+MAX_PIXELS = 2 ** 29  # pycocotools keeps RLE runs in 32-bit ints (and 6-character string groups)
 
 
 class DatasetError(ValueError):
     """Input data that cannot be used as it is; the message names the file, the id and the fix."""
+
+
+def _finite_number(v) -> bool:
+    """An int or float (not a bool) that is a finite float (ints beyond float's range are not)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _is_id(v) -> bool:
+    """An int (not a bool) that fits int64, as ids end up in int64 tensors."""
+    return isinstance(v, int) and not isinstance(v, bool) and -2 ** 63 <= v < 2 ** 63
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a file name too long for the file system
+        return False
 
 
 def read_json(path: Path) -> object:
@@ -47,19 +70,20 @@ def read_json(path: Path) -> object:
         raise DatasetError(f"{path}: not valid JSON ({e}); re-export or re-download the file") from None
 
 
-def load_image(path: Path, image_id: int, expect_hw: tuple[int, int] | None = None) -> torch.Tensor:
+def load_image(path: Path, image_id: int | None = None, expect_hw: tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image as float [3, H, W] in [0, 1] (grayscale/RGBA converted to RGB)."""
+    where = f"{path}" if image_id is None else f"{path} (image id {image_id})"
     try:
         with Image.open(path) as im:
             im.load()
             rgb = im.convert("RGB")
     except FileNotFoundError:
-        raise DatasetError(f"{path} (image id {image_id}): image file not found") from None
+        raise DatasetError(f"{where}: image file not found") from None
     except Exception as e:  # PIL raises many types for truncated/corrupt files
-        raise DatasetError(f"{path} (image id {image_id}): cannot decode image ({e}); "
+        raise DatasetError(f"{where}: cannot decode image ({e}); "
                            "replace the file or remove the image from the annotations") from None
     if expect_hw is not None and (rgb.height, rgb.width) != tuple(expect_hw):
-        raise DatasetError(f"{path} (image id {image_id}): image is {rgb.width}x{rgb.height} but the "
+        raise DatasetError(f"{where}: image is {rgb.width}x{rgb.height} but the "
                            f"annotations say {expect_hw[1]}x{expect_hw[0]}")
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -72,7 +96,7 @@ def check_box(bbox, width: float, height: float, where: str,
     ``tolerance=inf`` it is clipped, and only one with no area left inside is skipped.
     """
     if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+            or not all(_finite_number(v) for v in bbox)):
         raise DatasetError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
@@ -93,23 +117,74 @@ def segmentation_to_rle(seg, height: int, width: int, where: str) -> dict:
         if not all(isinstance(p, list) and len(p) % 2 == 0 and
                    all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in seg):
             raise DatasetError(f"{where}: polygon segmentation must be a list of [x0, y0, x1, y1, ...] lists")
+        # pycocotools rasterises every polygon edge at 5x: far-off, infinite or NaN vertices make it
+        # allocate without bound or crash (segfault); COCO's vertices lie on the image, give or take
+        size = max(height, width)
+        if not all(-size <= v <= 2 * size for p in seg for v in p):
+            raise DatasetError(f"{where}: polygon coordinates must be finite and at most one image size "
+                               f"({size} px) outside the image")
         polys = [p for p in seg if len(p) >= 6]
         if not polys:
             return {}
         return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        if list(seg["size"]) != [height, width]:
+        if not isinstance(seg["size"], (list, tuple)) or list(seg["size"]) != [height, width]:
             raise DatasetError(f"{where}: RLE size {seg['size']} does not match the image ({height}, {width})")
         counts = seg["counts"]
         if isinstance(counts, list):
             if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
                 raise DatasetError(f"{where}: uncompressed RLE counts must be non-negative ints summing to H*W")
             return mask_utils.frPyObjects(seg, height, width)
-        if isinstance(counts, str):
-            return {"size": [height, width], "counts": counts.encode("ascii")}
-        if isinstance(counts, bytes):
-            return {"size": [height, width], "counts": counts}
+        if isinstance(counts, (str, bytes)):
+            text = counts.decode("latin-1") if isinstance(counts, bytes) else counts
+            _check_rle_string(text, height * width, where)
+            return {"size": [height, width], "counts": text.encode("ascii")}
     raise DatasetError(f"{where}: 'segmentation' must be polygons or an RLE dict with 'size' and 'counts'")
+
+
+def _check_rle_string(counts: str, pixels: int, where: str) -> None:
+    """Decode compressed RLE ``counts`` as pycocotools does (``rleFrString``) and require runs that
+    are non-negative and sum to H*W: pycocotools trusts the string, leaving pixels uninitialised
+    (garbage masks) when the runs fall short and failing at decode time when they run over."""
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            c = ord(counts[p]) - 48 if p < n and k < 6 else -1  # 6 chars: 30 bits, as C shifts an int
+            if not 0 <= c < 64:
+                raise DatasetError(f"{where}: malformed compressed RLE counts (character {p}); "
+                                   "re-encode the mask with pycocotools")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if not 0 <= x <= pixels:
+            raise DatasetError(f"{where}: malformed compressed RLE counts (run {len(runs)} is {x}); "
+                               "re-encode the mask with pycocotools")
+        runs.append(x)
+    if sum(runs) != pixels:
+        raise DatasetError(f"{where}: compressed RLE counts cover {sum(runs)} pixels, the image has {pixels}")
+
+
+def check_coco_structure(data, ann_file) -> CategoryMap:
+    """The top level of a COCO instances file: its three lists, and categories with int ids and
+    string names; returns their CategoryMap. Raises DatasetError naming the file and entry."""
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise DatasetError(f"{ann_file}: missing list field '{key}'; is this a COCO instances file?")
+    for k, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str):
+            raise DatasetError(f"{ann_file}: categories[{k}]: expected an object with an integer 'id' "
+                               f"and a string 'name', got {c!r}")
+    try:
+        return CategoryMap.from_coco(data["categories"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{ann_file}: bad 'categories' ({e})") from None
 
 
 class CocoDataset(torch.utils.data.Dataset):
@@ -130,13 +205,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.strict, self.transforms = strict, transforms
         data = read_json(self.ann_file) if data is None else data  # ``data``: ann_file already parsed
         self.data = data
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data, dict) or not isinstance(data.get(key), list):
-                raise DatasetError(f"{self.ann_file}: missing list field '{key}'; is this a COCO instances file?")
-        try:
-            self.categories = CategoryMap.from_coco(data["categories"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"{self.ann_file}: bad 'categories' ({e})") from None
+        self.categories = check_coco_structure(data, self.ann_file)
         known = set(self.categories.ids)
         self.mask_ids = known if mask_category_ids is None else set(mask_category_ids)
         if self.mask_ids - known:
@@ -150,7 +219,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.ids = sorted(self.images)
         if check_files:
             missing = [self.images[i]["file_name"] for i in self.ids
-                       if not (self.images_dir / self.images[i]["file_name"]).is_file()]
+                       if not _is_file(self.images_dir / self.images[i]["file_name"])]
             if missing:
                 raise DatasetError(f"{self.images_dir}: {len(missing)} image file(s) listed in {self.ann_file.name} "
                                    f"are missing, e.g. {missing[:5]}")
@@ -169,8 +238,13 @@ class CocoDataset(torch.utils.data.Dataset):
             for f, t in (("id", int), ("file_name", str), ("width", int), ("height", int)):
                 if not isinstance(im.get(f), t) or isinstance(im.get(f), bool):
                     raise DatasetError(f"{where}: field '{f}' must be {t.__name__}, got {im.get(f)!r}")
+            if not _is_id(im["id"]):
+                raise DatasetError(f"{where}: image id {im['id']} does not fit 64 bits")
             if im["width"] <= 0 or im["height"] <= 0:
                 raise DatasetError(f"{where} (image id {im['id']}): width and height must be positive")
+            if im["width"] * im["height"] > MAX_PIXELS:
+                raise DatasetError(f"{where} (image id {im['id']}): {im['width']}x{im['height']} is too large "
+                                   f"(at most {MAX_PIXELS} pixels)")
             if im["id"] in out:
                 raise DatasetError(f"{self.ann_file}: duplicate image id {im['id']}")
             out[im["id"]] = im
@@ -183,8 +257,8 @@ class CocoDataset(torch.utils.data.Dataset):
             if not isinstance(a, dict):
                 raise DatasetError(f"{where}: expected an object")
             for f in ("id", "image_id", "category_id"):
-                if not isinstance(a.get(f), int) or isinstance(a.get(f), bool):
-                    raise DatasetError(f"{where}: field '{f}' must be an integer, got {a.get(f)!r}")
+                if not _is_id(a.get(f)):
+                    raise DatasetError(f"{where}: field '{f}' must be an integer (64 bits), got {a.get(f)!r}")
             where = f"{self.ann_file}: annotation id {a['id']} (image id {a['image_id']})"
             if a["id"] in seen:
                 raise DatasetError(f"{self.ann_file}: duplicate annotation id {a['id']}")
@@ -193,6 +267,11 @@ class CocoDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{where}: image id {a['image_id']} is not in 'images'")
             if a["category_id"] not in known:
                 raise DatasetError(f"{where}: unknown category id {a['category_id']} (not in 'categories')")
+            if not (_finite_number(a.get("area", 0)) and 0 <= a.get("area", 0) <= MAX_PIXELS):
+                raise DatasetError(f"{where}: 'area' must be a number of pixels (0 to {MAX_PIXELS}), "
+                                   f"got {a.get('area')!r}")
+            if a.get("iscrowd", 0) not in (0, 1):
+                raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {a.get('iscrowd')!r}")
             im = self.images[a["image_id"]]
             box, reason = check_box(a.get("bbox"), im["width"], im["height"], where)
             if reason:
