@@ -1,6 +1,6 @@
 """Mask^X R-CNN against stock torchvision Mask R-CNN, side by side in one run, on the CPU.
 
-    python benchmarks/model_speed.py                    # full run (20-30 minutes on 2 busy cores)
+    python benchmarks/model_speed.py          # full run: about 8 minutes on 2 idle cores, 20-30 on busy ones
     python benchmarks/model_speed.py --quick --out /tmp/ms.json   # smoke run (CI), numbers are noise
 
 Writes ``benchmarks/results/model_speed.json`` (atomically) and ``profile_train_step.txt`` next to
@@ -46,7 +46,8 @@ c. The mask predictor alone vs K = 81, 1001, 3001 on R = 100 RoIs of [100, 256, 
    their sigmoid at inference, logits and their gradient in training).
 d. FLOPs of one training step and of one inference (``torch.utils.flop_counter.FlopCounterMode``:
    convs and matmuls, forward and backward; RoIAlign, NMS and elementwise ops are not counted) and
-   achieved GFLOP/s, against this machine's fp32 matmul peak (best of 5 2048^3 ``torch.mm``). A
+   achieved GFLOP/s, against this machine's fp32 matmul peak (best of 5 2048^3 ``torch.mm``,
+   sampled before, between and after the sections; the best sample counts). A
    ``torch.profiler`` table (top 15 ops by self CPU time) of one Mask^X R-CNN training step (cap
    64 and no cap) and one stock step goes to ``profile_train_step.txt``.
 """
@@ -221,12 +222,11 @@ def step_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> dict:
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    """Best fp32 GFLOP/s of ``reps`` [n, n] x [n, n] ``torch.mm`` (after one untimed)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    times = [timed(lambda: torch.mm(a, b)) for _ in range(reps)]
-    flops = 2 * n ** 3
-    return {"n": n, "best_gflops": flops / min(times) / 1e9, "median_gflops": flops / statistics.median(times) / 1e9}
+    return 2 * n ** 3 / min(timed(lambda: torch.mm(a, b)) for _ in range(reps)) / 1e9
 
 
 # ----------------------------------------------------------------------------- a, b, d: whole models
@@ -257,8 +257,7 @@ def build_models(variants, image_size: int, seed: int, score_thresh: float = 0.0
     return models
 
 
-def bench_train(args, variants, instances: int, reps: int, warmup: int, peak: dict,
-                profile_path: Path | None = None) -> dict:
+def bench_train(args, variants, instances: int, reps: int, warmup: int, profile_path: Path | None = None) -> dict:
     """a (and d): interleaved training steps of ``variants``; FLOPs; optionally a profile table."""
     models = build_models(variants, args.image_size, args.seed)
     mask_rois = {n: count_mask_rois(m) for n, m in models.items()}
@@ -285,7 +284,6 @@ def bench_train(args, variants, instances: int, reps: int, warmup: int, peak: di
         train[n]["gflop_per_step"] = flops / 1e9
         train[n]["achieved_gflops"] = flops / 1e9 / train[n]["median_s"]
         train[n]["achieved_gflops_best"] = flops / 1e9 / train[n]["min_s"]
-        train[n]["fraction_of_matmul_peak"] = train[n]["achieved_gflops"] / peak["best_gflops"]
     for n in models:
         train[n]["gflop_vs_stock"] = train[n]["gflop_per_step"] / train["stock"]["gflop_per_step"]
 
@@ -450,7 +448,9 @@ def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [f"Mask^X vs stock Mask R-CNN: ResNet-18 FPN, {m['image_size']} px, batch {BATCH}, {ROIS_PER_IMAGE} RoIs/img, "
              f"K = {NUM_CLASSES}, {m['threads']} threads, {m['reps']} interleaved reps ({m['date']}, load average "
-             f"{m['load_avg_start'][0]:.1f} at start); fp32 matmul peak {res['matmul_peak']['best_gflops']:.0f} GFLOP/s",
+             f"{m['load_avg_start'][0]:.1f} at start, {m['load_avg_end'][0]:.1f} at end); fp32 matmul peak "
+             f"{res['matmul_peak']['best_gflops']:.0f} GFLOP/s ({m['threads']} threads; 1 thread: "
+             f"{res['matmul_peak']['one_thread_best_gflops']:.0f})",
              ""]
     lines += _train_table(f"train, {res['train']['instances_per_image']} instances/img", res["train"]) + [""]
     lines += _train_table(f"train, {res['train_dense']['instances_per_image']} instances/img",
@@ -511,11 +511,24 @@ def main(argv=None) -> int:
         "batch": BATCH, "rois_per_image": ROIS_PER_IMAGE, "num_classes": NUM_CLASSES, "reps": reps,
         "inference_reps": inference_reps, "predictor_reps": {"stock": reps, "ours": ours_reps}, "warmup": warmup,
         "quick": args.quick, "seed": args.seed, "targets": TARGETS, "profile": str(profile_path)}}
-    res["matmul_peak"] = peak = matmul_peak()
-    res["train"] = bench_train(args, TRAIN_VARIANTS, INSTANCES_PER_IMAGE, reps, warmup, peak, profile_path)
-    res["train_dense"] = bench_train(args, DENSE_VARIANTS, args.dense_instances, reps, warmup, peak)
+    # the matmul peak, sampled between sections (other work on the machine only ever lowers it)
+    peaks = [matmul_gflops()]
+    res["train"] = bench_train(args, TRAIN_VARIANTS, INSTANCES_PER_IMAGE, reps, warmup, profile_path)
+    peaks.append(matmul_gflops())
+    res["train_dense"] = bench_train(args, DENSE_VARIANTS, args.dense_instances, reps, warmup)
+    peaks.append(matmul_gflops())
     res["inference"] = bench_inference(args, inference_reps, warmup)
+    peaks.append(matmul_gflops())
     res["mask_predictor"] = bench_predictor(args, reps, warmup, ours_reps)
+    peaks.append(matmul_gflops())
+    torch.set_num_threads(1)
+    one_thread = matmul_gflops()
+    torch.set_num_threads(args.threads)
+    res["matmul_peak"] = {"n": 2048, "best_gflops": max(peaks), "samples_gflops": peaks,
+                          "one_thread_best_gflops": one_thread}
+    for section in ("train", "train_dense"):
+        for row in res[section]["variants"].values():
+            row["fraction_of_matmul_peak"] = row["achieved_gflops"] / max(peaks)
     res["targets"] = targets_report(res)
     res["meta"]["load_avg_end"] = list(os.getloadavg())
     res["meta"]["wall_s"] = time.perf_counter() - t0
