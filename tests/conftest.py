@@ -20,6 +20,15 @@ def tiny_synth(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def data64(tmp_path_factory) -> Path:
+    """4 embedded images at 64 px (80 classes, voc-like ids in ``info``): for small training runs.
+    Shared by the session: tests must not write into it."""
+    out = tmp_path_factory.mktemp("data64") / "d"
+    generate(out, 4, seed=0, image_size=64)
+    return out
+
+
 def write_image(path: Path, h: int, w: int, mode: str = "RGB", seed: int = 0, fmt: str | None = None) -> None:
     rng = np.random.default_rng(seed)
     chans = {"RGB": 3, "RGBA": 4, "L": 1}[mode]

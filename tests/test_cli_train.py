@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import subprocess_env
 from maskx.__main__ import main
 from maskx.config import PRESETS, Config
-from maskx.data.synthetic import generate
 from maskx.evaluate import check_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,22 +23,13 @@ TINY = ["--image-size", "64", "--set", "rois_per_image=64", "--set", "mask_rois_
         "--set", "warmup_iters=1", "--set", "detections_per_img=20", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "d"
-    generate(out, 4, seed=0, image_size=64)
-    return out
-
-
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
+@pytest.fixture
+def data(data64) -> Path:
+    return data64
 
 
 def maskx_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskx", *map(str, args)], cwd=ROOT, env=_env(),
+    return subprocess.run([sys.executable, "-m", "maskx", *map(str, args)], cwd=ROOT, env=subprocess_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,7 +39,7 @@ def torchrun(*args, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedP
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={port}", "-m", "maskx", *map(str, args)]
-    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _check(proc: subprocess.CompletedProcess) -> None:

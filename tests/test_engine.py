@@ -71,14 +71,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data64(tmp_path_factory) -> Path:
-    """4 synthetic images at 64 px (80 classes, voc-like ids in ``info``)."""
-    out = tmp_path_factory.mktemp("data64") / "d"
-    generate(out, 4, seed=0, image_size=64)
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, data64) -> Path:
     """A 2-iteration Mask^X run (scores kept down to 0, so an untrained model still detects)."""
     out = tmp_path_factory.mktemp("runs") / "maskx"

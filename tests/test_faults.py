@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 from safetensors.torch import load_file
 
+from helpers import subprocess_env
 from maskx.checkpoint import list_checkpoints, read_checkpoint
 from maskx.data.coco import CocoDataset, DatasetError
-from maskx.data.synthetic import generate
 
 from conftest import coco_fixture
 from test_cli_train import TINY
@@ -366,21 +366,6 @@ def test_checkpoint_tensors_of_the_wrong_kind_refused(tmp_path):
 
 # ------------------------------------------------------------------ processes that die (slow)
 
-@pytest.fixture(scope="module")
-def data64(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults") / "d"
-    generate(out, 4, seed=0, image_size=64)
-    return out
-
-
-def _env() -> dict:
-    """One thread, CPU only (bit-identical comparisons), no torchrun variables from outside."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
-
-
 def _train_args(data: Path, out: Path, iters: int, *extra) -> list[str]:
     return ["-m", "maskx", "train", "--preset", "agnostic_e2e", "--data", str(data), "--iters", str(iters),
             "--set", "checkpoint_every=1", *TINY, *extra, "--out", str(out)]
@@ -395,7 +380,7 @@ def _torchrun(nproc: int = 2) -> list[str]:
 
 
 def _run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -403,7 +388,7 @@ def _run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
     """Start ``cmd`` in its own process group (so that whatever it leaves behind can be ended)."""
     with open(log, "w") as f:
-        return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=f, stderr=subprocess.STDOUT,
+        return subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
@@ -530,5 +515,5 @@ def test_ddp_worker_killed_stops_the_job_and_resume_continues(data64, tmp_path):
     _run([*_torchrun(), *args, "--resume"])
     _check_run_folder(run)
     assert (run / "done.json").is_file() and list_checkpoints(run)[-1].name == "ckpt_0000004.json"
-    assert sorted(_last_record_per_iter(run)) == [0, 1, 2, 3]
+    assert [r["iter"] for r in _log_records(run)] == [0, 1, 2, 3]  # resume trimmed the log
     print(f"torchrun stopped {stop_s:.1f} s after rank 1 was killed")
