@@ -116,7 +116,11 @@ def _cmd_demo(args) -> dict:
         masked = CocoDataset.from_dir(d, mask_category_ids=split.a_ids, check_files=False).summary["with_mask"]
         out[part] = {"path": str(d), **ds.summary, "voc2nonvoc_instances_with_mask": masked}
     out["generator_version"] = GENERATOR_VERSION
-    out["next"] = "python -m maskx eval --gt <dir>/annotations.json --pred PRED.json --split voc2nonvoc"
+    out["next"] = [f"python -m maskx train --preset transfer_clsbox_2lrelu_mlp_e2e --data {out['train']['path']} "
+                   "--split voc2nonvoc --out runs/maskx",
+                   f"python -m maskx predict --checkpoint runs/maskx --images {out['val']['path']}/images "
+                   f"--ann {out['val']['path']}/annotations.json --out pred.json",
+                   f"python -m maskx eval --gt {out['val']['path']}/annotations.json --pred pred.json --split voc2nonvoc"]
     return out
 
 
