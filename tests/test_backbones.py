@@ -168,3 +168,14 @@ def test_maskrcnn_train_step(name):
     assert all(p.grad is not None for p in body.fpn.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
     assert all(p.grad is None for p in body.parameters() if not p.requires_grad)
+
+
+def test_feature_map_names_of_a_backbone_built_elsewhere():
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    from maskx.models.backbones import feature_map_names
+
+    foreign = resnet_fpn_backbone(backbone_name="resnet18", weights=None)  # no featmap_names attribute
+    assert feature_map_names(foreign) == ["0", "1", "2", "3", "pool"]
+    assert len(anchor_generator_for(foreign).sizes) == 5
+    assert foreign.training  # the probing forward leaves the mode as it was

@@ -193,10 +193,8 @@ def anchor_generator_for(backbone_or_name: nn.Module | str, base_size: int = 32,
         if backbone_or_name not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone_or_name!r}; valid names: {', '.join(BACKBONES)}")
         n_maps = len(FEATMAP_NAMES)
-    elif hasattr(backbone_or_name, "featmap_names"):
-        n_maps = len(backbone_or_name.featmap_names)
     else:
-        n_maps = _count_feature_maps(backbone_or_name)
+        n_maps = len(feature_map_names(backbone_or_name))
     sizes = tuple((base_size * 2 ** i,) for i in range(n_maps))
     return AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(aspect_ratios),) * n_maps)
 
@@ -218,18 +216,22 @@ def _resnet_fpn(trunk: tv_resnet.ResNet, trainable_layers: int, out_channels: in
 
 
 @torch.no_grad()
-def _count_feature_maps(backbone: nn.Module) -> int:
+def feature_map_names(backbone: nn.Module) -> list[str]:
+    """Names of a backbone's output maps, 'pool' included: its ``featmap_names`` when it has them
+    (every backbone of :func:`build_backbone`), else read off a forward pass on a [1, 3, 64, 64]
+    zero image (a backbone returning one tensor has the single map '0')."""
+    if hasattr(backbone, "featmap_names"):
+        return list(backbone.featmap_names)
     was_training = backbone.training
     backbone.eval()
     try:
         param = next(backbone.parameters(), None)
         device = param.device if param is not None else "cpu"
-        out = backbone(torch.zeros(1, 3, 64, 64, device=device))
+        with torch.no_grad():
+            out = backbone(torch.zeros(1, 3, 64, 64, device=device))
     finally:
         backbone.train(was_training)
-    if isinstance(out, Tensor):
-        return 1
-    return len(out)
+    return ["0"] if isinstance(out, Tensor) else [str(k) for k in out.keys()]
 
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0

@@ -91,16 +91,6 @@ class MaskXRCNN(GeneralizedRCNN):
         return self.transform.postprocess(detections, images.image_sizes, original_sizes)
 
 
-def feature_names(backbone: nn.Module) -> list[str]:
-    """The FPN levels RoIAlign pools from (every output but the extra 'pool' level)."""
-    backbone_was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        names = [k for k in backbone(torch.zeros(1, 3, 64, 64)).keys() if k != "pool"]
-    backbone.train(backbone_was_training)
-    return names
-
-
 def fixed_embedding(config: Config, class_names: list[str]) -> torch.Tensor:
     """The fixed input of T for transfer_input randn/glove/text: [K+1, D], row 0 (background) zero."""
     from .embeddings import class_embeddings
@@ -116,7 +106,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
     ``embedding`` [K+1, D]: the fixed input of T for randn/glove/text (computed when None).
     ``pretrained`` overrides ``config.pretrained_backbone`` (False when weights follow anyway).
     """
-    from .backbones import anchor_generator_for, build_backbone
+    from .backbones import anchor_generator_for, build_backbone, feature_map_names
 
     num_classes = len(class_names) + 1
     if backbone is None:
@@ -125,8 +115,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         if config.pretrained_backbone is not False and config.backbone == "efficientnet_lite0":
             norm = "frozen_bn"  # the architecture of the trained model, whether or not weights load now
         backbone = build_backbone(config.backbone, pretrained=use_pretrained, norm=norm)
-    names = [n for n in backbone.featmap_names if n != "pool"] if hasattr(backbone, "featmap_names") \
-        else feature_names(backbone)
+    names = [n for n in feature_map_names(backbone) if n != "pool"]  # RoIAlign levels: not the extra 'pool'
     c = backbone.out_channels
     anchors = anchor_generator_for(backbone)
     rpn = RegionProposalNetwork(
