@@ -98,18 +98,11 @@ def _cmd_demo(args) -> dict:
     """The README's main job for now: the embedded dataset (train + val), generated once, summarised."""
     from .data.coco import CocoDataset
     from .data.splits import resolve_split
-    from .data.synthetic import GENERATOR_VERSION, SIZES, generate
+    from .data.synthetic import GENERATOR_VERSION, ensure_dataset
 
-    size = SIZES[args.size]
     out = {}
-    for part, seed in (("train", 0), ("val", 1)):
+    for part in ensure_dataset(args.out, args.size, workers=args.workers):
         d = Path(args.out) / part
-        ann = d / "annotations.json"
-        current = ann.is_file() and json.loads(ann.read_text())["info"].get("generator_version") == GENERATOR_VERSION
-        if not current:
-            print(f"generating {d} ({size[part]} images, {size['image_size']} px, seed {seed})", file=sys.stderr)
-            generate(d, size[part], seed=seed, image_size=size["image_size"], workers=args.workers,
-                     overwrite=True, progress=True)
         ds = CocoDataset.from_dir(d)
         split = resolve_split("voc2nonvoc", ds.data["categories"],
                               voc_like_ids=ds.data["info"]["voc_like_category_ids"])
@@ -122,6 +115,38 @@ def _cmd_demo(args) -> dict:
                    f"--ann {out['val']['path']}/annotations.json --out pred.json",
                    f"python -m maskx eval --gt {out['val']['path']}/annotations.json --pred pred.json --split voc2nonvoc"]
     return out
+
+
+def _study(args):
+    from .study import SCALES, Study, plan
+
+    if args.scale not in SCALES:
+        raise ValueError(f"unknown study scale {args.scale!r}; choose one of {sorted(SCALES)}")
+    scale = SCALES[args.scale]
+    tables = args.tables.split(",") if args.tables else None
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    study = Study(scale, results_dir=Path(args.results), runs_dir=Path(args.runs), progress=not args.quiet,
+                  log=lambda m: print(m, file=sys.stderr))
+    return study, plan(scale, tables, seeds)
+
+
+def _cmd_study_plan(args) -> dict:
+    study, runs = _study(args)
+    return {"scale": study.scale.to_json(), "runs": len(runs),
+            "done": sum(study.result_path(r).is_file() for r in runs),
+            "plan": [("done " if study.result_path(r).is_file() else "todo ") + r.key for r in runs]}
+
+
+def _cmd_study_run(args) -> dict:
+    study, runs = _study(args)
+    written = study.run(runs, max_runs=args.max_runs)
+    return {"written": [str(p) for p in written]}
+
+
+def _cmd_study_report(args) -> dict:
+    from .report import write_report
+
+    return write_report(args.results, args.out, scale=args.scale)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--iters", type=int)
     t.add_argument("--image-size", type=int)
-    t.add_argument("--detector", help="stage-wise: run folder of the trained detector (else trained first)")
+    t.add_argument("--detector", help="trained detector run: frozen (stage-wise; else trained first) or the "
+                   "start of an e2e run")
     t.add_argument("--detector-iters", type=int, help="iterations of that detector, if trained here")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override any config field (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
@@ -179,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--score-thresh", type=float, default=0.0)
     pr.add_argument("--out", required=True)
     pr.set_defaults(func=_cmd_predict)
+
+    st = sub.add_parser("study", help="the ablation study: plan, run (resumable), report").add_subparsers(
+        dest="study_command", required=True)
+    for name, func, text in (("plan", _cmd_study_plan, "list the study's runs, done or to do"),
+                             ("run", _cmd_study_run, "train and evaluate the runs not done yet"),
+                             ("report", _cmd_study_report, "write RESULTS.md from the results folder")):
+        c = st.add_parser(name, help=text)
+        c.add_argument("--scale", default="study", help="study (the committed one) or tiny (smoke test)")
+        c.add_argument("--results", default="results", help="folder of per-run result JSON files")
+        if name == "report":
+            c.add_argument("--out", default="RESULTS.md")
+        else:
+            c.add_argument("--runs", default="runs/study", help="folder of run checkpoints (not committed)")
+            c.add_argument("--tables", help="comma-separated subset of gate,t1a,t1b,t1c,t1d,t2,deep,fig3")
+            c.add_argument("--seeds", help="comma-separated subset of the scale's seeds")
+            c.add_argument("--max-runs", type=int, help="stop after this many runs")
+            c.add_argument("--quiet", action="store_true")
+        c.set_defaults(func=func)
 
     d = sub.add_parser("demo", help="generate the embedded dataset once and print its summary")
     d.add_argument("--out", default="data/synth-default")

@@ -43,7 +43,7 @@ class Config:
     box_head_dim: int = 1024  # size of w_cls (paper: 1024)
     # training
     stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only)
-    detector: Optional[str] = None  # run folder of the trained detector, for stage "mask"
+    detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
     split: str = "voc2nonvoc"  # which classes have masks (A); 'all' for the oracle
     seed: int = 0
     iters: int = 1000
@@ -78,6 +78,8 @@ class Config:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mask_convs < 1:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
+        if self.detector and self.stage == "detector":
+            raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
         if self.mask_head == "oracle" and self.split != "all":
             raise ConfigError("the oracle trains masks on every class: use split='all'")
         object.__setattr__(self, "decay_at", tuple(float(x) for x in self.decay_at))

@@ -72,7 +72,10 @@ class Predictor:
         return {k: v.cpu() for k, v in det.items()}
 
     def predict(self, image: ImageLike, score_thresh: float = 0.0) -> list[Instance]:
-        det = self.predict_raw(image)
+        return self.instances(self.predict_raw(image), score_thresh)
+
+    def instances(self, det: dict[str, torch.Tensor], score_thresh: float = 0.0) -> list[Instance]:
+        """torchvision-style detections of one image (as ``predict_raw`` returns) → instances."""
         masks = det.get("masks")
         out = []
         for k in range(det["boxes"].shape[0]):
@@ -88,17 +91,21 @@ class Predictor:
 
     def predict_coco(self, image: ImageLike, image_id: int, score_thresh: float = 0.0) -> list[dict]:
         """COCO results entries (real category ids, xywh boxes, RLE masks) for one image."""
-        inst = self.predict(image, score_thresh)
-        rles = encode_masks(np.stack([i.mask for i in inst])) if inst and inst[0].mask is not None else None
-        out = []
-        for k, i in enumerate(inst):
-            x0, y0, x1, y1 = i.box
-            entry = {"image_id": image_id, "category_id": i.category_id, "score": round(i.score, 5),
-                     "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]}
-            if rles is not None:
-                entry["segmentation"] = rles[k]
-            out.append(entry)
-        return out
+        return coco_entries(self.predict(image, score_thresh), image_id)
+
+
+def coco_entries(inst: list[Instance], image_id: int) -> list[dict]:
+    """Instances of one image → COCO results entries (xywh boxes, RLE masks when present)."""
+    rles = encode_masks(np.stack([i.mask for i in inst])) if inst and inst[0].mask is not None else None
+    out = []
+    for k, i in enumerate(inst):
+        x0, y0, x1, y1 = i.box
+        entry = {"image_id": image_id, "category_id": i.category_id, "score": round(i.score, 5),
+                 "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]}
+        if rles is not None:
+            entry["segmentation"] = rles[k]
+        out.append(entry)
+    return out
 
 
 def load(path, class_names: Optional[list[str]] = None, device: str = "cpu") -> Predictor:

@@ -145,7 +145,7 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         names = list(dataset.categories.names)
         torch.manual_seed(config.seed)
         model = build_model(config, names)
-        if config.stage == "mask":
+        if config.detector:  # stage mask: the frozen detector; stage e2e: start from it (warm start)
             load_detector(model, config.detector, dataset, config)
         meta = run_meta(config, dataset, split, world_size)
         model.to(device)

@@ -298,3 +298,28 @@ def summarize(data: dict) -> dict:
         "voc_like_instances": sum(counts[c] for c in voc if c in counts),
         "generator_version": data.get("info", {}).get("generator_version"),
     }
+
+
+def ensure_dataset(root: str | os.PathLike, size: str = "default", workers: int = 2, progress: bool = True) -> dict:
+    """``root/train`` (seed 0) and ``root/val`` (seed 1) at the named ``SIZES`` entry, generated
+    unless already there with the current ``GENERATOR_VERSION``; returns {part: annotations path}."""
+    import sys
+
+    if size not in SIZES:
+        raise ValueError(f"unknown dataset size {size!r}; choose one of {sorted(SIZES)}")
+    spec = SIZES[size]
+    out = {}
+    for part, seed in (("train", 0), ("val", 1)):
+        d = Path(root) / part
+        ann = d / "annotations.json"
+        current = False
+        if ann.is_file():
+            info = json.loads(ann.read_text()).get("info", {})
+            current = (info.get("generator_version") == GENERATOR_VERSION and info.get("num_images") == spec[part]
+                       and info.get("image_size") == spec["image_size"])
+        if not current:
+            print(f"generating {d} ({spec[part]} images, {spec['image_size']} px, seed {seed})", file=sys.stderr)
+            generate(d, spec[part], seed=seed, image_size=spec["image_size"], workers=workers, overwrite=True,
+                     progress=progress)
+        out[part] = ann
+    return out

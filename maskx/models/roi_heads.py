@@ -73,7 +73,11 @@ class MaskXRoIHeads(RoIHeads):
     def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: torch.Tensor,
                     image_shapes: list[tuple[int, int]]) -> torch.Tensor:
         """Logits of each box for its class: boxes per image [R_i, 4], labels [R] → [R, 28, 28]."""
-        x = self.mask_roi_pool(features, boxes, image_shapes)  # [R, 256, 14, 14]
+        return self.mask_logits_from_pooled(self.mask_roi_pool(features, boxes, image_shapes), labels)
+
+    def mask_logits_from_pooled(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pooled RoI features [R, 256, 14, 14] and labels [R] → own-class logits [R, 28, 28]
+        (the study evaluates many mask heads on one frozen detector's pooled features)."""
         feats, conv_feats = self.mask_head(x)  # [R, dim, 28, 28], [R, dim, 14, 14]
         w, b = self.mask_predictor(labels, self.box_predictor)  # [R, dim], [R]
         logits = gather_mask_logits(feats, w, b)

@@ -1,0 +1,114 @@
+"""The study runner: plan order, resumable results, cached evaluation equal to the full model's."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from maskx.cached_eval import CacheMismatch, DetectionCache
+from maskx.checkpoint import find_checkpoint, model_state
+from maskx.data.coco import CocoDataset
+from maskx.data.splits import resolve_split
+from maskx.engine import evaluate
+from maskx.predictor import load
+from maskx.study import DIRECTIONS, SCALES, Run, Study, plan
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    scale = dataclasses.replace(SCALES["tiny"], data=str(root / "data"))
+    study = Study(scale, results_dir=root / "results", runs_dir=root / "runs", progress=False, log=lambda m: None)
+    runs = plan(scale, ["gate"]) + [Run("agnostic_e2e", "voc2nonvoc", 0, scale.backbone)]
+    written = study.run(runs)
+    return study, runs, written
+
+
+def test_plan_orders_detectors_first_and_has_no_duplicates():
+    scale = SCALES["study"]
+    runs = plan(scale)
+    assert len(runs) == len(set(runs))
+    assert [r.preset for r in runs[:3]] == ["detector", "agnostic", "oracle"]  # the data-design gate first
+    for k, r in enumerate(runs):
+        if r.preset != "detector":
+            assert runs.index(r.detector()) < k
+    # the oracle trains on every class: one run per seed serves both directions
+    oracles = [r for r in runs if r.preset == "oracle"]
+    assert {r.split for r in oracles} == {"all"} and len(oracles) == len(scale.seeds)
+    assert Run("oracle", "all", 0, "x").eval_splits == DIRECTIONS
+    # Table 1a and Table 2 in both directions with every seed; Table 2 on two backbones
+    t2 = [r for r in runs if r.preset == "transfer_clsbox_2lrelu_mlp_e2e"]
+    assert len(t2) == 2 * len(scale.seeds) * 2 and {r.backbone for r in t2} == {scale.backbone, scale.second_backbone}
+    fig3 = [r for r in runs if r.split.startswith("rand")]
+    assert len(fig3) == 2 * len(scale.fig3_sizes) * scale.fig3_trials
+    assert plan(scale, ["t1b"], seeds=[0])[0] == Run("detector", "all", 0, scale.backbone)
+
+
+def test_run_configs_follow_the_scale():
+    scale = SCALES["study"]
+    det = Run("detector", "all", 1, "resnet18").config(scale)
+    sw = Run("transfer_glove_2lrelu", "nonvoc2voc", 1, "resnet18").config(scale, "runs/x")
+    e2e = Run("agnostic_e2e", "voc2nonvoc", 1, "resnet18").config(scale, "runs/x")
+    assert (det.stage, det.iters, det.detector) == ("detector", scale.detector_iters, None)
+    assert (sw.stage, sw.iters, sw.detector, sw.split, sw.seed) == ("mask", scale.mask_iters, "runs/x", "nonvoc2voc", 1)
+    assert (e2e.stage, e2e.iters, e2e.detector) == ("e2e", scale.e2e_iters, "runs/x")
+    assert sw.rois_per_image == 128 and sw.mask_dim == 128
+
+
+@pytest.mark.slow  # trains 4 tiny runs (about a minute)
+def test_results_record_both_directions_and_rerun_skips(tiny_study):
+    study, runs, written = tiny_study
+    assert len(written) == len(runs)
+    oracle = json.loads(study.result_path(Run("oracle", "all", 0, study.scale.backbone)).read_text())
+    assert set(oracle["metrics"]) == set(DIRECTIONS)
+    for d in DIRECTIONS:
+        m = oracle["metrics"][d]
+        assert "segm_AP" in m["B"] and "bbox_AP" in m["A"] and len(m["per_class"]) == 80
+    assert oracle["eval"] == "mask head on cached detections" and oracle["generator_version"] == 1
+    assert oracle["config"]["detector"] and oracle["train_seconds"] > 0
+    e2e = json.loads(study.result_path(runs[-1]).read_text())
+    assert e2e["eval"] == "full model" and e2e["stage"] == "e2e"
+    mtimes = [study.result_path(r).stat().st_mtime_ns for r in runs]
+    assert study.run(runs) == []  # everything done: nothing retrained or rewritten
+    assert mtimes == [study.result_path(r).stat().st_mtime_ns for r in runs]
+
+
+@pytest.mark.slow  # trains 4 tiny runs (about a minute)
+def test_missing_detector_is_a_clear_error(tiny_study):
+    study = tiny_study[0]
+    with pytest.raises(RuntimeError, match="detector .* is not trained"):
+        study.run_one(Run("agnostic", "voc2nonvoc", 5, study.scale.backbone))
+
+
+@pytest.mark.slow  # trains 4 tiny runs (about a minute)
+def test_e2e_run_starts_from_the_detector_and_trains_it(tiny_study):
+    study, runs, _ = tiny_study
+    _, det = find_checkpoint(study.run_dir(runs[0]))
+    _, e2e = find_checkpoint(study.run_dir(runs[-1]))
+    det, e2e = model_state(det), model_state(e2e)
+    key = "roi_heads.box_predictor.cls_score.weight"
+    # warm start: far closer to the detector than a fresh init would be, yet trained (changed)
+    assert not torch.equal(det[key], e2e[key])
+    assert (det[key] - e2e[key]).abs().max() < 0.1 * det[key].abs().max()
+
+
+@pytest.mark.slow  # trains 4 tiny runs (about a minute)
+def test_cached_evaluation_equals_the_full_model(tiny_study):
+    study, runs, _ = tiny_study
+    val = CocoDataset.from_dir(f"{study.scale.data}/val")
+    split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
+    detector = load(study.run_dir(runs[0])).model
+    predictor = load(study.run_dir(Run("agnostic", "voc2nonvoc", 0, study.scale.backbone)))
+    for m in (detector, predictor.model):  # an untrained detector scores below the default threshold
+        m.roi_heads.score_thresh = 0.0
+    cache = DetectionCache(detector, val, progress=False)
+    cached = cache.predict_masks(predictor)
+    _, full = evaluate(predictor, val, split, progress=False)
+    assert len(full) > 0
+    assert cached == full
+    with torch.no_grad():
+        next(predictor.model.backbone.parameters()).add_(1.0)
+    with pytest.raises(CacheMismatch, match="detector weights differ"):
+        cache.predict_masks(predictor)
