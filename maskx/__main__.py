@@ -118,14 +118,16 @@ def _cmd_demo(args) -> dict:
 
 
 def _study(args):
-    from .study import SCALES, Study, plan
+    from .study import SCALES, Study, default_runs_dir, plan
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown study scale {args.scale!r}; choose one of {sorted(SCALES)}")
     scale = SCALES[args.scale]
     tables = args.tables.split(",") if args.tables else None
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
-    study = Study(scale, results_dir=Path(args.results), runs_dir=Path(args.runs), progress=not args.quiet,
+    results = args.results or ("results" if args.scale == "study" else f"runs/results-{args.scale}")
+    study = Study(scale, results_dir=Path(results), runs_dir=Path(args.runs or default_runs_dir(args.scale)),
+                  progress=not args.quiet,
                   log=lambda m: print(m, file=sys.stderr))
     return study, plan(scale, tables, seeds)
 
@@ -146,7 +148,8 @@ def _cmd_study_run(args) -> dict:
 def _cmd_study_report(args) -> dict:
     from .report import write_report
 
-    return write_report(args.results, args.out, scale=args.scale)
+    results = args.results or ("results" if args.scale == "study" else f"runs/results-{args.scale}")
+    return write_report(results, args.out, scale=args.scale)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
                              ("report", _cmd_study_report, "write RESULTS.md from the results folder")):
         c = st.add_parser(name, help=text)
         c.add_argument("--scale", default="study", help="study (the committed one) or tiny (smoke test)")
-        c.add_argument("--results", default="results", help="folder of per-run result JSON files")
+        c.add_argument("--results", help="folder of per-run result JSON files (default: results/ for the "
+                       "study scale, runs/results-<scale> for others)")
         if name == "report":
             c.add_argument("--out", default="RESULTS.md")
         else:
-            c.add_argument("--runs", default="runs/study", help="folder of run checkpoints (not committed)")
+            c.add_argument("--runs", help="folder of run checkpoints (default: runs/<scale>; not committed)")
             c.add_argument("--tables", help="comma-separated subset of gate,t1a,t1b,t1c,t1d,t2,deep,fig3")
             c.add_argument("--seeds", help="comma-separated subset of the scale's seeds")
             c.add_argument("--max-runs", type=int, help="stop after this many runs")

@@ -212,18 +212,34 @@ class Study:
                          progress=self.progress)
         train_wall = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics, eval_how = self.evaluate(run, config, out, det_dir)
+        metrics, eval_how, preds, val_ids = self.evaluate(run, config, out, det_dir)
         record = {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
                   "stage": config.stage, "scale": self.scale.to_json(),
                   "config": json.loads((out / "run.json").read_text())["config"],  # as trained
                   "metrics": metrics, "eval": eval_how, "train_seconds": _train_seconds(out / "log.jsonl"),
                   "train_wall_seconds_this_process": round(train_wall, 1),
-                  "eval_seconds": round(time.perf_counter() - t0, 1), **_versions(out)}
+                  "eval_seconds": round(time.perf_counter() - t0, 1), **_versions(out),
+                  "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids)}
         path = self.result_path(run)
         write_json_atomic(record, path)
         return path
 
-    def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str]:
+    def masks_per_a_class(self, run: Run) -> Optional[float]:
+        """Mask-labelled training instances per set-A class (Figure 3's x axis)."""
+        from .data.coco import read_json
+        from .data.splits import resolve_split
+
+        if "train" not in self._cache:
+            self._cache["train"] = read_json(Path(self.scale.data) / "train" / "annotations.json")
+        data = self._cache["train"]
+        if run.preset == "detector":
+            return None
+        split = resolve_split(run.split, data["categories"], seed=run.seed, require_b=False,
+                              voc_like_ids=data["info"].get("voc_like_category_ids"))
+        a = set(split.a_ids)
+        return round(sum(x["category_id"] in a for x in data["annotations"]) / len(a), 2)
+
+    def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
         from .cached_eval import DetectionCache
         from .data.coco import CocoDataset
         from .data.splits import resolve_split
@@ -242,7 +258,8 @@ class Study:
         else:
             key = str(det_dir)
             if key not in self._cache:
-                self._cache.clear()  # one detector's cache at a time (about 1-2 GB)
+                for k in [k for k in self._cache if k != "train"]:
+                    del self._cache[k]  # one detector's cache at a time (about 1-2 GB)
                 self._cache[key] = DetectionCache(load(det_dir).model, val, progress=self.progress)
             cache = self._cache[key]
             if config.stage == "detector":
@@ -254,7 +271,18 @@ class Study:
             split = resolve_split(name, val.data["categories"], seed=run.seed,
                                   voc_like_ids=val.data["info"].get("voc_like_category_ids"))
             metrics[name] = coco_evaluate(val.data, preds, split)
-        return metrics, how
+        return metrics, how, preds, list(val.ids)
+
+
+EXAMPLE_IMAGES = 8  # val images whose predictions each result keeps, for qualitative figures
+EXAMPLE_MIN_SCORE = 0.3
+
+
+def examples(preds: list[dict], image_ids: list[int]) -> dict:
+    """The predictions (COCO results, RLE masks) on the first ``EXAMPLE_IMAGES`` val images."""
+    keep = set(sorted(image_ids)[:EXAMPLE_IMAGES])
+    return {"image_ids": sorted(keep), "min_score": EXAMPLE_MIN_SCORE,
+            "predictions": [p for p in preds if p["image_id"] in keep and p["score"] >= EXAMPLE_MIN_SCORE]}
 
 
 def _train_seconds(log: Path) -> float:
@@ -276,3 +304,37 @@ def load_results(results_dir="results") -> dict[str, dict]:
         r = json.loads(p.read_text())
         out[r["run"]] = r
     return out
+
+
+def default_runs_dir(scale: str) -> str:
+    """Checkpoints of a scale's runs: run keys do not name the scale, so scales never share a folder."""
+    return f"runs/{scale}"
+
+
+def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study", results_dir=None,
+                  runs_dir=None, seeds: Optional[list] = None, iters: Optional[dict] = None,
+                  data_dir: Optional[str] = None, root=None, progress: bool = False) -> tuple[StudyScale, dict]:
+    """What every notebook's first code cell does: ``mode="results"`` loads ``results_dir``;
+    ``mode="train"`` first (re)runs the runs of ``tables`` at ``scale`` (with ``iters`` overriding
+    its iteration counts and ``seeds`` its seeds), then loads. ``results_dir`` defaults to
+    ``results/`` for the committed scale and ``runs/results-<scale>`` (not committed) otherwise.
+    Relative paths are taken from ``root`` (default: the repository, found from the current folder)."""
+    import dataclasses
+
+    if mode not in ("results", "train"):
+        raise ValueError(f"mode must be 'results' or 'train', got {mode!r}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    root = Path(root) if root else next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "maskx").is_dir()),
+                                        Path.cwd())
+    sc = SCALES[scale]
+    if iters:
+        sc = dataclasses.replace(sc, **iters)
+    if seeds:
+        sc = dataclasses.replace(sc, seeds=tuple(seeds))
+    sc = dataclasses.replace(sc, data=str(root / (data_dir or sc.data)))
+    results_dir = root / (results_dir or ("results" if scale == "study" else f"runs/results-{scale}"))
+    runs_dir = root / (runs_dir or default_runs_dir(scale))
+    if mode == "train":
+        Study(sc, results_dir=results_dir, runs_dir=runs_dir, progress=progress).run(plan(sc, tables))
+    return sc, load_results(results_dir)

@@ -142,7 +142,28 @@ def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int
 
     Returns the image [S, S, 3] uint8 and a list of (class index 0..79, visible mask [S, S] bool).
     """
-    rng = np.random.default_rng([seed, index, GENERATOR_VERSION])
+    weights = class_weights()
+    return render_scene(np.random.default_rng([seed, index, GENERATOR_VERSION]), size,
+                        count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
+                        pick=lambda rng: int(rng.choice(80, p=weights)),
+                        family_of=lambda cls: FAMILIES[cls // 8],
+                        outline=_outline)
+
+
+def _outline(cls: int, rng: np.random.Generator):
+    fam = FAMILIES[cls // 8]
+    return shape_rings(fam, fam.variants[cls % 8][1], rng, 0.06)
+
+
+def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, outline,
+                 radius_range: tuple[float, float] = (0.07, 0.22)) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One scene drawn from ``rng`` (the 80- and 3000-class worlds share it; see ``synthetic3k``).
+
+    ``count(rng)`` -> number of objects to place, ``pick(rng)`` -> class index,
+    ``family_of(cls)`` -> its ``Family`` (look and rotation), ``outline(cls, rng)`` -> unit rings.
+    ``radius_range``: object radius as a fraction of ``size`` (log-uniform).
+    Returns the image [S, S, 3] uint8 and a list of (class index, visible mask [S, S] bool).
+    """
     img = np.empty((size, size, 3), np.float32)
     img[:] = _hsv(rng.random(), rng.uniform(0.05, 0.4), rng.uniform(0.3, 0.8))
     img += 0.18 * _smooth_noise(rng, size, size, int(rng.integers(3, 8)), 3)
@@ -151,15 +172,14 @@ def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int
         img = 0.75 * img + 0.25 * _texture(rng, kind, size, size, np.clip(img.mean((0, 1)), 0, 1))
 
     # layout first (masks decide occlusion), painting after
-    weights = class_weights()
     objects = []  # (class, rings, full mask)
-    for _ in range(int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12]))):
-        cls = int(rng.choice(80, p=weights))
-        fam = FAMILIES[cls // 8]
+    for _ in range(count(rng)):
+        cls = pick(rng)
+        fam = family_of(cls)
         for _try in range(20):
-            radius = size * math.exp(rng.uniform(math.log(0.07), math.log(0.22)))
+            radius = size * math.exp(rng.uniform(math.log(radius_range[0]), math.log(radius_range[1])))
             center = rng.uniform(0.6 * radius, size - 0.6 * radius, size=2)
-            rings = place_rings(shape_rings(fam, fam.variants[cls % 8][1], rng, 0.06), center, radius,
+            rings = place_rings(outline(cls, rng), center, radius,
                                 rng.uniform(-fam.rotate, fam.rotate), rng.uniform(0.88, 1.12))
             full = _rasterize(rings, size) >= 0.5
             if full.sum() < 0.15 * radius * radius:
@@ -187,7 +207,7 @@ def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int
         _paint(img, alpha, lambda h, w, color=color, kind=kind: _texture(rng, kind, h, w, color))
 
     # a background patch of the object's own look: the boundary has to come from the shape prior
-    looks = [(_family_color(rng, FAMILIES[o[0] // 8].hue), FAMILIES[o[0] // 8].texture) for o in objects]
+    looks = [(_family_color(rng, family_of(o[0]).hue), family_of(o[0]).texture) for o in objects]
     for (cls, rings, full, _), (color, kind) in zip(objects, looks):
         if rng.random() < 0.35:
             ys, xs = np.nonzero(full)
@@ -237,10 +257,26 @@ def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_s
 
     Returns the dataset's summary (see ``summarize``).
     """
+    check_generate_args(num_images, image_size)
+    info = {"description": "maskx embedded synthetic dataset", "generator": "maskx.data.synthetic",
+            "generator_version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
+            "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()}
+    return summarize(write_dataset(out_dir, [(seed, i, image_size) for i in range(num_images)], _make_image,
+                                   info, categories(), workers, overwrite, progress))
+
+
+def check_generate_args(num_images: int, image_size: int) -> None:
     if num_images < 1:
         raise ValueError(f"--images must be >= 1, got {num_images}")
     if not 32 <= image_size <= 4096:
         raise ValueError(f"--image-size must be in [32, 4096] pixels, got {image_size}")
+
+
+def write_dataset(out_dir, jobs: list[tuple], make_image, info: dict, cats: list[dict], workers: int = 1,
+                  overwrite: bool = False, progress: bool = False) -> dict:
+    """Run ``make_image(job + (images_dir,)) -> (image entry, annotations)`` for every job into a temp
+    folder beside ``out_dir``, write ``annotations.json``, then rename it to ``out_dir`` (atomic).
+    Returns the COCO dict written."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
@@ -248,16 +284,13 @@ def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_s
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         (tmp / "images").mkdir()
-        jobs = [(seed, i, image_size, str(tmp / "images")) for i in range(num_images)]
-        results = _run_jobs(jobs, workers, progress)
+        results = _run_jobs([(*j, str(tmp / "images")) for j in jobs], workers, progress, make_image)
         data = {
-            "info": {"description": "maskx embedded synthetic dataset", "generator": "maskx.data.synthetic",
-                     "generator_version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
-                     "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()},
+            "info": info,
             "licenses": [],
             "images": [r[0] for r in results],
             "annotations": [a for r in results for a in r[1]],
-            "categories": categories(),
+            "categories": cats,
         }
         (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
         if out.exists():
@@ -266,18 +299,18 @@ def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_s
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return summarize(data)
+    return data
 
 
-def _run_jobs(jobs, workers: int, progress: bool):
+def _run_jobs(jobs, workers: int, progress: bool, make_image):
     from tqdm import tqdm
 
     if workers <= 1:
-        return [_make_image(j) for j in tqdm(jobs, disable=not progress, desc="images")]
+        return [make_image(j) for j in tqdm(jobs, disable=not progress, desc="images")]
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(workers) as pool:
-        return list(tqdm(pool.imap(_make_image, jobs, chunksize=4), total=len(jobs), disable=not progress,
+        return list(tqdm(pool.imap(make_image, jobs, chunksize=4), total=len(jobs), disable=not progress,
                          desc="images"))
 
 

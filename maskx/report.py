@@ -1,0 +1,214 @@
+"""Tables of the study from ``results/*.json``, beside the paper's numbers; ``RESULTS.md``.
+
+    python -m maskx study report            # writes RESULTS.md
+
+Numbers are segm (mask) AP, 0-100, mean ± standard deviation over seeds (n given). The paper's
+numbers are ResNet-50-FPN on COCO val2017 (Tables 1 and 2), quoted for their ordering, not for
+their level: the embedded data is a different, smaller world.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Optional
+
+from .study import DIRECTIONS, FIG3_ROWS, SCALES, TABLES, StudyScale, load_results, table_runs
+
+# (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
+PAPER = {
+    "t1a": {"transfer w/ randn": (15.4, 35.2, 19.9, 31.1), "transfer w/ GloVe": (17.3, 35.2, 21.9, 31.1),
+            "transfer w/ cls": (18.1, 35.1, 25.2, 31.1), "transfer w/ box": (19.8, 35.2, 25.7, 31.1),
+            "transfer w/ cls+box": (20.2, 35.2, 26.0, 31.2), "class-agnostic (baseline)": (14.2, 34.4, 21.5, 30.7),
+            "fully supervised (oracle)": (30.7, 35.0, 35.0, 30.7)},
+    "t1b": {"transfer w/ 1-layer, none": (19.2, 35.2, 25.3, 31.2), "transfer w/ 2-layer, ReLU": (19.7, 35.3, 25.1, 31.1),
+            "transfer w/ 2-layer, LeakyReLU": (20.2, 35.2, 26.0, 31.2),
+            "transfer w/ 3-layer, ReLU": (19.3, 35.2, 26.0, 31.1),
+            "transfer w/ 3-layer, LeakyReLU": (18.9, 35.2, 25.5, 31.1)},
+    "t1c": {"class-agnostic": (14.2, 34.4, 21.5, 30.7), "class-agnostic+MLP": (17.1, 35.1, 22.8, 31.3),
+            "transfer": (20.2, 35.2, 26.0, 31.2), "transfer+MLP": (21.3, 35.4, 26.6, 31.4)},
+    "t1d": {"class-agnostic, SW": (14.2, 34.4, 21.5, 30.7), "transfer, SW": (20.2, 35.2, 26.0, 31.2),
+            "class-agnostic, e2e": (19.2, 36.8, 23.9, 32.5), "transfer, e2e, no stop-grad": (20.2, 37.7, 24.8, 33.2),
+            "transfer, e2e, stop-grad": (22.2, 37.6, 27.6, 33.1)},
+    # Table 2 (R-50-FPN): AP on B for each direction
+    "t2": {"class-agnostic (baseline)": (19.2, None, 23.9, None), "Mask^X R-CNN (transfer+MLP)": (23.7, None, 28.9, None),
+           "fully supervised (oracle)": (33.0, None, 37.5, None)},
+}
+PAPER_GAP_CLOSED = {"voc2nonvoc": 33, "nonvoc2voc": 37}  # Table 2 R-50: (Mask^X - agnostic) / (oracle - agnostic)
+GATE_MIN_GAP = 8.0  # issue 4: the oracle must lead the agnostic head by >= 8 AP on B
+ARROW = {"voc2nonvoc": "voc→non-voc", "nonvoc2voc": "non-voc→voc"}
+
+
+def _values(results: dict, runs, direction: str, set_name: str, metric: str = "segm_AP") -> list[float]:
+    out = []
+    for r in dict.fromkeys(runs):  # the oracle (split 'all') is listed under both directions
+        rec = results.get(r.key)
+        if rec is not None and direction in rec["metrics"]:
+            v = rec["metrics"][direction][set_name].get(metric)
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def mean_std(values: list[float]) -> Optional[tuple[float, float, int]]:
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def fmt(ms: Optional[tuple[float, float, int]], with_n: bool = False) -> str:
+    if ms is None:
+        return "pending"
+    m, s, n = ms
+    text = f"{m:.1f}" if n == 1 else f"{m:.1f} ± {s:.1f}"
+    return text + (f" (n={n})" if with_n and n > 1 else "")
+
+
+def table_rows(name: str, results: dict, scale: StudyScale, backbone: str = "main") -> list[dict]:
+    """One dict per row: label, preset, and per direction mean/std/n of segm AP on B and on A."""
+    table = TABLES[name]
+    runs = table_runs(name, scale, backbones=[backbone])
+    rows = []
+    for label, preset in table.rows:
+        row = {"label": label, "preset": preset}
+        for d in DIRECTIONS:
+            mine = [r for r in runs if r.preset == preset and (r.split == d or r.split == "all")]
+            row[f"{d}_B"] = mean_std(_values(results, mine, d, "B"))
+            row[f"{d}_A"] = mean_std(_values(results, mine, d, "A"))
+            row[f"{d}_B_seeds"] = _values(results, mine, d, "B")
+        rows.append(row)
+    return rows
+
+
+def table2_detail(results: dict, scale: StudyScale, backbone: str) -> list[dict]:
+    """Table 2 rows: segm AP, AP50, AP75, APs, APm, APl on set B per direction (mean over seeds)."""
+    runs = table_runs("t2", scale, backbones=[backbone])
+    rows = []
+    for label, preset in TABLES["t2"].rows:
+        row = {"label": label}
+        for d in DIRECTIONS:
+            mine = [r for r in runs if r.preset == preset and (r.split == d or r.split == "all")]
+            for stat in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+                row[f"{d}_{stat}"] = mean_std(_values(results, mine, d, "B", f"segm_{stat}"))
+        rows.append(row)
+    return rows
+
+
+def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: str = "t2",
+               rows: tuple = ("agnostic_e2e", "transfer_clsbox_2lrelu_mlp_e2e", "oracle_e2e")) -> dict:
+    """Share of the agnostic→oracle gap on B that the transfer model closes, per direction (from
+    seed means): ``{direction: {"agnostic", "transfer", "oracle", "gap", "closed_pct"}}``."""
+    bb = {"main": scale.backbone, "second": scale.second_backbone}[backbone]
+    out = {}
+    for d in DIRECTIONS:
+        vals = {}
+        for name, preset in zip(("agnostic", "transfer", "oracle"), rows):
+            runs = [r for r in table_runs(table, scale, backbones=[backbone])
+                    if r.preset == preset and (r.split in (d, "all")) and r.backbone == bb]
+            ms = mean_std(_values(results, runs, d, "B"))
+            vals[name] = ms[0] if ms else None
+        if None not in vals.values():
+            gap = vals["oracle"] - vals["agnostic"]
+            vals.update(gap=gap, closed_pct=100 * (vals["transfer"] - vals["agnostic"]) / gap if gap > 0 else None)
+        out[d] = vals
+    return out
+
+
+def gate(results: dict, scale: StudyScale) -> Optional[dict]:
+    """The data-design gate: stage-wise agnostic vs oracle, voc→non-voc, segm AP on B (first seed)."""
+    det, agn, ora = table_runs("gate", scale)
+    if agn.key not in results or ora.key not in results:
+        return None
+    a = results[agn.key]["metrics"]["voc2nonvoc"]["B"]["segm_AP"]
+    o = results[ora.key]["metrics"]["voc2nonvoc"]["B"]["segm_AP"]
+    return {"agnostic": a, "oracle": o, "gap": o - a, "passed": o - a >= GATE_MIN_GAP,
+            "generator_version": results[ora.key].get("generator_version")}
+
+
+def fig3_points(results: dict, scale: StudyScale) -> list[dict]:
+    """Figure 3: per random split, average masks per A class and the relative AP gain on B of
+    transfer over class-agnostic (percent)."""
+    pts = []
+    runs = table_runs("fig3", scale)
+    for split in dict.fromkeys(r.split for r in runs):
+        agn, tr = (results.get(next(r for r in runs if r.split == split and r.preset == p).key) for _, p in FIG3_ROWS)
+        if agn is None or tr is None:
+            continue
+        a, t = agn["metrics"][split]["B"]["segm_AP"], tr["metrics"][split]["B"]["segm_AP"]
+        pts.append({"split": split, "A_size": int(split[4:].split("_")[0]),
+                    "masks_per_A_class": agn.get("train_masks_per_A_class"), "agnostic_B": a, "transfer_B": t,
+                    "relative_gain_pct": 100 * (t - a) / a if a else None})
+    return pts
+
+
+def _paper(name: str, label: str, k: int) -> str:
+    v = PAPER.get(name, {}).get(label)
+    return "" if v is None or v[k] is None else f"{v[k]:.1f}"
+
+
+def _md_table(name: str, results: dict, scale: StudyScale, backbone: str = "main") -> list[str]:
+    lines = ["| method | " + " | ".join(f"{ARROW[d]}: AP on B | AP on A | paper B | paper A" for d in DIRECTIONS) + " |",
+             "|---|" + "---:|" * 8]
+    for row in table_rows(name, results, scale, backbone):
+        cells = []
+        for j, d in enumerate(DIRECTIONS):
+            cells += [fmt(row[f"{d}_B"], True), fmt(row[f"{d}_A"]), _paper(name, row["label"], 2 * j),
+                      _paper(name, row["label"], 2 * j + 1)]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") -> dict:
+    """Render every table from ``results_dir`` into ``out`` (atomically); returns a summary."""
+    from .atomic import atomic_write
+
+    sc = SCALES[scale]
+    results = load_results(results_dir)
+    g = gate(results, sc)
+    lines = ["# Results of the ablation study", "",
+             f"Generated by `python -m maskx study report` from `{results_dir}/` ({len(results)} runs); do not edit.",
+             "Rerun missing runs with `python -m maskx study run` (resumable; `study plan` lists them).", "",
+             "All numbers are mask (segm) AP on the embedded data's val split (500 images with every mask),",
+             "mean ± std over seeds. Paper columns: ResNet-50-FPN on COCO (Tables 1-2), for the ordering only.", "",
+             "## Headline: share of the agnostic→oracle gap on B closed by Mask^X (Table 2, end-to-end)", ""]
+    for bb in ("main", "second"):
+        name = sc.backbone if bb == "main" else sc.second_backbone
+        gc = gap_closed(results, sc, bb)
+        for d in DIRECTIONS:
+            v = gc[d]
+            if v.get("closed_pct") is not None:
+                lines.append(f"- {name}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, Mask^X {v['transfer']:.1f}, "
+                             f"oracle {v['oracle']:.1f} AP on B: gap {v['gap']:.1f}, closed **{v['closed_pct']:.0f} %** "
+                             f"(paper: {PAPER_GAP_CLOSED[d]} %; goal ≥ 60 %)")
+            else:
+                lines.append(f"- {name}, {ARROW[d]}: pending")
+    lines += ["", "## Gate: does the embedded data need class knowledge for masks?", ""]
+    if g is None:
+        lines.append("pending (stage-wise agnostic and oracle, voc→non-voc, first seed)")
+    else:
+        lines.append(f"Stage-wise, voc→non-voc, seed {sc.seeds[0]}, generator version {g['generator_version']}: "
+                     f"class-agnostic {g['agnostic']:.1f}, oracle {g['oracle']:.1f} AP on B, gap {g['gap']:.1f} "
+                     f"({'passes' if g['passed'] else 'FAILS'} the ≥ {GATE_MIN_GAP:.0f} AP gate).")
+    for name in ("t1a", "t1b", "t1c", "t1d"):
+        lines += ["", f"## {TABLES[name].title}", "", *_md_table(name, results, sc)]
+    for bb in ("main", "second"):
+        bname = sc.backbone if bb == "main" else sc.second_backbone
+        lines += ["", f"## {TABLES['t2'].title}: {bname}", "", *_md_table("t2", results, sc, bb), "",
+                  "| method | " + " | ".join(f"{ARROW[d]} {s}" for d in DIRECTIONS for s in ("AP", "AP50", "AP75", "APs", "APm", "APl")) + " |",
+                  "|---|" + "---:|" * 12]
+        for row in table2_detail(results, sc, bb):
+            lines.append(f"| {row['label']} | " + " | ".join(fmt(row[f"{d}_{s}"]) for d in DIRECTIONS
+                                                            for s in ("AP", "AP50", "AP75", "APs", "APm", "APl")) + " |")
+    lines += ["", f"## {TABLES['deep'].title}", "", *_md_table("deep", results, sc), "",
+              "## Figure 3: random A/B splits (relative AP gain on B of transfer over class-agnostic)", "",
+              "| split | masks per A class | agnostic B | transfer B | relative gain |", "|---|---:|---:|---:|---:|"]
+    for p in fig3_points(results, sc):
+        gain = "n/a" if p["relative_gain_pct"] is None else f"{p['relative_gain_pct']:+.0f} %"
+        lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
+                     f"{p['transfer_B']:.1f} | {gain} |")
+    seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values())
+    lines += ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
+              "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation, "
+              "2 CPU cores).", ""]
+    text = "\n".join(lines)
+    atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
+    return {"out": str(out), "runs": len(results), "gate": g, "hours": round(seconds / 3600, 2)}
