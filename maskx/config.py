@@ -38,6 +38,7 @@ class Config:
     transfer_hidden: int = 256
     stop_grad: bool = True  # w_seg = T(stop_grad(w_det)) (paper §3.2)
     mlp_branch: bool = False  # class-agnostic MLP mask logits added to every class (paper §3.4)
+    mlp_hidden: int = 1024  # hidden width of that MLP (its first layer holds 6272 x mlp_hidden weights)
     mask_convs: int = 4  # FCN depth; 4 as Mask R-CNN, more is the "deeper head" option
     mask_dim: int = 256  # channels of the mask FCN and size of w_seg
     box_head_dim: int = 1024  # size of w_cls (paper: 1024)
@@ -73,7 +74,7 @@ class Config:
         _check_choice("stage", self.stage, STAGES)
         if self.transfer_layers not in (1, 2, 3):
             raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
-        for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image"):
+        for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mask_convs < 1:

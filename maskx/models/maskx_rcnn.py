@@ -145,7 +145,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         mask_head=MaskFCN(c, config.mask_dim, config.mask_convs),
         mask_predictor=MaskWeights(config.mask_head, num_classes, config.mask_dim, config.transfer_input,
                                    transfer, embedding, config.stop_grad),
-        mask_mlp=MLPMaskBranch(config.mask_dim) if config.mlp_branch else None,
+        mask_mlp=MLPMaskBranch(config.mask_dim, hidden=config.mlp_hidden) if config.mlp_branch else None,
         mask_rois_per_image=config.mask_rois_per_image,
         train_masks=config.stage != "detector",
         train_boxes=config.stage != "mask",
