@@ -123,6 +123,10 @@ def _study(args):
     if args.scale not in SCALES:
         raise ValueError(f"unknown study scale {args.scale!r}; choose one of {sorted(SCALES)}")
     scale = SCALES[args.scale]
+    if getattr(args, "data", None):
+        import dataclasses
+
+        scale = dataclasses.replace(scale, data=args.data)
     tables = args.tables.split(",") if args.tables else None
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     results = args.results or ("results" if args.scale == "study" else f"runs/results-{args.scale}")
@@ -140,6 +144,22 @@ def _cmd_study_plan(args) -> dict:
 
 
 def _cmd_study_run(args) -> dict:
+    if args.jobs > 1:  # N worker processes on the same plan, threads split between them
+        import subprocess
+
+        from .engine import TrainingError
+
+        argv = list(args.argv)
+        if "--jobs" in argv:
+            k = argv.index("--jobs")
+            del argv[k:k + 2]
+        argv = [a for a in argv if not a.startswith("--jobs=")]
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+        procs = [subprocess.Popen([sys.executable, "-m", "maskx", *argv], env=env) for _ in range(args.jobs)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise TrainingError(f"study workers exited with {codes}; rerun the same command to resume")
+        return {"jobs": args.jobs, "exit_codes": codes}
     study, runs = _study(args)
     written = study.run(runs, max_runs=args.max_runs)
     return {"written": [str(p) for p in written]}
@@ -225,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--tables", help="comma-separated subset of gate,t1a,t1b,t1c,t1d,t2,deep,fig3")
             c.add_argument("--seeds", help="comma-separated subset of the scale's seeds")
             c.add_argument("--max-runs", type=int, help="stop after this many runs")
+            c.add_argument("--jobs", type=int, default=1, help="worker processes sharing the plan (threads split)")
+            c.add_argument("--data", help="embedded data folder (default: the scale's; generated when missing)")
             c.add_argument("--quiet", action="store_true")
         c.set_defaults(func=func)
 
@@ -244,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluate import PredictionError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         result = args.func(args)
     except (DatasetError, SplitError, PredictionError, CheckpointError, TrainingError, FileExistsError,

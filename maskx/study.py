@@ -15,6 +15,7 @@ e2e): from-scratch end-to-end training of 34 models does not fit the 8-hour CPU 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,17 +186,71 @@ class Study:
     def run_dir(self, run: Run) -> Path:
         return Path(self.runs_dir) / run.key
 
-    def run(self, runs: list[Run], max_runs: Optional[int] = None) -> list[Path]:
+    def run(self, runs: list[Run], max_runs: Optional[int] = None, poll_seconds: float = 20.0) -> list[Path]:
+        """Run what is not done, in plan order. Several processes may run the same plan at once
+        (``python -m maskx study run --jobs N``): each claims a run with a lock file, and a run
+        waits for its detector's result, so detectors and their dependants never race."""
         from .data.synthetic import ensure_dataset
 
         ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
-        done = []
+        written: list[Path] = []
         todo = [r for r in runs if not self.result_path(r).is_file()]
         self.log(f"study {self.scale.name}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go")
-        for k, run in enumerate(todo[:max_runs]):
-            self.log(f"[{k + 1}/{len(todo)}] {run.key}")
-            done.append(self.run_one(run))
-        return done
+        while max_runs is None or len(written) < max_runs:
+            todo = [r for r in todo if not self.result_path(r).is_file()]
+            if not todo:
+                break
+            ready = [r for r in todo if r.preset == "detector" or self.result_path(r.detector()).is_file()]
+            run = next((r for r in ready if self._claim(r)), None)
+            if run is None:
+                busy = any(self._locked(r) or self._locked(r.detector()) for r in todo)
+                if not busy:
+                    break  # nothing claimable and nobody working: e.g. a detector outside this plan
+                time.sleep(poll_seconds)  # other processes hold the rest, or a detector is training
+                continue
+            try:
+                self.log(f"[{len(runs) - len(todo) + 1}/{len(runs)}] {run.key}")
+                written.append(self.run_one(run))
+            finally:
+                self._release(run)
+        return written
+
+    def _lock_path(self, run: Run) -> Path:
+        return Path(self.runs_dir) / f"{run.key}.lock"
+
+    def _locked(self, run: Run) -> bool:
+        """Held by a live process (a lock left by a killed process does not count)."""
+        path = self._lock_path(run)
+        try:
+            pid = int(path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def _claim(self, run: Run) -> bool:
+        path = self._lock_path(run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not self._locked(run):
+            path.unlink(missing_ok=True)  # stale: its process died
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        if self.result_path(run).is_file():  # finished by another process meanwhile
+            self._release(run)
+            return False
+        return True
+
+    def _release(self, run: Run) -> None:
+        self._lock_path(run).unlink(missing_ok=True)
 
     def run_one(self, run: Run) -> Path:
         from .checkpoint import list_checkpoints

@@ -112,3 +112,36 @@ def test_cached_evaluation_equals_the_full_model(tiny_study):
         next(predictor.model.backbone.parameters()).add_(1.0)
     with pytest.raises(CacheMismatch, match="detector weights differ"):
         cache.predict_masks(predictor)
+
+
+def test_claims_are_exclusive_and_stale_locks_are_reclaimed(tmp_path):
+    study = Study(SCALES["tiny"], results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", log=lambda m: None)
+    run = Run("agnostic", "voc2nonvoc", 0, "resnet18")
+    assert study._claim(run) and study._locked(run)
+    assert not study._claim(run)  # held by this (live) process
+    study._release(run)
+    assert not study._locked(run)
+    study._lock_path(run).write_text("999999999")  # a pid that cannot exist: its process died
+    assert not study._locked(run) and study._claim(run)
+    study._release(run)
+
+
+def test_a_run_whose_detector_is_not_planned_does_not_hang(tmp_path):
+    scale = dataclasses.replace(SCALES["tiny"], data=str(tmp_path / "data"))
+    study = Study(scale, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", progress=False, log=lambda m: None)
+    assert study.run([Run("agnostic", "voc2nonvoc", 0, "resnet18")], poll_seconds=0.01) == []
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_a_plan(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import subprocess_env
+
+    cmd = [sys.executable, "-m", "maskx", "study", "run", "--scale", "tiny", "--tables", "gate", "--jobs", "2",
+           "--quiet", "--data", str(tmp_path / "data"), "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "runs")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "r").glob("*.json")) == sorted(f"{r.key}.json" for r in plan(SCALES["tiny"], ["gate"]))
+    assert not list((tmp_path / "runs").glob("*.lock"))
