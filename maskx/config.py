@@ -42,6 +42,7 @@ class Config:
     mask_convs: int = 4  # FCN depth; 4 as Mask R-CNN, more is the "deeper head" option
     mask_dim: int = 256  # channels of the mask FCN and size of w_seg
     box_head_dim: int = 1024  # size of w_cls (paper: 1024)
+    roi_align_backward: str = "sparse"  # CPU RoIAlign backward: sparse (multithreaded) | torchvision
     # training
     stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only)
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
@@ -72,6 +73,7 @@ class Config:
         _check_choice("transfer_input", self.transfer_input, TRANSFER_INPUTS)
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
+        _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         if self.transfer_layers not in (1, 2, 3):
             raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
         for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden"):

@@ -15,7 +15,8 @@ SIZE = 96
 
 
 def _cfg(preset: str, **kw) -> Config:
-    return get_preset(preset).replace(image_size=SIZE, rois_per_image=64, detector="unused", **kw)
+    detector = None if get_preset(preset).stage == "detector" else "unused"
+    return get_preset(preset).replace(image_size=SIZE, rois_per_image=64, detector=detector, **kw)
 
 
 def _batch(has_mask=(True, False), seed: int = 0):

@@ -15,6 +15,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..config import Config
 from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch
+from .roi_align import SparseBackwardMultiScaleRoIAlign
 from .roi_heads import MaskXRoIHeads
 from .transfer import WeightTransfer
 
@@ -134,14 +135,16 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
                                   config.transfer_activation)
     else:
         transfer, embedding = None, None
+    # same output as torchvision's pooler; "sparse" only replaces its single-threaded CPU backward
+    pool = SparseBackwardMultiScaleRoIAlign if config.roi_align_backward == "sparse" else MultiScaleRoIAlign
     roi_heads = MaskXRoIHeads(
-        box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+        box_roi_pool=pool(names, output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(c * 7 * 7, config.box_head_dim),
         box_predictor=FastRCNNPredictor(config.box_head_dim, num_classes),
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=config.rois_per_image, positive_fraction=0.25,
         bbox_reg_weights=None, score_thresh=config.score_thresh, nms_thresh=0.5,
         detections_per_img=config.detections_per_img,
-        mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+        mask_roi_pool=pool(names, output_size=14, sampling_ratio=2),
         mask_head=MaskFCN(c, config.mask_dim, config.mask_convs),
         mask_predictor=MaskWeights(config.mask_head, num_classes, config.mask_dim, config.transfer_input,
                                    transfer, embedding, config.stop_grad),

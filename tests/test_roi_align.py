@@ -1,0 +1,70 @@
+"""The sparse-backward RoIAlign equals torchvision's, forward and backward."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from maskx.models.roi_align import SparseBackwardMultiScaleRoIAlign, roi_align_cpu
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float32 summation order: 1e-5 of the largest gradient."""
+    return bool((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-6)
+
+
+def _rois(n: int, b: int, size: float, gen: torch.Generator) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=gen) * size * 1.1 - 0.05 * size  # some start outside the map
+    wh = torch.rand(n, 2, generator=gen) * size * 0.5 + 0.2
+    return torch.cat([torch.randint(0, b, (n, 1), generator=gen).float(), xy, xy + wh], 1)
+
+
+@pytest.mark.parametrize("output_size, scale, sampling", [((14, 14), 0.25, 2), ((7, 7), 0.125, 2), ((7, 5), 0.5, 3)])
+def test_matches_torchvision_forward_and_backward(output_size, scale, sampling):
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 8, 13, 17, generator=gen, requires_grad=True)
+    rois = _rois(40, 2, 17 / scale, gen)
+    rois[0, 1:] = torch.tensor([0.0, 0.0, 0.5, 0.5])  # smaller than one feature pixel
+    rois[1, 1:] = torch.tensor([16.9, 12.9, 17.5, 13.5]) / scale  # at the far edge
+    ref = roi_align(feats, rois, output_size, scale, sampling, aligned=False)
+    out = roi_align_cpu(feats, rois, output_size, scale, sampling)
+    assert torch.allclose(out, ref, atol=1e-6)
+    g = torch.randn(ref.shape, generator=gen)
+    (g_ref,) = torch.autograd.grad(ref, feats, g)
+    (g_out,) = torch.autograd.grad(out, feats, g)
+    assert _close(g_out, g_ref)
+
+
+def test_no_rois_gives_zero_gradient():
+    feats = torch.randn(1, 4, 8, 8, requires_grad=True)
+    out = roi_align_cpu(feats, torch.zeros(0, 5), (7, 7), 1.0, 2)
+    out.sum().backward()
+    assert out.shape == (0, 4, 7, 7) and feats.grad is not None and not feats.grad.any()
+
+
+def test_multiscale_pooler_matches_torchvision():
+    gen = torch.Generator().manual_seed(1)
+    x = OrderedDict((k, torch.randn(2, 8, 64 // 2 ** i, 64 // 2 ** i, generator=gen, requires_grad=True))
+                    for i, k in enumerate(["0", "1", "2", "3"]))
+    boxes = [_rois(30, 1, 256, gen)[:, 1:].clamp(0, 255) for _ in range(2)]
+    boxes = [torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], 1) for b in boxes]
+    shapes = [(256, 256), (256, 256)]
+    ref_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    new_pool = SparseBackwardMultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    ref, out = ref_pool(x, boxes, shapes), new_pool(x, boxes, shapes)
+    assert torch.allclose(out, ref, atol=1e-6)
+    g = torch.randn(ref.shape, generator=gen)
+    g_ref = torch.autograd.grad(ref, list(x.values()), g)
+    g_out = torch.autograd.grad(out, list(x.values()), g)
+    for a, b in zip(g_out, g_ref):
+        assert _close(a, b)
+
+
+def test_inference_uses_torchvision_directly():
+    feats = torch.randn(1, 4, 8, 8)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 6.0, 6.0]])
+    with torch.inference_mode():
+        out = roi_align_cpu(feats, rois, (7, 7), 1.0, 2)
+    assert torch.equal(out, roi_align(feats, rois, (7, 7), 1.0, 2, aligned=False))
