@@ -15,16 +15,37 @@ def _cmd_synth(args) -> dict:
                     overwrite=args.overwrite, progress=not args.quiet)
 
 
+def _cmd_synth3k(args) -> dict:
+    from .data.coco import read_json
+    from .data.synthetic3k import ensure_dataset3k, summarize3k
+
+    paths = ensure_dataset3k(args.out, args.size, workers=args.workers, progress=not args.quiet)
+    return {part: {"path": str(p.parent), **summarize3k(read_json(p))} for part, p in paths.items()}
+
+
+def _cmd_vg_coco(args) -> dict:
+    from .atomic import atomic_write
+    from .data.vg_coco import VGWithCocoMasks, coco_image_ids
+
+    exclude = set()
+    for f in args.exclude_coco_ann or []:
+        exclude |= coco_image_ids(f)
+    ds = VGWithCocoMasks(args.vg, args.coco_ann, num_classes=args.classes, images=args.images,
+                         exclude_coco_ids=exclude, iou_thresh=args.iou, strict=args.strict)
+    data = ds.to_coco(progress=not args.quiet)
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(data, separators=(",", ":"))))
+    return {"out": str(args.out), "images_dir": str(args.vg), **ds.summary}
+
+
 def _cmd_summary(args) -> dict:
     from .data.coco import CocoDataset, load_image
-    from .data.splits import resolve_split
+    from .data.splits import info_split_args, resolve_split
 
     ds = CocoDataset.from_dir(args.dir, strict=args.strict)
     out = {"dataset": str(args.dir), **ds.summary}
     info = ds.data.get("info", {})
     if args.split:
-        split = resolve_split(args.split, ds.data["categories"], seed=args.seed,
-                              voc_like_ids=info.get("voc_like_category_ids"))
+        split = resolve_split(args.split, ds.data["categories"], seed=args.seed, **info_split_args(info))
         ds = CocoDataset.from_dir(args.dir, strict=args.strict, mask_category_ids=split.a_ids)
         out.update({"split": split.name, "A_classes": len(split.a_ids), "B_classes": len(split.b_ids),
                     "instances_with_mask": ds.summary["with_mask"]})
@@ -186,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
+    s = data.add_parser("synth3k", help="write the embedded 3000-class world (train: set-A masks only; "
+                        "val: all masks) as DIR/train and DIR/val, unless already there")
+    s.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
+    s.add_argument("--size", choices=["tiny", "default"], default="default")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_synth3k)
+    s = data.add_parser("vg-coco", help="Visual Genome boxes (top-K synsets) + COCO masks for the VG objects "
+                        "of COCO's 80 classes, as one COCO-format annotations file (paper §5)")
+    s.add_argument("--vg", required=True, help="VG folder: image_data.json, objects.json, VG_100K*/")
+    s.add_argument("--coco-ann", required=True, help="COCO instances file with the masks (instances_train2017.json)")
+    s.add_argument("--exclude-coco-ann", action="append",
+                   help="drop VG images of this COCO file's images (instances_val2017.json for training; repeatable)")
+    s.add_argument("--images", choices=["all", "coco"], default="all",
+                   help="all VG images, or only those whose COCO image is in --coco-ann")
+    s.add_argument("--classes", type=int, default=3000)
+    s.add_argument("--iou", type=float, default=0.5, help="box IoU a VG object needs to take a COCO mask")
+    s.add_argument("--strict", action="store_true", help="treat skippable faults as errors")
+    s.add_argument("--out", required=True, help="annotations JSON to write (images stay in --vg)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_vg_coco)
     s = data.add_parser("summary", help="validate a COCO-format folder and print its counts")
     s.add_argument("dir")
     s.add_argument("--split", help="also count mask-labelled instances under this split")

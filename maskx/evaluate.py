@@ -122,6 +122,10 @@ def evaluate(gt: dict, preds: list[dict], split: Split) -> dict:
     check_predictions(preds, gt)
     if not split.a_ids or not split.b_ids:
         raise PredictionError(f"split {split.name!r}: evaluation needs a non-empty set A and set B")
+    box_only = sum(1 for a in gt["annotations"] if a.get("has_mask") is False or "segmentation" not in a)
+    if box_only and preds and "segmentation" in preds[0]:
+        raise PredictionError(f"the ground truth has {box_only} box-only annotations (no mask); evaluate masks on "
+                              "data with every mask (e.g. the val split of `maskx data synth3k`)")
     coco_gt = _coco(gt)
     iou_types = ["bbox"] + (["segm"] if preds and "segmentation" in preds[0] else [])
     with contextlib.redirect_stdout(io.StringIO()):
@@ -158,7 +162,7 @@ def evaluate(gt: dict, preds: list[dict], split: Split) -> dict:
 def evaluate_files(gt_path, pred_path, split_name: str, seed: int = 0) -> dict:
     """Load ground truth and predictions from disk, resolve the split, evaluate (the CLI's `eval`)."""
     from .data.coco import read_json
-    from .data.splits import resolve_split
+    from .data.splits import info_split_args, resolve_split
 
     gt = read_json(Path(gt_path))
     if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations", "categories")):
@@ -166,5 +170,5 @@ def evaluate_files(gt_path, pred_path, split_name: str, seed: int = 0) -> dict:
     preds = read_json(Path(pred_path))
     check_predictions(preds, gt, source=str(pred_path))
     split = resolve_split(split_name, gt["categories"], seed=seed,
-                          voc_like_ids=gt.get("info", {}).get("voc_like_category_ids"))
+                          **info_split_args(gt.get("info")))
     return evaluate(gt, preds, split)

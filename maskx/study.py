@@ -282,7 +282,7 @@ class Study:
     def masks_per_a_class(self, run: Run) -> Optional[float]:
         """Mask-labelled training instances per set-A class (Figure 3's x axis)."""
         from .data.coco import read_json
-        from .data.splits import resolve_split
+        from .data.splits import info_split_args, resolve_split
 
         if "train" not in self._cache:
             self._cache["train"] = read_json(Path(self.scale.data) / "train" / "annotations.json")
@@ -290,14 +290,14 @@ class Study:
         if run.preset == "detector":
             return None
         split = resolve_split(run.split, data["categories"], seed=run.seed, require_b=False,
-                              voc_like_ids=data["info"].get("voc_like_category_ids"))
+                              **info_split_args(data.get("info")))
         a = set(split.a_ids)
         return round(sum(x["category_id"] in a for x in data["annotations"]) / len(a), 2)
 
     def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
         from .cached_eval import DetectionCache
         from .data.coco import CocoDataset
-        from .data.splits import resolve_split
+        from .data.splits import info_split_args, resolve_split
         from .evaluate import evaluate as coco_evaluate
         from .predictor import load
 
@@ -307,7 +307,7 @@ class Study:
             from .engine import evaluate as full_evaluate
 
             _, preds = full_evaluate(predictor, val, resolve_split(run.eval_splits[0], val.data["categories"],
-                                     seed=run.seed, voc_like_ids=val.data["info"].get("voc_like_category_ids")),
+                                     seed=run.seed, **info_split_args(val.data.get("info"))),
                                      progress=self.progress)
             how = "full model"
         else:
@@ -324,7 +324,7 @@ class Study:
         metrics = {}
         for name in run.eval_splits:
             split = resolve_split(name, val.data["categories"], seed=run.seed,
-                                  voc_like_ids=val.data["info"].get("voc_like_category_ids"))
+                                  **info_split_args(val.data.get("info")))
             metrics[name] = coco_evaluate(val.data, preds, split)
         return metrics, how, preds, list(val.ids)
 

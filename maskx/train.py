@@ -21,7 +21,7 @@ from .checkpoint import (CheckpointError, check_classes, find_checkpoint, list_c
                          load_optimizer_state, model_state, save_checkpoint)
 from .config import Config, get_preset
 from .data.coco import CocoDataset, DatasetError, check_coco_structure, read_json
-from .data.splits import Split, resolve_split
+from .data.splits import Split, info_split_args, resolve_split
 from .engine import train
 from .atomic import atomic_write, write_json_atomic
 from .models.maskx_rcnn import build_model
@@ -54,7 +54,7 @@ def resolve_data(data, split_name: str, seed: int, images=None) -> tuple[CocoDat
     check_coco_structure(parsed, ann)  # before the split reads the categories
     info = parsed.get("info") if isinstance(parsed.get("info"), dict) else {}
     split = resolve_split(split_name, parsed["categories"], seed=seed,
-                          voc_like_ids=info.get("voc_like_category_ids"), require_b=split_name != "all")
+                          require_b=split_name != "all", **info_split_args(info))
     return CocoDataset(image_dir, ann, mask_category_ids=split.a_ids, data=parsed), split
 
 

@@ -10,6 +10,10 @@ Targets follow torchvision's detection convention, plus the partial-supervision 
                 reference; kept so a sampler may ignore proposals there)
     image_id    int
 
+Box-only instances: an annotation with ``"has_mask": false`` (maskx's extension, written by
+``synthetic3k`` and ``vg_coco`` for objects that have a box but no mask, like VG's) needs no
+``segmentation`` and gets ``has_mask=False`` whatever ``mask_category_ids`` says.
+
 Bad input policy (README "Bad input"): structural faults (unreadable JSON, missing fields,
 wrong types, duplicate ids, unknown image or category ids, missing/corrupt image files,
 malformed segmentation) raise ``DatasetError`` naming the file and id. Geometric faults that
@@ -280,7 +284,10 @@ class CocoDataset(torch.utils.data.Dataset):
             if a.get("iscrowd", 0):
                 self.crowd[a["image_id"]].append(box)
                 continue
-            has_mask, rle = a["category_id"] in self.mask_ids, None
+            labelled = a.get("has_mask", True)  # false: a box-only instance (no segmentation needed)
+            if not isinstance(labelled, bool):
+                raise DatasetError(f"{where}: 'has_mask' must be true or false, got {labelled!r}")
+            has_mask, rle = labelled and a["category_id"] in self.mask_ids, None
             if has_mask:
                 if "segmentation" not in a:
                     raise DatasetError(f"{where}: set-A instance without 'segmentation'")

@@ -5,6 +5,9 @@ Names (paper §4.1):
 - ``nonvoc2voc``: the reverse;
 - ``randK_tT``: K classes drawn for set A in trial T (K in 20..60 in the paper, T in 0..4),
   deterministic given ``seed``; e.g. ``rand40_t3``;
+- ``coco80``: A = the dataset's own ``info["set_A_category_ids"]`` (pass it as ``set_a_ids``): the
+  80 classes of the 80-class set in the 3000-class world (``synthetic3k``), the VG classes that map
+  to COCO's 80 (``vg_coco``); B = the rest (paper §5);
 - ``all``: every class in A and B empty. Only for fully supervised (oracle) training: B is empty,
   so ``require_b=False`` must be passed; evaluation refuses it;
 - a path to a JSON file ``{"A": [category ids]}`` for any custom split.
@@ -65,8 +68,12 @@ def voc_ids(categories: list[dict], voc_like_ids: list[int] | None = None) -> li
 
 
 def resolve_split(name: str, categories: list[dict], seed: int = 0, voc_like_ids: list[int] | None = None,
-                  require_b: bool = True) -> Split:
-    """Build the named split over the dataset's ``categories`` (COCO ``categories`` list)."""
+                  require_b: bool = True, set_a_ids: list[int] | None = None) -> Split:
+    """Build the named split over the dataset's ``categories`` (COCO ``categories`` list).
+
+    ``voc_like_ids`` and ``set_a_ids``: the dataset's ``info`` entries ``voc_like_category_ids`` and
+    ``set_A_category_ids`` (see ``info_split_args``), used by the voc splits and by ``coco80``.
+    """
     all_ids = sorted(c["id"] for c in categories)
     if len(set(all_ids)) != len(all_ids):
         raise SplitError("duplicate category ids in the dataset's categories")
@@ -80,13 +87,15 @@ def resolve_split(name: str, categories: list[dict], seed: int = 0, voc_like_ids
                              f"(this dataset has {len(all_ids)} classes); empty A or B is not a split")
         rng = np.random.default_rng([seed, k, trial])
         a = sorted(int(i) for i in rng.choice(all_ids, size=k, replace=False))
+    elif name == "coco80":
+        a = _info_set_a(set_a_ids, all_ids)
     elif name == "all":
         a = all_ids
     elif name.endswith(".json"):
         a = _read_split_file(Path(name), all_ids)
     else:
         raise SplitError(f"unknown split {name!r}; use voc2nonvoc, nonvoc2voc, randK_tT (e.g. rand20_t0), "
-                         "all, or a JSON file {\"A\": [category ids]}")
+                         "coco80, all, or a JSON file {\"A\": [category ids]}")
     a_set = set(a)
     b = [i for i in all_ids if i not in a_set]
     if not a:
@@ -113,3 +122,21 @@ def _read_split_file(path: Path, all_ids: list[int]) -> list[int]:
     if unknown:
         raise SplitError(f"split file {path}: category ids {unknown[:10]} are not in the dataset")
     return sorted(set(a))
+
+
+def info_split_args(info) -> dict:
+    """``resolve_split`` keywords from a dataset's ``info`` (any of them may be absent)."""
+    info = info if isinstance(info, dict) else {}
+    return {"voc_like_ids": info.get("voc_like_category_ids"), "set_a_ids": info.get("set_A_category_ids")}
+
+
+def _info_set_a(set_a_ids, all_ids: list[int]) -> list[int]:
+    if set_a_ids is None:
+        raise SplitError("split 'coco80' needs the dataset's info.set_A_category_ids (written by "
+                         "`maskx data synth3k` and `maskx data vg-coco`); this dataset has none")
+    if not isinstance(set_a_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in set_a_ids):
+        raise SplitError(f"info.set_A_category_ids must be a list of integer category ids, got {set_a_ids!r:.80}")
+    unknown = sorted(set(set_a_ids) - set(all_ids))
+    if unknown:
+        raise SplitError(f"info.set_A_category_ids {unknown[:10]} are not categories of this dataset")
+    return sorted(set(set_a_ids))
