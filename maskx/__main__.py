@@ -138,6 +138,14 @@ def _cmd_demo(args) -> dict:
     return out
 
 
+def _cmd_ship(args) -> dict:
+    from .ship import build_shipped
+
+    return build_shipped(out=args.out, data=args.data, runs=args.runs, preset=args.preset, iters=args.iters,
+                         progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), size=args.size,
+                         overrides=tuple(args.set or ()))
+
+
 def _study(args):
     from .study import SCALES, Study, default_runs_dir, plan
 
@@ -291,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--data", help="embedded data folder (default: the scale's; generated when missing)")
             c.add_argument("--quiet", action="store_true")
         c.set_defaults(func=func)
+
+    sh = sub.add_parser("ship", help="train, export and evaluate the shipped 3000-class model (resumable)")
+    sh.add_argument("--out", default="models/maskx-3k", help="where the exported checkpoint and eval.json go")
+    sh.add_argument("--data", default="data/synth3k", help="the 3000-class world (generated when missing)")
+    sh.add_argument("--size", choices=["tiny", "default"], default="default")
+    sh.add_argument("--runs", default="runs/maskx-3k", help="training run folder (checkpoints; not committed)")
+    sh.add_argument("--preset", default="maskx_3k", help="maskx_3k (Mask^X) or agnostic_mlp_3k (its baseline)")
+    sh.add_argument("--iters", type=int)
+    sh.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    sh.add_argument("--quiet", action="store_true")
+    sh.set_defaults(func=_cmd_ship)
 
     d = sub.add_parser("demo", help="generate the embedded dataset once and print its summary")
     d.add_argument("--out", default="data/synth-default")

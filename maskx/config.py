@@ -178,6 +178,13 @@ def _presets() -> dict[str, Config]:
     # beyond the paper: a deeper FCN mask head (DeepMAC: head capacity drives generalisation)
     p["agnostic_deep"] = p["agnostic"].replace(mask_convs=8)
     p["transfer_clsbox_2lrelu_deep"] = p["transfer_clsbox_2lrelu"].replace(mask_convs=8)
+    # the 3000-class model (paper §5, issue 5): Mask^X R-CNN on the embedded 3000-class world, set A =
+    # the 80 benchmark classes; widths chosen so the fp16 checkpoint ships under 40 MB (w_det: 5 x 256)
+    big = p["transfer_clsbox_2lrelu_mlp_e2e"].replace(
+        backbone="efficientnet_lite0", split="coco80", box_head_dim=256, mask_dim=128, mlp_hidden=256,
+        rois_per_image=128, mask_rois_per_image=16, iters=4000, checkpoint_every=250)
+    p["maskx_3k"] = big
+    p["agnostic_mlp_3k"] = big.replace(mask_head="agnostic")  # its baseline, trained the same way
     return p
 
 

@@ -109,12 +109,16 @@ def coco_entries(inst: list[Instance], image_id: int) -> list[dict]:
 
 
 def load(path, class_names: Optional[list[str]] = None, device: str = "cpu") -> Predictor:
-    """Load a trained model from a run folder (its newest valid checkpoint) or a ``ckpt_*.json``.
+    """Load a trained model from a run folder (its newest valid checkpoint), a ``ckpt_*.json``, or the
+    name of a shipped model (``"maskx-3k"``: the 3000-class model in ``models/``).
 
     ``class_names``, if given, must equal the checkpoint's (a clear error otherwise).
     """
     from .models.maskx_rcnn import build_model
 
+    from .ship import resolve_shipped
+
+    path = resolve_shipped(path)
     meta, tensors = find_checkpoint(path)
     try:
         config = Config.from_json(meta["config"])

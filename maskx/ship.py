@@ -1,0 +1,121 @@
+"""The shipped 3000-class model: one command trains it from a fresh clone, exports it, measures it.
+
+    python -m maskx ship                      # data → train (resumable) → fp16 export → AP on A and B
+    maskx.load("maskx-3k").predict(image)     # the committed result, offline
+
+Steps (each skipped when its output is already there): generate the embedded 3000-class world
+(``data/synth3k``), train preset ``maskx_3k`` into ``runs/maskx-3k`` (CPU, deterministic: the
+same weights on every run on the same machine type), export the last checkpoint's model weights
+to ``models/maskx-3k`` (fp16 when that keeps AP; no optimizer state), and evaluate fp32 and the
+export on the val split (masks for every class), written to ``models/maskx-3k/eval.json``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .atomic import write_json_atomic
+from .checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
+from .config import get_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = {"maskx-3k": ROOT / "models" / "maskx-3k"}  # name → folder, for maskx.load("maskx-3k")
+MAX_BYTES = 40 * 1024 * 1024
+FP16_MAX_AP_DROP = 0.1  # ship fp16 when segm AP on A and on B drop by at most this much ...
+FP16_CHECK_IMAGES = 200  # ... on the first 200 val images
+
+
+def resolve_shipped(path) -> Path:
+    """A shipped model's name ("maskx-3k") → its folder; any other path unchanged."""
+    return SHIPPED.get(str(path), Path(path))
+
+
+def export(run_dir, out_dir, dtype: Optional[torch.dtype]) -> Path:
+    """Write the newest checkpoint of ``run_dir`` as a model-only checkpoint in ``out_dir``."""
+    from .predictor import load
+
+    meta, _ = find_checkpoint(run_dir)
+    predictor = load(run_dir)
+    out_dir = Path(out_dir)
+    for old in list_checkpoints(out_dir):
+        old.with_suffix(".safetensors").unlink(missing_ok=True)
+        old.unlink()
+    keep = {k: v for k, v in meta.items() if k not in ("format", "weights", "bytes", "sha256", "iteration")}
+    keep["exported_from"] = {"run": str(run_dir), "iteration": meta["iteration"], "sha256": meta["sha256"],
+                             "dtype": str(dtype or torch.float32).replace("torch.", "")}
+    return save_checkpoint(out_dir, int(meta["iteration"]), predictor.model, keep, optimizer=None, keep=1, dtype=dtype)
+
+
+def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] = None) -> dict:
+    """AP on A and B over the val split (its first ``images`` images when given)."""
+    from .data.coco import CocoDataset, read_json
+    from .data.splits import info_split_args, resolve_split
+    from .engine import evaluate
+    from .predictor import load
+
+    ann = Path(data_dir) / "val" / "annotations.json"
+    data = read_json(ann)
+    if images:
+        keep = {im["id"] for im in data["images"][:images]}
+        data = {**data, "images": data["images"][:images],
+                "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
+    val = CocoDataset(ann.parent / "images", ann, data=data)
+    split = resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
+    t0 = time.perf_counter()
+    metrics, _ = evaluate(load(path), val, split, progress=progress)
+    metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    return metrics
+
+
+def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3k", preset: str = "maskx_3k",
+                  iters: Optional[int] = None, progress: bool = True, log=print, size: str = "default",
+                  overrides: tuple = ()) -> dict:
+    """Everything ``python -m maskx ship`` does; returns a summary (also in ``out/eval.json``)."""
+    from .data.synthetic3k import ensure_dataset3k
+    from .train import run_training
+
+    out, runs = Path(out), Path(runs)
+    config = get_preset(preset).with_overrides(list(overrides))
+    if iters:
+        config = config.replace(iters=iters)
+    log(f"1/4 data: {data}")
+    ensure_dataset3k(data, size, progress=progress)
+    t0 = time.perf_counter()
+    if not (runs / "done.json").is_file():
+        log(f"2/4 training {preset} for {config.iters} iterations into {runs} (resumable: rerun the same command)")
+        run_training(config, Path(data) / "train", runs, resume=bool(list_checkpoints(runs)), progress=progress)
+    train_seconds = round(time.perf_counter() - t0, 1)
+    log(f"3/4 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images")
+    fp32 = evaluate_model(runs, data, progress, images=FP16_CHECK_IMAGES)
+    tmp16 = out.parent / f".{out.name}-fp16"
+    export(runs, tmp16, torch.float16)
+    fp16 = evaluate_model(tmp16, data, progress, images=FP16_CHECK_IMAGES)
+    drop = max(fp32[s]["segm_AP"] - fp16[s]["segm_AP"] for s in ("A", "B"))
+    use16 = drop <= FP16_MAX_AP_DROP
+    log(f"4/4 exporting {'fp16' if use16 else 'fp32'} (fp16 changes segm AP by at most {drop:.2f}) to {out}")
+    path = export(runs, out, torch.float16 if use16 else None)
+    for f in tmp16.glob("*"):
+        f.unlink()
+    tmp16.rmdir()
+    log("evaluating the exported model on the whole val split")
+    shipped = evaluate_model(out, data, progress)
+    meta = json.loads(path.read_text())
+    weights = path.with_suffix(".safetensors")
+    if weights.stat().st_size > MAX_BYTES:
+        log(f"warning: {weights} is {weights.stat().st_size / 2**20:.1f} MB, over the 40 MB budget")
+    summary = {"preset": preset, "config": meta["config"], "checkpoint": str(path), "sha256": meta["sha256"],
+               "megabytes": round(weights.stat().st_size / 2**20, 2), "dtype": "float16" if use16 else "float32",
+               "train_seconds_this_call": train_seconds, "eval_seconds": shipped["eval_seconds"],
+               "fp16_check": {"images": FP16_CHECK_IMAGES, "fp32": _headline(fp32), "fp16": _headline(fp16)},
+               "A": shipped["A"], "B": shipped["B"], "per_class": shipped["per_class"], "split": shipped["split"],
+               "num_images": shipped["num_images"]}
+    write_json_atomic(summary, out / "eval.json")
+    return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
+
+
+def _headline(m: dict) -> dict:
+    return {s: {k: m[s][k] for k in ("bbox_AP", "segm_AP", "segm_AP50")} for s in ("A", "B")}
