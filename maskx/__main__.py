@@ -166,9 +166,12 @@ def _study(args):
 
 
 def _cmd_study_plan(args) -> dict:
+    from .study import estimate_hours, load_results
+
     study, runs = _study(args)
     return {"scale": study.scale.to_json(), "runs": len(runs),
             "done": sum(study.result_path(r).is_file() for r in runs),
+            **estimate_hours(runs, load_results(study.results_dir)),
             "plan": [("done " if study.result_path(r).is_file() else "todo ") + r.key for r in runs]}
 
 

@@ -340,6 +340,32 @@ def examples(preds: list[dict], image_ids: list[int]) -> dict:
             "predictions": [p for p in preds if p["image_id"] in keep and p["score"] >= EXAMPLE_MIN_SCORE]}
 
 
+def estimate_hours(runs: list[Run], results: dict[str, dict]) -> dict:
+    """Measured hours so far and an estimate for the runs left, from the mean train + eval seconds
+    of finished runs of the same kind (stage, and backbone for detectors and e2e runs)."""
+    def kind(r: Run) -> tuple:
+        stage = get_preset(r.preset).stage
+        return (stage, r.backbone) if stage != "mask" else (stage,)
+
+    spent: dict[tuple, list] = {}
+    for r in runs:
+        rec = results.get(r.key)
+        if rec is not None:
+            spent.setdefault(kind(r), []).append(rec.get("train_seconds", 0) + rec.get("eval_seconds", 0))
+    left, unknown = 0.0, 0
+    for r in runs:
+        if r.key in results:
+            continue
+        seconds = spent.get(kind(r))
+        if seconds:
+            left += sum(seconds) / len(seconds)
+        else:
+            unknown += 1
+    done = sum(sum(v) for v in spent.values())
+    return {"hours_done": round(done / 3600, 2), "hours_left_estimate": round(left / 3600, 2),
+            "runs_left_without_estimate": unknown}
+
+
 def _train_seconds(log: Path) -> float:
     """Summed step times of the run (resumed runs included; data waits counted)."""
     if not log.is_file():
