@@ -43,8 +43,9 @@ def test_model_speed_quick_writes_expected_json(tmp_path):
     res = json.loads(out.read_text())
     assert {"meta", "train", "train_dense", "inference", "mask_predictor", "matmul_peak", "targets"} <= set(res)
     assert res["matmul_peak"]["best_gflops"] > 0
-    for section, names in (("train", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_cap64", "maskx_nocap"}),
-                           ("train_dense", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap"})):
+    for section, names in (("train", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_cap64", "maskx_nocap",
+                                      "maskx_mlp_nocap_tvroi", "maskx_mlp_cap64_tvroi"}),
+                           ("train_dense", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_mlp_nocap_tvroi"})):
         assert res[section]["same_detector_losses"] is True
         assert set(res[section]["variants"]) == names
         for row in res[section]["variants"].values():
