@@ -20,7 +20,7 @@ class Drawn:
     box: list  # xyxy
     mask: Optional[np.ndarray]  # bool [H, W]
     name: str
-    score: float
+    score: Optional[float]  # None: ground truth (labelled by name only, drawn under predictions)
     in_A: bool
 
 
@@ -49,7 +49,7 @@ def overlay(image: np.ndarray, instances: Iterable[Drawn], alpha: float = 0.45, 
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     img = img[..., :3]
-    instances = sorted(instances, key=lambda d: d.score)  # best on top
+    instances = sorted(instances, key=lambda d: -1.0 if d.score is None else d.score)  # best on top
     for d in instances:
         if d.mask is not None and d.mask.shape == img.shape[:2]:
             color = np.array(GREEN if d.in_A else RED, np.float32)
@@ -60,7 +60,7 @@ def overlay(image: np.ndarray, instances: Iterable[Drawn], alpha: float = 0.45, 
         color = GREEN if d.in_A else RED
         draw.rectangle([float(v) for v in d.box], outline=color, width=max(1, round(min(pil.size) / 200)))
         if labels:
-            text = f"{d.name} {d.score:.2f}"
+            text = d.name if d.score is None else f"{d.name} {d.score:.2f}"
             x, y = float(d.box[0]), max(0.0, float(d.box[1]) - 11)
             tw = draw.textlength(text)
             draw.rectangle([x, y, x + tw + 2, y + 11], fill=color)

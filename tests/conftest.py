@@ -136,3 +136,8 @@ def vg_fixture(root: Path, extra_objects: list | None = None) -> None:
     (root / "objects.json").write_text(json.dumps(objects))
     (root / "object_synsets.json").write_text(json.dumps({"man": "man.n.01", "guy": "man.n.01",
                                                           "tree": "tree.n.01"}))
+
+
+# the app's fixtures (a tiny trained model, val images, fake study results), shared by
+# tests/test_app.py and tests/test_app_browser.py so that the model is trained once per session
+from app_fixtures import app_val, fake_results, tiny_model  # noqa: E402,F401

@@ -1,0 +1,280 @@
+"""What every page of the app shares: settings (command line, environment, sidebar), cached
+loaders of models, images, datasets and study results, and small drawing helpers.
+
+No model logic lives here: everything is a call into ``maskx``. Every loader returns
+``(value, error message)`` or shows the message with ``st.error`` and stops the page, so a
+missing file, a bad checkpoint or a bad upload never ends in a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+# setting: (command-line flag, environment variable, default, help)
+OPTIONS = {
+    "model": ("--model", "MASKX_MODEL", "models/maskx-3k", "run folder or ckpt_*.json of the main model"),
+    "results": ("--results", "MASKX_RESULTS", "results", "folder of the study's result JSON files"),
+    "runs": ("--runs", "MASKX_RUNS", "runs/study", "folder of the study's run checkpoints"),
+    "data": ("--data", "MASKX_DATA", "data/synth-default/val", "embedded val data: samples and examples"),
+    "cache": ("--cache", "MASKX_APP_CACHE", "runs/app-cache", "where UMAP projections are cached"),
+    "score": ("--score", "MASKX_SCORE", "0.5", "default score threshold"),
+}
+NUM_SAMPLES = 8  # sample images: the first val images (the study's saved examples are these too)
+SAMPLE_SIZE = 256
+GREEN_HEX, RED_HEX = "#28c846", "#eb322d"  # maskx.visualize.GREEN / RED
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Path
+    results: Path
+    runs: Path
+    data: Path
+    cache: Path
+    score: float
+
+
+def _resolve(value: str) -> Path:
+    """A relative path is taken from the current folder if it exists there, else from the repository."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or (Path.cwd() / p).exists():
+        return p.absolute()
+    return ROOT / p
+
+
+def settings(argv: Optional[list[str]] = None) -> Settings:
+    """``streamlit run app/streamlit_app.py -- --model PATH`` beats ``MASKX_MODEL`` beats the default
+    (likewise for every option); the sidebar's model field (session state) beats them all."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for key, (flag, _, _, text) in OPTIONS.items():
+        parser.add_argument(flag, dest=key, help=text)
+    try:
+        args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit:  # e.g. a flag without its value: fall back to the environment
+        args = argparse.Namespace(**{k: None for k in OPTIONS})
+    values = {k: getattr(args, k) or os.environ.get(env) or default for k, (_, env, default, _) in OPTIONS.items()}
+    try:
+        score = min(max(float(values["score"]), 0.0), 1.0)
+    except ValueError:
+        score = 0.5
+    return Settings(*(_resolve(values[k]) for k in ("model", "results", "runs", "data", "cache")), score=score)
+
+
+def model_path() -> Path:
+    typed = st.session_state.get("model_path")
+    return _resolve(typed.strip()) if isinstance(typed, str) and typed.strip() else settings().model
+
+
+def guard(page: Callable[[], None]) -> None:
+    """Run a page; an unexpected error becomes a message (its traceback goes to the console only)."""
+    try:
+        page()
+    except Exception as e:  # st.stop / st.rerun are BaseExceptions and pass through
+        traceback.print_exc()
+        st.error(f"Something went wrong on this page: {type(e).__name__}: {e}. Try other inputs; if it "
+                 "persists, please report it with the console log.")
+
+
+# ---------------------------------------------------------------- models
+
+def checkpoint_stamp(path: Path) -> str:
+    """Changes when a newer checkpoint appears, so a retrained model is reloaded."""
+    from maskx.checkpoint import list_checkpoints
+
+    ckpts = [path] if path.is_file() else list_checkpoints(path)
+    return ";".join(f"{c.name}:{c.stat().st_mtime_ns}" for c in ckpts[-1:])
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
+def _load_model(path: str, stamp: str):
+    import maskx
+
+    return maskx.load(path)
+
+
+def load_model(path: Optional[Path] = None):
+    """→ (Predictor, None) or (None, what went wrong and what to do)."""
+    from maskx.checkpoint import CheckpointError
+
+    path = Path(path) if path is not None else model_path()
+    how = ("Start the app with `streamlit run app/streamlit_app.py -- --model RUN_FOLDER` (or set "
+           "`MASKX_MODEL`), or type a run folder into **Model** in the sidebar. Train one with "
+           "`python -m maskx train --preset transfer_clsbox_2lrelu_mlp_e2e --data DATA --out RUN_FOLDER`.")
+    if not path.exists():
+        return None, f"No model at `{path}`. {how}"
+    try:
+        return _load_model(str(path), checkpoint_stamp(path)), None
+    except CheckpointError as e:
+        return None, f"The model at `{path}` cannot be used: {e}. {how}"
+    except Exception as e:  # a config from another version, unreadable files, ...
+        traceback.print_exc()
+        return None, f"The model at `{path}` cannot be loaded ({type(e).__name__}: {e}). {how}"
+
+
+def require_model():
+    predictor, error = load_model()
+    if error:
+        st.error(error)
+        st.stop()
+    return predictor
+
+
+def model_key(predictor) -> str:
+    """Identifies the weights (their SHA-256), whatever path they were loaded from."""
+    return f"{predictor.meta.get('sha256', id(predictor))}:{predictor.meta.get('iteration')}"
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _predict(key: str, image_key: str, _predictor, _image):
+    return _predictor.predict(_image, score_thresh=0.0)
+
+
+def predict(predictor, image: np.ndarray, image_key: Optional[str] = None) -> list:
+    """Every instance the model finds (its own score floor applies; filter the rest in the page)."""
+    if image_key is None:
+        image_key = hashlib.sha256(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
+    with st.spinner("Segmenting ..."):
+        return _predict(model_key(predictor), image_key, predictor, image)
+
+
+# ---------------------------------------------------------------- images
+
+@st.cache_data(show_spinner=False)
+def sample_images(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, np.ndarray]]:
+    """The first ``n`` val images as (label, image id, RGB uint8); rendered when the data is absent."""
+    from maskx.data.synthetic import render
+
+    ann = Path(data_dir) / "annotations.json"
+    out = []
+    if ann.is_file():
+        try:
+            from PIL import Image
+
+            images = sorted(json.loads(ann.read_text())["images"], key=lambda im: im["id"])[:n]
+            for im in images:
+                rgb = np.asarray(Image.open(Path(data_dir) / "images" / im["file_name"]).convert("RGB"))
+                out.append((f"val image {im['id']} ({im['file_name']})", int(im["id"]), rgb))
+            return out
+        except (OSError, ValueError, KeyError, TypeError):
+            out = []
+    for k in range(n):  # the embedded val set is seed 1; image id k + 1 is render(1, k, 256)
+        out.append((f"val image {k + 1} (rendered)", k + 1, render(1, k, SAMPLE_SIZE)[0]))
+    return out
+
+
+def read_upload(upload) -> tuple[Optional[np.ndarray], list[str], Optional[str]]:
+    """An ``st.file_uploader`` file → (RGB uint8, notes, None) or (None, [], error message)."""
+    from maskx.images import ImageError, read_image
+
+    try:
+        rgb, notes = read_image(upload.getvalue(), upload.name)
+    except ImageError as e:
+        return None, [], str(e)
+    return rgb, notes, None
+
+
+def to_uint8(image) -> np.ndarray:
+    """float [3, H, W] in 0..1 (a dataset item) → uint8 [H, W, 3]."""
+    return (image.permute(1, 2, 0).clamp(0, 1).mul(255).round().byte().numpy())
+
+
+def drawn(instances) -> list:
+    from maskx.visualize import Drawn
+
+    return [Drawn(i.box, i.mask, i.class_name, i.score, i.in_A) for i in instances]
+
+
+def picture(rgb: np.ndarray, items: list, min_side: int = 512, labels: bool = True) -> np.ndarray:
+    """``maskx.visualize.overlay`` drawn on the image enlarged (by a whole factor) to at least
+    ``min_side`` pixels, so that small images get legible labels and crisp mask edges."""
+    from PIL import Image
+
+    from maskx.visualize import Drawn, overlay
+
+    f = int(np.ceil(min_side / max(1, min(rgb.shape[:2]))))
+    if f > 1:
+        rgb = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] * f, rgb.shape[0] * f), Image.BICUBIC))
+        items = [Drawn([v * f for v in d.box], None if d.mask is None else d.mask.repeat(f, 0).repeat(f, 1),
+                       d.name, d.score, d.in_A) for d in items]
+    return overlay(rgb, items, labels=labels)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def legend(counts: Optional[dict] = None) -> None:
+    a = f" ({counts['A']})" if counts else ""
+    b = f" ({counts['B']})" if counts else ""
+    st.markdown(f"<span style='color:{GREEN_HEX}'>&#9632;</span> set A: trained with masks{a} &nbsp; "
+                f"<span style='color:{RED_HEX}'>&#9632;</span> set B: boxes only in training, masks by "
+                f"transfer{b}", unsafe_allow_html=True)
+
+
+# ---------------------------------------------------------------- datasets and results
+
+def _stamp(path: Path) -> str:
+    names = ("annotations.json", "objects.json")
+    files = [path] if path.is_file() else [path / n for n in names if (path / n).is_file()]
+    return ";".join(f"{f}:{f.stat().st_mtime_ns}" for f in files)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the dataset ...")
+def _open_dataset(path: str, stamp: str):
+    from maskx.browse import open_dataset
+
+    return open_dataset(path, check_files=False)
+
+
+def open_dataset(path: Path):
+    """→ ((dataset, kind), None) or (None, message)."""
+    from maskx.data.coco import DatasetError
+
+    try:
+        return _open_dataset(str(path), _stamp(path)), None
+    except DatasetError as e:
+        return None, str(e)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{path}: cannot read this dataset ({type(e).__name__}: {e})"
+
+
+def read_result(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    """One ``results/<run>.json`` (or an eval.json): (record, None), (None, None) if absent, (None, error)."""
+    if not path.is_file():
+        return None, None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{path}: unreadable ({e})"
+    if not isinstance(record, dict):
+        return None, f"{path}: expected a JSON object"
+    return record, None
+
+
+def per_class_table(metrics: dict, sets=("A", "B"), classes=None):
+    """``metrics['per_class']`` (maskx.evaluate output) → a DataFrame sorted by set, then AP."""
+    import pandas as pd
+
+    rows = [{"class": name, "set": v.get("set", "?"), "mask AP": v.get("segm_AP"), "box AP": v.get("bbox_AP")}
+            for name, v in (metrics.get("per_class") or {}).items()
+            if v.get("set") in sets and (not classes or name in classes)
+            and (v.get("segm_AP") is not None or v.get("bbox_AP") is not None)]  # no ground truth: no AP
+    df = pd.DataFrame(rows, columns=["class", "set", "mask AP", "box AP"])
+    return df.sort_values(["set", "mask AP"], ascending=[True, False], na_position="last").reset_index(drop=True)

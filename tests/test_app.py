@@ -1,0 +1,265 @@
+"""The Streamlit app (app/) through Streamlit's AppTest: every page renders without a traceback,
+widgets change what is shown, and bad inputs (missing or mismatched model, bad uploads, a folder
+that is not a dataset, missing or corrupt results) end in a clear message.
+
+Fast tests need no model; the slow ones train a tiny one once per session (tests/app_fixtures.py).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_fixtures import write_fake_results  # the fixtures themselves are in conftest.py
+from conftest import vg_fixture
+
+st_testing = pytest.importorskip("streamlit.testing.v1", reason="the app extra (streamlit) is not installed")
+AppTest = st_testing.AppTest
+APP = Path(__file__).resolve().parents[1] / "app"
+sys.path.insert(0, str(APP))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, app_val):
+    """App settings in tmp folders: no model, empty results, the 8-image val set."""
+    values = {"MASKX_MODEL": str(tmp_path / "no-model"), "MASKX_RESULTS": str(tmp_path / "results"),
+              "MASKX_RUNS": str(tmp_path / "runs"), "MASKX_DATA": str(app_val),
+              "MASKX_APP_CACHE": str(tmp_path / "cache"), "MASKX_SCORE": "0.5"}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return values
+
+
+def open_page(page: str, timeout: float = 120) -> AppTest:
+    at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=timeout).run()
+    if page != "segment":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ fast: no model needed
+
+def test_settings_precedence(monkeypatch, tmp_path):
+    import common
+
+    monkeypatch.setenv("MASKX_MODEL", str(tmp_path / "from-env"))
+    monkeypatch.setenv("MASKX_SCORE", "not a number")
+    s = common.settings(["--model", str(tmp_path / "from-cli"), "--results", "/x/results"])
+    assert s.model == tmp_path / "from-cli" and s.results == Path("/x/results") and s.score == 0.5
+    assert common.settings([]).model == tmp_path / "from-env"
+    monkeypatch.delenv("MASKX_MODEL")
+    assert common.settings(["--model"]).model == common.ROOT / "models/maskx-3k"  # bad flag: defaults
+    assert common.settings(["--score", "3"]).score == 1.0
+
+
+def test_picture_enlarges_small_images_and_labels_ground_truth_by_name():
+    import common
+    from maskx.visualize import GREEN, Drawn
+
+    rgb = np.zeros((64, 48, 3), np.uint8)
+    mask = np.zeros((64, 48), bool)
+    mask[10:20, 10:30] = True
+    out = common.picture(rgb, [Drawn([10, 10, 30, 20], mask, "star", None, True)])  # None: ground truth
+    assert out.shape == (704, 528, 3)  # x11: the short side reaches 512
+    inside = out[11 * 15, 11 * 20].astype(int)
+    assert inside[1] > inside[0] and inside[1] > 0.4 * GREEN[1]  # masked in set A's green
+
+
+@pytest.mark.parametrize("page", ["segment", "browse", "embeddings"])
+def test_missing_model_is_a_message(env, page):
+    at = open_page(page)
+    assert "No model at" in texts(at.error) and "--model" in texts(at.error)
+    if page == "segment":  # AppTest drops the entrypoint's sidebar after switch_page (the browser test sees it)
+        assert "No usable model" in texts(at.sidebar.warning)
+
+
+def test_unusable_checkpoint_is_a_message(env, tmp_path, monkeypatch):
+    bad = tmp_path / "bad-run"
+    bad.mkdir()
+    (bad / "ckpt_0000001.json").write_text("{not json")
+    monkeypatch.setenv("MASKX_MODEL", str(bad))
+    at = open_page("segment")
+    assert "cannot be used" in texts(at.error) and "corrupt checkpoint metadata" in texts(at.error)
+    at.sidebar.text_input(key="model_path").set_value(str(tmp_path / "typed")).run()  # the sidebar's field
+    assert f"No model at `{tmp_path / 'typed'}`" in texts(at.error)
+
+
+def test_compare_pending_without_results(env):
+    at = open_page("compare")
+    assert texts(at.title) == "Compare"
+    assert sum(i.value.startswith("Pending") for i in at.info) == 4  # three models and the per-class chart
+    assert not at.error
+
+
+def test_compare_from_saved_examples(env, fake_results, monkeypatch):
+    monkeypatch.setenv("MASKX_RESULTS", str(fake_results))
+    at = open_page("compare")
+    assert not at.error and not at.warning
+    captions = [c for img in at.get("image") for c in img.captions if c]
+    assert len(captions) == 3 and all("instances" in c for c in captions)
+    assert "helped on" in texts(at.caption) and at.get("plotly_chart")
+    counts = [int(c.split()[0]) for c in captions]
+    at.slider(key="compare_thresh").set_value(0.9).run()  # fewer instances above a higher threshold
+    high = [int(c.split()[0]) for img in at.get("image") for c in img.captions if c]
+    assert sum(high) < sum(counts)
+    at.selectbox(key="compare_direction").set_value("nonvoc2voc").run()  # only the oracle covers it
+    assert sum(i.value.startswith("Pending") for i in at.info) == 3
+    assert not at.exception
+
+
+def test_compare_corrupt_result_is_a_warning(env, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    write_fake_results(results, presets=("agnostic_e2e",))
+    bad = next(results.glob("*.json"))
+    bad.write_text(bad.read_text()[:100])
+    monkeypatch.setenv("MASKX_RESULTS", str(results))
+    at = open_page("compare")
+    assert "unreadable" in texts(at.warning)
+    assert not at.exception
+
+
+# ------------------------------------------------------------------ slow: a tiny trained model
+
+@pytest.fixture
+def model_env(env, tiny_model, monkeypatch):
+    monkeypatch.setenv("MASKX_MODEL", str(tiny_model))
+    return env
+
+
+@pytest.mark.slow
+def test_segment_widgets_change_what_is_shown(model_env):
+    at = open_page("segment")
+    assert not at.error and "No instance scores 0.50" in texts(at.info)  # the tiny model scores ~0.02
+    at.slider(key="seg_thresh").set_value(0.0).run()
+    table = at.dataframe[0].value
+    assert len(table) > 0 and set(table.columns) >= {"class", "set", "score", "mask area (px)"}
+    n, sets = len(table), set(table["set"])
+    if "B" in sets:
+        at.toggle(key="seg_show_b").set_value(False).run()
+        assert set(at.dataframe[0].value["set"]) <= {"A"} and len(at.dataframe[0].value) < n
+        at.toggle(key="seg_show_b").set_value(True).run()
+    name = table["class"][0]
+    at.multiselect(key="seg_classes").set_value([name]).run()
+    assert set(at.dataframe[0].value["class"]) == {name}
+    at.toggle(key="seg_show_a").set_value(False).run()
+    at.toggle(key="seg_show_b").set_value(False).run()
+    assert "hidden by the set or class filters" in texts(at.info)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Download overlay (PNG)", "Download results (COCO JSON)"]
+    at.selectbox(key="seg_sample").set_value(3).run()
+    assert not at.exception and at.get("image")[0].captions[0].startswith("val-4.png:")
+
+
+@pytest.mark.slow
+def test_segment_uploads(model_env):
+    at = open_page("segment")
+    at.radio(key="seg_source").set_value("Upload").run()
+    assert "Choose an image file" in texts(at.info)
+    rng = np.random.default_rng(0)
+    good = png(rng.integers(0, 255, (100, 120, 4), dtype=np.uint8), "RGBA")
+    cases = [("rgba.png", good, None, "transparent areas"),
+             ("gray.png", png(rng.integers(0, 255, (90, 90), dtype=np.uint8), "L"), None, "grayscale"),
+             ("huge.png", png(np.zeros((200, 5000, 3), np.uint8)), None, "downscaled from 5000 x 200"),
+             ("notes.png", b"this is not an image", "not an image file", None),
+             ("cut.png", good[: len(good) // 2], "truncated or corrupt", None),
+             ("empty.jpg", b"", "the file is empty", None)]
+    for name, data, error, note in cases:
+        at.file_uploader(key="seg_upload").set_value((name, data, "image/png")).run()
+        assert not at.exception, name
+        if error:
+            assert error in texts(at.error) and name in texts(at.error), name
+        else:
+            assert not at.error and note in texts(at.caption), name
+            at.slider(key="seg_thresh").set_value(1.0).run()
+            assert "lower the score threshold" in texts(at.info) or "found nothing" in texts(at.info)
+
+
+@pytest.mark.slow
+def test_mismatched_checkpoint_is_a_message(model_env, tiny_model, tmp_path, monkeypatch):
+    ckpt = sorted(tiny_model.glob("ckpt_*.json"))[-1]
+    meta = json.loads(ckpt.read_text())
+    meta["config"]["mask_dim"] = 16  # the weights were trained with 32
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ckpt.name).write_text(json.dumps(meta))
+    os.symlink(tiny_model / meta["weights"], other / meta["weights"])
+    monkeypatch.setenv("MASKX_MODEL", str(other))
+    for page in ("segment", "browse", "embeddings"):
+        at = open_page(page)
+        assert "does not fit this model" in texts(at.error), page
+
+
+@pytest.mark.slow
+def test_browse(model_env, tiny_model, tmp_path, monkeypatch):
+    at = open_page("browse")
+    assert not at.error and texts(at.title) == "Browse"
+    assert [c for img in at.get("image") for c in img.captions][0].startswith("ground truth:")
+    at.slider(key="browse_thresh").set_value(0.0).run()
+    assert "No prediction passes" not in texts(at.info)
+    at.number_input(key="browse_eval_n").set_value(3).run()
+    at.button(key="browse_eval_button").click().run()
+    assert "on the first 3 images" in texts(at.caption) and len(at.metric) == 2
+    table = at.dataframe[0].value
+    assert len(table) > 0 and set(table["set"]) <= {"A", "B"}
+    at.toggle(key="browse_show_a").set_value(False).run()
+    assert set(at.dataframe[0].value["set"]) <= {"B"}
+    name = table["class"][0]
+    at.multiselect(key="browse_classes").set_value([name]).run()
+    assert name in texts(at.caption)  # the image shown holds the class
+    at.text_input(key="browse_path").set_value(str(tmp_path)).run()
+    assert "not a dataset folder" in texts(at.error) and not at.exception
+    vg_fixture(tmp_path / "vg")  # Visual Genome: boxes only, no AP
+    at.text_input(key="browse_path").set_value(str(tmp_path / "vg")).run()
+    assert not at.error and "no masks" in texts(at.info)
+
+
+@pytest.mark.slow
+def test_browse_reads_eval_json_beside_the_model(model_env, tiny_model, tmp_path, monkeypatch):
+    from maskx.data.splits import resolve_split
+    from maskx.data.synthetic import categories, voc_like_category_ids
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tiny_model.glob("ckpt_*"):
+        os.symlink(f, model / f.name)
+    split = resolve_split("voc2nonvoc", categories(), voc_like_ids=voc_like_category_ids())
+    per_class = {c["name"]: {"category_id": c["id"], "set": split.set_of(c["id"]), "bbox_AP": 1.0, "segm_AP": 2.0}
+                 for c in categories()}
+    (model / "eval.json").write_text(json.dumps({"A": {"segm_AP": 12.5}, "B": {"segm_AP": 3.25},
+                                                 "per_class": per_class}))
+    monkeypatch.setenv("MASKX_MODEL", str(model))
+    at = open_page("browse")
+    assert "eval.json" in texts(at.caption) and [m.value for m in at.metric] == ["12.5", "3.2"]
+    assert len(at.dataframe[0].value) == 80 and not at.button
+
+
+@pytest.mark.slow
+def test_embeddings(model_env):
+    at = open_page("embeddings", timeout=300)
+    assert not at.error and texts(at.title) == "Embeddings"
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 6  # w_cls+box, then w_cls, w_box, w_cls+box, (GloVe, text: extras), randn, w_seg
+    assert "Select points" in texts(at.info)
+    at.multiselect(key="emb_classes").set_value(["five star", "long arrow"]).run()
+    shown = texts(at.markdown)
+    assert "**five star** (set A)" in shown and "**long arrow** (set B)" in shown
+    assert at.get("image") and not at.exception
+    assert list(Path(model_env["MASKX_APP_CACHE"]).glob("umap-*.npy"))  # cached on disk
