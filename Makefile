@@ -7,7 +7,7 @@ DEMO_DIR ?= data/synth-default
 # CI (CI=true) runs the slow checks too; a workstation skips them unless SLOW=1.
 PYTEST_SELECT := $(if $(or $(CI),$(SLOW)),,-m "not slow")
 
-.PHONY: demo test venv bench bench-model clean-venv
+.PHONY: demo test app venv bench bench-model clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ demo: $(STAMP)
 	$(PY) -m maskx demo --out $(DEMO_DIR)
 
 test: $(STAMP)
+	$(if $(CI),bash .ci/install-browser,)
 	$(PY) -m pytest -q $(PYTEST_SELECT)
+
+app: $(STAMP)
+	$(PY) -m streamlit run app/streamlit_app.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_rate.py --out benchmarks/results/data_rate.json
