@@ -26,7 +26,8 @@ OPTIONS = {
     "model": ("--model", "MASKX_MODEL", "models/maskx-3k", "run folder or ckpt_*.json of the main model"),
     "results": ("--results", "MASKX_RESULTS", "results", "folder of the study's result JSON files"),
     "runs": ("--runs", "MASKX_RUNS", "runs/study", "folder of the study's run checkpoints"),
-    "data": ("--data", "MASKX_DATA", "data/synth-default/val", "embedded val data: samples and examples"),
+    "data": ("--data", "MASKX_DATA", "data/synth3k/val", "embedded val data: samples and examples (the "
+             "3000-class world's, for the shipped model)"),
     "cache": ("--cache", "MASKX_APP_CACHE", "runs/app-cache", "where UMAP projections are cached"),
     "score": ("--score", "MASKX_SCORE", "0.5", "default score threshold"),
 }
@@ -152,8 +153,13 @@ def predict(predictor, image: np.ndarray, image_key: Optional[str] = None) -> li
 
 @st.cache_data(show_spinner=False)
 def sample_images(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, np.ndarray]]:
-    """The first ``n`` val images as (label, image id, RGB uint8); rendered when the data is absent."""
+    """The first ``n`` val images as (label, image id, RGB uint8); rendered when the data is absent
+    (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
     from maskx.data.synthetic import render
+    from maskx.data.synthetic3k import render3k
+
+    if "synth3k" in Path(data_dir).parts:
+        render = render3k  # noqa: F811
 
     ann = Path(data_dir) / "annotations.json"
     out = []
@@ -168,7 +174,7 @@ def sample_images(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, n
             return out
         except (OSError, ValueError, KeyError, TypeError):
             out = []
-    for k in range(n):  # the embedded val set is seed 1; image id k + 1 is render(1, k, 256)
+    for k in range(n):  # the embedded val sets are seed 1; image id k + 1 is render(1, k, 256)
         out.append((f"val image {k + 1} (rendered)", k + 1, render(1, k, SAMPLE_SIZE)[0]))
     return out
 
