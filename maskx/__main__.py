@@ -147,7 +147,7 @@ def _cmd_ship(args) -> dict:
 
 
 def _study(args):
-    from .study import SCALES, Study, default_runs_dir, plan
+    from .study import SCALES, Study, default_results_dir, default_runs_dir, plan
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown study scale {args.scale!r}; choose one of {sorted(SCALES)}")
@@ -158,7 +158,7 @@ def _study(args):
         scale = dataclasses.replace(scale, data=args.data)
     tables = args.tables.split(",") if args.tables else None
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
-    results = args.results or ("results" if args.scale == "study" else f"runs/results-{args.scale}")
+    results = args.results or default_results_dir(args.scale)
     study = Study(scale, results_dir=Path(results), runs_dir=Path(args.runs or default_runs_dir(args.scale)),
                   progress=not args.quiet,
                   log=lambda m: print(m, file=sys.stderr))
@@ -199,8 +199,9 @@ def _cmd_study_run(args) -> dict:
 
 def _cmd_study_report(args) -> dict:
     from .report import write_report
+    from .study import default_results_dir
 
-    results = args.results or ("results" if args.scale == "study" else f"runs/results-{args.scale}")
+    results = args.results or default_results_dir(args.scale)
     return write_report(results, args.out, scale=args.scale)
 
 

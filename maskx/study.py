@@ -387,6 +387,11 @@ def load_results(results_dir="results") -> dict[str, dict]:
     return out
 
 
+def default_results_dir(scale: str) -> str:
+    """Results of a scale: the committed study in ``results/``, any other scale outside git."""
+    return "results" if scale == "study" else f"runs/results-{scale}"
+
+
 def default_runs_dir(scale: str) -> str:
     """Checkpoints of a scale's runs: run keys do not name the scale, so scales never share a folder."""
     return f"runs/{scale}"
@@ -414,7 +419,7 @@ def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study"
     if seeds:
         sc = dataclasses.replace(sc, seeds=tuple(seeds))
     sc = dataclasses.replace(sc, data=str(root / (data_dir or sc.data)))
-    results_dir = root / (results_dir or ("results" if scale == "study" else f"runs/results-{scale}"))
+    results_dir = root / (results_dir or default_results_dir(scale))
     runs_dir = root / (runs_dir or default_runs_dir(scale))
     if mode == "train":
         Study(sc, results_dir=results_dir, runs_dir=runs_dir, progress=progress).run(plan(sc, tables))
