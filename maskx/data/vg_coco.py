@@ -35,7 +35,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .categories import CategoryMap
-from .coco import CocoDataset, DatasetError, load_image, read_json
+from .coco import CocoDataset, DatasetError, read_json
 from .visual_genome import VisualGenomeDataset
 
 MAPPING_FILE = Path(__file__).with_name("vg_coco80_synsets.json")
@@ -203,31 +203,22 @@ class VGWithCocoMasks(VisualGenomeDataset):
             m = np.array(Image.fromarray(m).resize((vg["width"], vg["height"]), Image.NEAREST))
         return m
 
-    def __getitem__(self, index: int):
-        iid = self.ids[index]
-        im = self.images[iid]
-        path = self.paths[iid] if self.paths else self._find_image(iid)
-        image = load_image(path, iid, (im["height"], im["width"]))
-        objs = self.anns[iid]
-        n = len(objs)
+    def _image_and_target(self, index: int):
+        """VG's box target plus ``masks`` ``[N, H, W]`` (zeros where no COCO mask matched)."""
+        image, target = super()._image_and_target(index)
+        iid = target["image_id"]
+        im, n = self.images[iid], len(self.anns[iid])
         matched = self.matches.get(iid, {})
         masks = torch.zeros((n, im["height"], im["width"]), dtype=torch.uint8)
         for k in matched:
             masks[k] = torch.from_numpy(self.mask(iid, k))
-        boxes = torch.tensor([o["box"] for o in objs], dtype=torch.float32).reshape(-1, 4)
-        target = {
-            "boxes": boxes,
-            "labels": torch.tensor([o["label"] for o in objs], dtype=torch.int64),
+        boxes = target["boxes"]
+        target.update({
             "masks": masks,
             "has_mask": torch.tensor([k in matched for k in range(n)], dtype=torch.bool),
             "area": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
-            "iscrowd": torch.zeros(n, dtype=torch.int64),
-            "ann_ids": torch.tensor([o["id"] for o in objs], dtype=torch.int64),
             "crowd_boxes": torch.zeros((0, 4), dtype=torch.float32),
-            "image_id": iid,
-        }
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
+        })
         return image, target
 
     def to_coco(self, progress: bool = False) -> dict:

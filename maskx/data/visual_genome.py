@@ -151,7 +151,8 @@ class VisualGenomeDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int):
+    def _image_and_target(self, index: int):
+        """The image ``[3, H, W]`` and its box target before transforms (no masks: VG has none)."""
         iid = self.ids[index]
         im = self.images[iid]
         path = self.paths[iid] if self.paths else self._find_image(iid)
@@ -166,6 +167,10 @@ class VisualGenomeDataset(torch.utils.data.Dataset):
             "ann_ids": torch.tensor([o["id"] for o in objs], dtype=torch.int64),
             "image_id": iid,
         }
+        return image, target
+
+    def __getitem__(self, index: int):
+        image, target = self._image_and_target(index)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
