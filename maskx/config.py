@@ -51,6 +51,7 @@ class Config:
     iters: int = 1000
     batch_size: int = 2
     base_lr: float = 0.02  # for 16 images per step; scaled by batch_size / 16
+    mask_lr_mult: float = 1.0  # the mask branch (FCN, w_seg source / T, MLP branch) trains at lr x this
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 100
@@ -76,7 +77,8 @@ class Config:
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         if self.transfer_layers not in (1, 2, 3):
             raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
-        for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden"):
+        for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden",
+                     "mask_lr_mult"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mask_convs < 1:

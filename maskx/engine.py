@@ -119,7 +119,7 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset, con
                 targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             lr = lr_at(it, config, world_size)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
             torch.manual_seed(config.seed * 1_000_003 + it * 1009 + rank)
             losses = model(images, targets)
             loss = sum(losses.values())

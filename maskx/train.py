@@ -109,6 +109,19 @@ def _init_distributed() -> tuple[int, int, torch.device]:
     return rank, world_size, torch.device("cpu")
 
 
+MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
+
+
+def param_groups(model: torch.nn.Module, config: Config) -> list[dict]:
+    """Trainable parameters as SGD groups: the detector at lr x 1, the mask branch (FCN, mask
+    weights or T, MLP branch) at lr x ``config.mask_lr_mult`` (``lr_mult``, applied by ``engine.train``)."""
+    groups = {1.0: [], config.mask_lr_mult: []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[config.mask_lr_mult if name.startswith(MASK_BRANCH) else 1.0].append(p)
+    return [{"params": ps, "lr_mult": mult} for mult, ps in groups.items() if ps]
+
+
 def run_training(config: Config, data_dir, out_dir, resume: bool = False, progress: bool = True,
                  detector_iters: Optional[int] = None, stop_after: Optional[int] = None,
                  images_dir=None) -> Path:
@@ -149,8 +162,8 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             load_detector(model, config.detector, dataset, config)
         meta = run_meta(config, dataset, split, world_size)
         model.to(device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
         start = 0
         if resume and list_checkpoints(out_dir):
             ck_meta, tensors = find_checkpoint(out_dir)

@@ -92,6 +92,39 @@ def test_lr_schedule_warmup_and_decay():
     assert lr_at(89, c) == pytest.approx(0.0002)
 
 
+@pytest.mark.parametrize("preset", ["transfer_clsbox_2lrelu_mlp_e2e", "oracle"])
+def test_mask_branch_trains_at_its_own_lr_multiple(data64, preset):
+    """``mask_lr_mult``: the mask FCN, its weights (or T) and the MLP branch step at lr x mult, the
+    detector at lr; every trainable parameter is in exactly one group."""
+    from maskx.engine import train
+    from maskx.train import MASK_BRANCH, build_model, param_groups, resolve_data
+
+    config = tiny_config(preset, mask_lr_mult=4.0, iters=1)
+    if config.stage == "mask":  # no detector run here: let the whole model train, grouped the same way
+        config = config.replace(stage="e2e")
+    dataset, _ = resolve_data(data64, config.split, config.seed)
+    model = build_model(config, list(dataset.categories.names))
+    groups = param_groups(model, config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_mult = {g["lr_mult"]: {names[id(p)] for p in g["params"]} for g in groups}
+    assert set(by_mult) == {1.0, 4.0}
+    assert all(n.startswith(MASK_BRANCH) for n in by_mult[4.0])
+    assert not any(n.startswith(MASK_BRANCH) for n in by_mult[1.0])
+    assert any("box_predictor" in n for n in by_mult[1.0]) and any("mask_predictor" in n for n in by_mult[4.0])
+    assert sum(map(len, by_mult.values())) == sum(p.requires_grad for p in model.parameters())
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    train(model, optimizer, dataset, config, progress=False)
+    lrs = {g["lr_mult"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs[1.0] == pytest.approx(lr_at(0, config)) and lrs[4.0] == pytest.approx(4 * lr_at(0, config))
+    assert param_groups(model, config.replace(mask_lr_mult=1.0))[0]["lr_mult"] == 1.0
+    assert len(param_groups(model, config.replace(mask_lr_mult=1.0))) == 1
+
+
+def test_mask_lr_mult_must_be_positive():
+    with pytest.raises(ValueError, match="mask_lr_mult"):
+        Config(mask_lr_mult=0.0)
+
+
 def test_data_order_is_a_function_of_seed_and_position():
     n = 7
     for epoch in range(3):
