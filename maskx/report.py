@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from .study import DIRECTIONS, FIG3_ROWS, SCALES, TABLES, StudyScale, load_results, table_runs
+from .study import DIRECTIONS, FIG3_ROWS, SCALES, TABLES, StudyScale, load_results, load_superseded, table_runs
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -188,6 +188,15 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         lines.append(f"Stage-wise, voc→non-voc, seed {sc.seeds[0]}, generator version {g['generator_version']}: "
                      f"class-agnostic {g['agnostic']:.1f}, oracle {g['oracle']:.1f} AP on B, gap {g['gap']:.1f} "
                      f"({'passes' if g['passed'] else 'FAILS'} the ≥ {GATE_MIN_GAP:.0f} AP gate).")
+    gate_keys = {r.key for r in table_runs("gate", sc)[1:]}
+    old = [r for r in load_superseded(results_dir) if r["run"] in gate_keys]
+    if old:
+        lines += ["", "Earlier gate measurements (superseded; kept in `results/superseded/`):", ""]
+        for r in old:
+            lines.append(f"- {r['run']}: segm AP on B {r['metrics']['voc2nonvoc']['B']['segm_AP']:.2f} "
+                         f"(generator version {r.get('generator_version')}, mask_lr_mult "
+                         f"{r['config'].get('mask_lr_mult', 1.0)}); superseded {r['superseded']['at']}: "
+                         f"{r['superseded']['reason']}")
     for name in ("t1a", "t1b", "t1c", "t1d"):
         lines += ["", f"## {TABLES[name].title}", "", *_md_table(name, results, sc)]
     for bb in ("main", "second"):
@@ -206,9 +215,10 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
                      f"{p['transfer_B']:.1f} | {gain} |")
     seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values())
+    spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in load_superseded(results_dir))
     lines += ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
               "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation, "
-              "2 CPU cores).", ""]
+              "2 CPU cores)" + (f"; superseded runs cost another {spent / 3600:.2f} h." if spent else "."), ""]
     text = "\n".join(lines)
     atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
     return {"out": str(out), "runs": len(results), "gate": g, "hours": round(seconds / 3600, 2)}

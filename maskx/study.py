@@ -41,6 +41,7 @@ class StudyScale:
     fig3_sizes: tuple = (20, 30, 40, 50, 60)
     fig3_trials: int = 5
     overrides: tuple = ()  # Config field=value for every run
+    mask_lr_mult: float = 1.0  # Config.mask_lr_mult of every run but the detectors
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -84,6 +85,8 @@ class Run:
     def config(self, scale: StudyScale, detector_dir: Optional[Path] = None) -> Config:
         base = get_preset(self.preset).with_overrides(list(scale.overrides))
         iters = {"detector": scale.detector_iters, "mask": scale.mask_iters, "e2e": scale.e2e_iters}[base.stage]
+        if base.stage != "detector":
+            base = base.replace(mask_lr_mult=scale.mask_lr_mult)
         return base.replace(split=self.split, seed=self.seed, backbone=self.backbone, iters=iters,
                             detector=None if base.stage == "detector" else str(detector_dir))
 
@@ -193,6 +196,7 @@ class Study:
         from .data.synthetic import ensure_dataset
 
         ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
+        self.supersede_stale(runs)
         written: list[Path] = []
         todo = [r for r in runs if not self.result_path(r).is_file()]
         self.log(f"study {self.scale.name}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go")
@@ -214,6 +218,49 @@ class Study:
             finally:
                 self._release(run)
         return written
+
+    def stale_reason(self, run: Run, record: dict) -> Optional[str]:
+        """Why a finished run's result no longer answers the plan (None: it does): another config
+        (the scale changed) or another generator version (the data changed)."""
+        from .data.synthetic import GENERATOR_VERSION
+
+        want = run.config(self.scale, self.run_dir(run.detector())).to_json()
+        try:  # fields added since the run have their defaults, which is what it trained with
+            have = Config.from_json(record.get("config")).to_json()
+        except ValueError as e:
+            return f"unreadable config ({e})"
+        diff = sorted(k for k in want if k != "detector" and have[k] != want[k])
+        if diff:
+            return "config differs in " + ", ".join(f"{k} ({have[k]!r} → {want[k]!r})" for k in diff)
+        if record.get("generator_version") != GENERATOR_VERSION:
+            return f"generator version {record.get('generator_version')} → {GENERATOR_VERSION}"
+        return None
+
+    def supersede_stale(self, runs: list[Run]) -> list[Path]:
+        """Move results (and run folders) that no longer match the plan to ``superseded/`` beside
+        them, stamped, so they are rerun and stay on record (RESULTS.md lists the gate's history)."""
+        moved = []
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for run in runs:
+            path = self.result_path(run)
+            if not path.is_file() or self._locked(run):
+                continue
+            record = json.loads(path.read_text())
+            reason = self.stale_reason(run, record)
+            if reason is None:
+                continue
+            self.log(f"{run.key}: superseded ({reason}); it will be rerun")
+            record["superseded"] = {"reason": reason, "at": stamp}
+            dest = path.parent / "superseded" / f"{run.key}__{stamp}.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(record, dest)
+            path.unlink()
+            if self.run_dir(run).is_dir():
+                old = Path(self.runs_dir) / "superseded" / f"{run.key}__{stamp}"
+                old.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.run_dir(run), old)
+            moved.append(dest)
+        return moved
 
     def _lock_path(self, run: Run) -> Path:
         return Path(self.runs_dir) / f"{run.key}.lock"
@@ -376,6 +423,12 @@ def _train_seconds(log: Path) -> float:
 def _versions(out: Path) -> dict:
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
     return {"generator_version": meta.get("generator_version"), "maskx_version": meta.get("maskx_version")}
+
+
+def load_superseded(results_dir="results") -> list[dict]:
+    """Results moved aside by ``Study.supersede_stale`` (oldest first)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(results_dir, "superseded").glob("*.json"),
+                                                      key=lambda p: p.stem.rsplit("__", 1)[-1])]
 
 
 def load_results(results_dir="results") -> dict[str, dict]:

@@ -57,6 +57,36 @@ def test_run_configs_follow_the_scale():
     assert sw.rois_per_image == 128 and sw.mask_dim == 128
 
 
+def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path):
+    """A scale change (here the mask branch's lr) or a generator bump makes old results stale: they
+    move to results/superseded/ with the reason (their run folders too) and will be rerun; the
+    detector, whose config did not change, stays."""
+    from maskx.data.synthetic import GENERATOR_VERSION
+    from maskx.study import load_results, load_superseded
+
+    old = SCALES["tiny"]
+    new = dataclasses.replace(old, mask_lr_mult=10.0)
+    study = Study(new, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    det, agn, ora = Run("detector", "all", 0, "resnet18"), Run("agnostic", "voc2nonvoc", 0, "resnet18"), \
+        Run("oracle", "all", 0, "resnet18")
+    for run, scale, version in ((det, old, GENERATOR_VERSION), (agn, old, GENERATOR_VERSION),
+                                (ora, new, GENERATOR_VERSION - 1)):
+        study.result_path(run).parent.mkdir(parents=True, exist_ok=True)
+        study.result_path(run).write_text(json.dumps(
+            {"run": run.key, "config": run.config(scale, "elsewhere/det").to_json(), "generator_version": version}))
+        study.run_dir(run).mkdir(parents=True)
+    assert Run("agnostic", "voc2nonvoc", 0, "resnet18").config(new, "x").mask_lr_mult == 10.0
+    assert det.config(new).mask_lr_mult == 1.0  # detectors train no mask branch: unaffected
+    moved = study.supersede_stale([det, agn, ora])
+    assert len(moved) == 2 and set(load_results(tmp_path / "results")) == {det.key}
+    reasons = {r["run"]: r["superseded"]["reason"] for r in load_superseded(tmp_path / "results")}
+    assert "mask_lr_mult (1.0 → 10.0)" in reasons[agn.key]
+    assert f"generator version {GENERATOR_VERSION - 1} → {GENERATOR_VERSION}" == reasons[ora.key]
+    assert study.run_dir(det).is_dir() and not study.run_dir(agn).exists() and not study.run_dir(ora).exists()
+    assert len(list((tmp_path / "runs" / "superseded").iterdir())) == 2
+    assert study.supersede_stale([det, agn, ora]) == []
+
+
 @pytest.mark.slow  # trains 4 tiny runs (about a minute)
 def test_results_record_both_directions_and_rerun_skips(tiny_study):
     study, runs, written = tiny_study

@@ -1,0 +1,81 @@
+"""RESULTS.md from results/: the gate, the gap closed, seed statistics, Figure 3 points and the
+superseded history, computed from hand-made result records (no training)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maskx import report
+from maskx.study import DIRECTIONS, SCALES, Run, table_runs
+
+SCALE = SCALES["tiny"]
+
+
+def record(run: Run, b: float, a: float = 30.0, **extra) -> dict:
+    per = {"A": {"segm_AP": a, "bbox_AP": a + 1}, "B": {"segm_AP": b, "bbox_AP": b + 1}}
+    return {"run": run.key, "config": run.config(SCALE, "det").to_json(), "generator_version": 1,
+            "metrics": {d: per for d in run.eval_splits}, "train_seconds": 60.0, "eval_seconds": 30.0, **extra}
+
+
+def gate_results(agnostic_b: float, oracle_b: float) -> dict:
+    _, agn, ora = table_runs("gate", SCALE)
+    return {agn.key: record(agn, agnostic_b), ora.key: record(ora, oracle_b)}
+
+
+@pytest.mark.parametrize("agnostic_b,oracle_b,passed", [(10.0, 18.0, True), (10.0, 17.9, False), (8.9, 5.0, False)])
+def test_gate_needs_the_oracle_8_ap_ahead_on_b(agnostic_b, oracle_b, passed):
+    g = report.gate(gate_results(agnostic_b, oracle_b), SCALE)
+    assert g["passed"] is passed and g["gap"] == pytest.approx(oracle_b - agnostic_b)
+    assert report.gate({}, SCALE) is None  # pending until both runs exist
+
+
+def test_gap_closed_from_seed_means_and_undefined_without_a_gap():
+    runs = table_runs("t2", SCALE, backbones=["main"])
+    b = {"agnostic_e2e": 10.0, "transfer_clsbox_2lrelu_mlp_e2e": 16.0, "oracle_e2e": 20.0}
+    results = {r.key: record(r, b[r.preset]) for r in runs}
+    for d in DIRECTIONS:
+        v = report.gap_closed(results, SCALE)[d]
+        assert (v["gap"], v["closed_pct"]) == (pytest.approx(10.0), pytest.approx(60.0))
+    b["oracle_e2e"] = 9.0  # the oracle behind the baseline: no share can be stated
+    results = {r.key: record(r, b[r.preset]) for r in runs}
+    assert report.gap_closed(results, SCALE)["voc2nonvoc"]["closed_pct"] is None
+
+
+def test_table_rows_average_seeds_and_say_pending():
+    scale = SCALES["study"]
+    agn = [r for r in table_runs("t1a", scale) if r.preset == "agnostic" and r.split == "voc2nonvoc"]
+    assert len(agn) == 3
+    results = {r.key: record(r, b) for r, b in zip(agn, (9.0, 10.0, 11.0))}
+    rows = {row["preset"]: row for row in report.table_rows("t1a", results, scale)}
+    mean, std, n = rows["agnostic"]["voc2nonvoc_B"]
+    assert (mean, std, n) == (pytest.approx(10.0), pytest.approx(1.0), 3)
+    assert report.fmt(rows["agnostic"]["voc2nonvoc_B"]) == "10.0 ± 1.0"
+    assert rows["agnostic"]["nonvoc2voc_B"] is None and report.fmt(None) == "pending"
+
+
+def test_fig3_relative_gain():
+    runs = table_runs("fig3", SCALE)
+    results = {r.key: record(r, 10.0 if r.preset == "agnostic" else 12.0, train_masks_per_A_class=7.5) for r in runs}
+    pts = report.fig3_points(results, SCALE)
+    assert len(pts) == len(SCALE.fig3_sizes) * SCALE.fig3_trials
+    assert all(p["relative_gain_pct"] == pytest.approx(20.0) and p["masks_per_A_class"] == 7.5 for p in pts)
+    assert {p["A_size"] for p in pts} == set(SCALE.fig3_sizes)
+
+
+def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
+    res = tmp_path / "results"
+    (res / "superseded").mkdir(parents=True)
+    for key, rec in gate_results(8.87, 20.0).items():
+        (res / f"{key}.json").write_text(json.dumps(rec))
+    _, agn, _ = table_runs("gate", SCALE)
+    old = record(agn, 4.97, superseded={"reason": "config differs in mask_lr_mult (1.0 → 10.0)", "at": "20261126-081500"})
+    (res / "superseded" / f"{agn.key}__20261126-081500.json").write_text(json.dumps(old))
+    out = tmp_path / "RESULTS.md"
+    summary = report.write_report(res, out, scale="tiny")
+    text = out.read_text()
+    assert summary["gate"]["passed"] and summary["runs"] == 2
+    assert "class-agnostic 8.9, oracle 20.0 AP on B, gap 11.1 (passes" in text
+    assert f"- {agn.key}: segm AP on B 4.97" in text and "mask_lr_mult (1.0 → 10.0)" in text
+    assert "superseded runs cost another 0.03 h" in text
+    assert "pending" in text  # every table is rendered, unmeasured cells say so
