@@ -79,14 +79,14 @@ class MaskWeights(nn.Module):
         self.kind, self.num_classes, self.dim = kind, num_classes, dim
         self.transfer_input, self.stop_grad = transfer_input, stop_grad
         self.transfer = transfer
-        if kind == "agnostic":
-            self.weight = nn.Parameter(torch.empty(1, dim))
-            self.bias = nn.Parameter(torch.zeros(1))
-            nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
-        elif kind == "oracle":
-            self.weight = nn.Parameter(torch.empty(num_classes, dim))
-            self.bias = nn.Parameter(torch.zeros(num_classes))
-            nn.init.normal_(self.weight, std=(2.0 / dim) ** 0.5)
+        if kind in ("agnostic", "oracle"):
+            rows = 1 if kind == "agnostic" else num_classes
+            self.weight = nn.Parameter(torch.empty(rows, dim))
+            self.bias = nn.Parameter(torch.zeros(rows))
+            # Detectron(2)'s mask logits init: N(0, 0.001). A fan-based init (torchvision's
+            # kaiming fan_out) gives the one agnostic row std sqrt(2) and the head stalls at
+            # higher learning rates, as Detectron's comment on class-agnostic masks warns.
+            nn.init.normal_(self.weight, std=0.001)
         elif kind == "transfer":
             if transfer is None:
                 raise ValueError("transfer mask weights need a WeightTransfer module")
