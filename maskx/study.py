@@ -233,7 +233,9 @@ class Study:
             have = Config.from_json(record.get("config")).to_json()
         except ValueError as e:
             return f"unreadable config ({e})"
-        diff = sorted(k for k in want if k != "detector" and have[k] != want[k])
+        # a detector trains boxes on every class whatever its split says: the split is not part of it
+        ignore = {"detector", "split"} if want["stage"] == "detector" else {"detector"}
+        diff = sorted(k for k in want if k not in ignore and have[k] != want[k])
         if diff:
             return "config differs in " + ", ".join(f"{k} ({have[k]!r} → {want[k]!r})" for k in diff)
         if record.get("generator_version") != GENERATOR_VERSION:
