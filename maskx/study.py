@@ -185,7 +185,8 @@ class Study:
     runs_dir: Path = Path("runs/study")
     progress: bool = True
     log: Callable[[str], None] = print
-    _cache: dict = field(default_factory=dict)
+    _train_annotations: Optional[dict] = field(default=None, repr=False)
+    _detections: tuple = field(default=(None, None), repr=False)  # (detector folder, its DetectionCache)
 
     def result_path(self, run: Run) -> Path:
         return Path(self.results_dir) / f"{run.key}.json"
@@ -337,9 +338,9 @@ class Study:
         from .data.coco import read_json
         from .data.splits import info_split_args, resolve_split
 
-        if "train" not in self._cache:
-            self._cache["train"] = read_json(Path(self.scale.data) / "train" / "annotations.json")
-        data = self._cache["train"]
+        if self._train_annotations is None:
+            self._train_annotations = read_json(Path(self.scale.data) / "train" / "annotations.json")
+        data = self._train_annotations
         if run.preset == "detector":
             return None
         split = resolve_split(run.split, data["categories"], seed=run.seed, require_b=False,
@@ -364,12 +365,10 @@ class Study:
                                      progress=self.progress)
             how = "full model"
         else:
-            key = str(det_dir)
-            if key not in self._cache:
-                for k in [k for k in self._cache if k != "train"]:
-                    del self._cache[k]  # one detector's cache at a time (about 1-2 GB)
-                self._cache[key] = DetectionCache(load(det_dir).model, val, progress=self.progress)
-            cache = self._cache[key]
+            if self._detections[0] != str(det_dir):  # one detector's cache at a time (about 1-2 GB)
+                self._detections = (None, None)
+                self._detections = (str(det_dir), DetectionCache(load(det_dir).model, val, progress=self.progress))
+            cache = self._detections[1]
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
             else:
