@@ -13,6 +13,7 @@ from maskx.data.coco import CocoDataset
 from maskx.data.splits import resolve_split
 from maskx.engine import evaluate
 from maskx.predictor import load
+from maskx.data.synthetic import GENERATOR_VERSION
 from maskx.study import DIRECTIONS, SCALES, Run, Study, plan
 
 
@@ -61,7 +62,6 @@ def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path)
     """A scale change (here the mask branch's lr) or a generator bump makes old results stale: they
     move to results/superseded/ with the reason (their run folders too) and will be rerun; the
     detector, whose config did not change, stays."""
-    from maskx.data.synthetic import GENERATOR_VERSION
     from maskx.study import load_results, load_superseded
 
     old = SCALES["tiny"]
@@ -99,7 +99,7 @@ def test_results_record_both_directions_and_rerun_skips(tiny_study):
     for d in DIRECTIONS:
         m = oracle["metrics"][d]
         assert "segm_AP" in m["B"] and "bbox_AP" in m["A"] and len(m["per_class"]) == 80
-    assert oracle["eval"] == "mask head on cached detections" and oracle["generator_version"] == 1
+    assert oracle["eval"] == "mask head on cached detections" and oracle["generator_version"] == GENERATOR_VERSION
     assert oracle["config"]["detector"] and oracle["train_seconds"] > 0
     e2e = json.loads(study.result_path(runs[-1]).read_text())
     assert e2e["eval"] == "full model" and e2e["stage"] == "e2e"

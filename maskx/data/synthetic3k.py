@@ -15,7 +15,7 @@
 - val (seed 1): masks for every instance, so mask AP on set B is measurable.
 
 ``info`` records ``set_A_category_ids`` (split name ``coco80`` in ``splits``), ``masks``
-("set_A" or "all"), ``generator_version`` and the foundation's ``foundation_generator_version``.
+("set_A" or "all"), ``generator_version`` and the shared scene code's ``scene_version``.
 
 Sizes: "default" = 6000 train + 1000 val images at 256 px (~175 MB). The study's detector
 trains at ~2.5 img/s on the 2 CPU cores at 256 px (0.8 s per batch of 2), so 60-90 min sees
@@ -96,7 +96,7 @@ def generate3k(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image
     if masks not in ("set_A", "all"):
         raise ValueError(f"masks must be 'set_A' or 'all', got {masks!r}")
     info = {"description": "maskx embedded 3000-class synthetic dataset", "generator": "maskx.data.synthetic3k",
-            "generator_version": GENERATOR_VERSION, "foundation_generator_version": synthetic.GENERATOR_VERSION,
+            "generator_version": GENERATOR_VERSION, "scene_version": synthetic.SCENE_VERSION,
             "seed": seed, "image_size": image_size, "num_images": num_images, "masks": masks,
             "set_A_category_ids": set_a_category_ids(),
             "voc_like_category_ids": synthetic.voc_like_category_ids(),
@@ -123,9 +123,15 @@ def summarize3k(data: dict) -> dict:
         "classes_present": len(counts),
         "instances_top100_ranks": sum(counts.get(c["id"], 0) for c in by_rank[:100]),
         "instances_last1000_ranks": sum(counts.get(c["id"], 0) for c in by_rank[-1000:]),
-        "foundation_generator_version": data.get("info", {}).get("foundation_generator_version"),
+        "scene_version": _scene_version(data.get("info", {})),
     })
     return out
+
+
+def _scene_version(info: dict):
+    """Data written before ``scene_version`` existed recorded the 80-class generator's version 1,
+    whose scene code is scene version 1."""
+    return info.get("scene_version", 1 if info.get("foundation_generator_version") == 1 else None)
 
 
 def _is_current(ann: Path, spec: dict, part: str, masks: str) -> bool:
@@ -133,7 +139,7 @@ def _is_current(ann: Path, spec: dict, part: str, masks: str) -> bool:
         return False
     info = json.loads(ann.read_text()).get("info", {})
     return (info.get("generator") == "maskx.data.synthetic3k" and info.get("generator_version") == GENERATOR_VERSION
-            and info.get("foundation_generator_version") == synthetic.GENERATOR_VERSION
+            and _scene_version(info) == synthetic.SCENE_VERSION
             and info.get("num_images") == spec[part] and info.get("image_size") == spec["image_size"]
             and info.get("masks") == masks)
 
