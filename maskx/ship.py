@@ -27,6 +27,7 @@ SHIPPED = {"maskx-3k": ROOT / "models" / "maskx-3k"}  # name → folder, for mas
 MAX_BYTES = 40 * 1024 * 1024
 FP16_MAX_AP_DROP = 0.1  # ship fp16 when segm AP on A and on B drop by at most this much ...
 FP16_CHECK_IMAGES = 200  # ... on the first 200 val images
+GT_BOX_IMAGES = 300  # masks on ground-truth boxes and classes: the first 300 val images (~1500 instances)
 
 
 def resolve_shipped(path) -> Path:
@@ -71,6 +72,19 @@ def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] 
     return metrics
 
 
+def gt_box_ious(path, data_dir, progress: bool = True, images: int = GT_BOX_IMAGES) -> dict:
+    """Mean mask IoU on set A and set B given ground-truth boxes and classes (``gt_box_eval``)."""
+    from .data.coco import CocoDataset
+    from .data.splits import info_split_args, resolve_split
+    from .gt_box_eval import mask_iou_on_gt_boxes
+    from .predictor import load
+
+    val = CocoDataset.from_dir(Path(data_dir) / "val")
+    split = resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
+    out = mask_iou_on_gt_boxes(load(path), val, split, images=images, progress=progress)
+    return {k: v for k, v in out.items() if k != "per_class"}
+
+
 def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3k", preset: str = "maskx_3k",
                   iters: Optional[int] = None, progress: bool = True, log=print, size: str = "default",
                   overrides: tuple = ()) -> dict:
@@ -103,6 +117,8 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     tmp16.rmdir()
     log("evaluating the exported model on the whole val split")
     shipped = evaluate_model(out, data, progress)
+    log(f"mask IoU on ground-truth boxes and classes ({GT_BOX_IMAGES} val images)")
+    gt_boxes = gt_box_ious(out, data, progress)
     meta = json.loads(path.read_text())
     weights = path.with_suffix(".safetensors")
     if weights.stat().st_size > MAX_BYTES:
@@ -111,7 +127,7 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
                "megabytes": round(weights.stat().st_size / 2**20, 2), "dtype": "float16" if use16 else "float32",
                "train_seconds_this_call": train_seconds, "eval_seconds": shipped["eval_seconds"],
                "fp16_check": {"images": FP16_CHECK_IMAGES, "fp32": _headline(fp32), "fp16": _headline(fp16)},
-               "A": shipped["A"], "B": shipped["B"], "per_class": shipped["per_class"], "split": shipped["split"],
+               "A": shipped["A"], "B": shipped["B"], "masks_on_gt_boxes": gt_boxes, "per_class": shipped["per_class"], "split": shipped["split"],
                "num_images": shipped["num_images"]}
     write_json_atomic(summary, out / "eval.json")
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}

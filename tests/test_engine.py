@@ -23,7 +23,9 @@ from maskx.checkpoint import (FORMAT, CheckpointError, check_classes, find_check
                               load_model_state, load_optimizer_state, read_checkpoint, save_checkpoint)
 from maskx.config import Config, get_preset
 from maskx.data.synthetic import generate
+from maskx.data.splits import resolve_split
 from maskx.engine import TrainingError, batch_positions, lr_at, sample_at
+from maskx.gt_box_eval import mask_iou_on_gt_boxes
 from maskx.models.maskx_rcnn import MaskXRCNN
 from maskx.predictor import Instance
 from maskx.train import run_training
@@ -529,30 +531,6 @@ def test_predict_bad_inputs(trained_run, tmp_path):
 
 # ------------------------------------------------------------------ overfit
 
-@torch.no_grad()
-def mask_iou_on_gt_boxes(predictor, dataset) -> tuple[list[float], list[float]]:
-    """IoU of the mask branch's output for every ground-truth box (with its class), pasted into the
-    image as at inference; and the ceiling: the ground truth itself, squeezed through the same
-    28 x 28 box-relative grid (project_masks_on_boxes + paste), which is all a perfect head could give."""
-    from torchvision.models.detection.roi_heads import paste_masks_in_image, project_masks_on_boxes
-
-    model = predictor.model.eval()
-    ious, ceiling = [], []
-    for i in range(len(dataset)):
-        image, t = dataset[i]
-        h, w = image.shape[-2:]
-        batch, _ = model.transform([image])
-        (rh, rw), = batch.image_sizes
-        boxes = t["boxes"] * torch.tensor([rw / w, rh / h, rw / w, rh / h])
-        logits = model.roi_heads.mask_logits(model.backbone(batch.tensors), [boxes], t["labels"], batch.image_sizes)
-        gt = t["masks"].bool()
-        best = project_masks_on_boxes(t["masks"], t["boxes"], torch.arange(len(gt)), logits.shape[-1])
-        for probs, out in ((logits.sigmoid(), ious), (best, ceiling)):
-            m = paste_masks_in_image(probs[:, None], t["boxes"], (h, w))[:, 0] >= 0.5
-            out.extend(((m & gt).sum((1, 2)) / (m | gt).sum((1, 2))).tolist())
-    return ious, ceiling
-
-
 @pytest.mark.slow
 def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     """Fully supervised Mask R-CNN (oracle, split all) memorises 2 images (6 objects, 96 px).
@@ -584,12 +562,12 @@ def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     log = read_log(tmp_path / "run")
     assert not any("skipped" in r for r in log)
     assert log[-1]["loss_mask"] < 0.3 < log[0]["loss_mask"]
-    ious, ceiling = mask_iou_on_gt_boxes(maskx.load(tmp_path / "run"), CocoDataset.from_dir(data))
-    assert len(ious) == 6
-    report = (f"mean IoU {np.mean(ious):.3f} (ceiling {np.mean(ceiling):.3f}) after {seconds:.0f} s: "
-              f"{[round(x, 2) for x in ious]}")
+    dataset = CocoDataset.from_dir(data)
+    r = mask_iou_on_gt_boxes(maskx.load(tmp_path / "run"), dataset, resolve_split("all", dataset.data["categories"]))
+    assert r["A"]["instances"] == 6 and r["B"]["instances"] == 0
+    report = f"mean IoU {r['A']['mean_iou']:.3f} (ceiling {r['A']['ceiling']:.3f}) after {seconds:.0f} s"
     print(report)
-    assert np.mean(ious) > 0.8, report
+    assert r["A"]["mean_iou"] > 0.8, report
 
 
 def test_evaluate_reports_a_and_b_and_matches_the_cli_path(trained_run, data64):

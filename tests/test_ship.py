@@ -24,6 +24,8 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path):
     assert summary["dtype"] in ("float16", "float32") and summary["megabytes"] > 0
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert set(ev["A"]) >= {"segm_AP", "bbox_AP"} and len(ev["per_class"]) == 3000
+    gt = ev["masks_on_gt_boxes"]
+    assert gt["A"]["instances"] + gt["B"]["instances"] > 0 and gt["images"] > 0
     predictor = maskx.load(tmp_path / "out")
     assert len(predictor.class_names) == 3000 and len(predictor.set_a) == 80
     meta = json.loads(next((tmp_path / "out").glob("ckpt_*.json")).read_text())

@@ -1,0 +1,70 @@
+"""Mask IoU on ground-truth boxes and classes: sets, alignment (a mask branch that returns the
+ground truth scores its ceiling), and a mismatched class list refused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import project_masks_on_boxes
+
+import maskx
+from maskx.checkpoint import CheckpointError
+from maskx.config import get_preset
+from maskx.data.coco import CocoDataset
+from maskx.data.splits import info_split_args, resolve_split
+from maskx.gt_box_eval import mask_iou_on_gt_boxes
+from maskx.train import run_training
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data64):
+    out = tmp_path_factory.mktemp("gtbox") / "run"
+    cfg = get_preset("transfer_clsbox_2lrelu_e2e").replace(
+        image_size=64, rois_per_image=32, mask_rois_per_image=8, box_head_dim=64, mask_dim=32, transfer_hidden=32,
+        warmup_iters=1, iters=1, checkpoint_every=1)
+    run_training(cfg, data64, out, progress=False)
+    val = CocoDataset.from_dir(data64)
+    split = resolve_split("voc2nonvoc", val.data["categories"], **info_split_args(val.data.get("info")))
+    return maskx.load(out), val, split
+
+
+def test_every_masked_instance_is_scored_in_its_set(setup):
+    predictor, val, split = setup
+    r = mask_iou_on_gt_boxes(predictor, val, split)
+    n = sum(len(a) for a in val.anns.values())
+    assert r["A"]["instances"] + r["B"]["instances"] == n and r["images"] == len(val)
+    for s in ("A", "B"):
+        if r[s]["instances"]:
+            assert 0.0 <= r[s]["mean_iou"] <= 1.0 and 0.5 < r[s]["ceiling"] <= 1.0
+    assert set(r["per_class"]) == {a["ann"]["category_id"] for anns in val.anns.values() for a in anns}
+    assert mask_iou_on_gt_boxes(predictor, val, split, images=1)["images"] == 1
+
+
+def test_a_mask_branch_that_returns_the_ground_truth_reaches_the_ceiling(setup, monkeypatch):
+    """Checks the box scaling and pasting: logits made from the GT masks must score the ceiling."""
+    predictor, val, split = setup
+    gts = iter([val[i][1] for i in range(len(val))])
+
+    def oracle_logits(features, boxes, labels, image_shapes):
+        t = next(gts)
+        while not bool(t["has_mask"].any()):
+            t = next(gts)
+        m = project_masks_on_boxes(t["masks"][t["has_mask"]], t["boxes"][t["has_mask"]],
+                                   torch.arange(len(labels)), 28)
+        return torch.logit(m, eps=1e-6)  # sigmoid gives m back: the same map the ceiling pastes
+
+    monkeypatch.setattr(predictor.model.roi_heads, "mask_logits", oracle_logits)
+    r = mask_iou_on_gt_boxes(predictor, val, split)
+    for s in ("A", "B"):
+        if r[s]["instances"]:
+            assert r[s]["mean_iou"] == pytest.approx(r[s]["ceiling"], abs=1e-3)
+
+
+def test_another_class_list_is_refused(setup, tmp_path, data64):
+    predictor, _, split = setup
+    data = json.loads((data64 / "annotations.json").read_text())
+    data["categories"][0]["name"] = "unicorn"
+    other = CocoDataset(data64 / "images", data64 / "annotations.json", data=data)
+    with pytest.raises(CheckpointError, match="classes"):
+        mask_iou_on_gt_boxes(predictor, other, split)
