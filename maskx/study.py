@@ -53,7 +53,7 @@ SCALES = {
         name="study", data="data/synth-default", data_size="default", backbone="efficientnet_lite0",
         second_backbone="resnet18", detector_iters=3000, mask_iters=500, e2e_iters=400,
         # 500 mask iterations are ~1/200 of the paper's schedule: at the detector's lr the class-specific
-        # (oracle) head's train mask loss was still 0.60 at the end; x10 reached 0.38 and left the
+        # (oracle) head's train mask loss was still 0.60 at the end; x10 reached 0.37 and left the
         # agnostic head's as good (0.45 vs 0.48); chosen on train-split losses (runs/probe, RESULTS.md)
         mask_lr_mult=10.0,
         overrides=("rois_per_image=128", "mask_rois_per_image=16", "mask_dim=128", "detections_per_img=20",

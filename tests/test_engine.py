@@ -535,17 +535,16 @@ def test_predict_bad_inputs(trained_run, tmp_path):
 def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     """Fully supervised Mask R-CNN (oracle, split all) memorises 2 images (6 objects, 96 px).
 
-    About 70-90 s on one core of a loaded 2-core machine. The mean ceiling of this measure is 0.874
-    (the smallest object, 14 x 17 px, cannot exceed 0.70 through a 28 x 28 mask grid and
-    paste_masks' half-pixel offsets); these 100 iterations reach 0.846 (the paper's schedule,
-    decaying at 2/3 and 8/9, reaches 0.83 in 100 and 0.85 in 120 iterations).
+    About 90-100 s on one core of a loaded 2-core machine. The mean ceiling of this measure is 0.851
+    (generator v2: objects of 8-50 px; the smallest cannot fill a 28 x 28 mask grid through
+    paste_masks' half-pixel offsets); these 150 iterations reach 0.817 (100: 0.794, 120: 0.809).
     """
     from maskx.data.coco import CocoDataset
 
     src, data = tmp_path / "src", tmp_path / "data"
     generate(src, 5, seed=0, image_size=96)
     gt = json.loads((src / "annotations.json").read_text())
-    keep = {1, 5}  # 6 objects of 14-49 px; image 1 of seed 0 is the same whatever the set size
+    keep = {1, 5}  # 6 objects of 8-50 px; image 1 of seed 0 is the same whatever the set size
     gt["images"] = [im for im in gt["images"] if im["id"] in keep]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
     (data / "images").mkdir(parents=True)
@@ -554,7 +553,7 @@ def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     (data / "annotations.json").write_text(json.dumps(gt))
 
     cfg = get_preset("oracle_e2e").replace(
-        split="all", image_size=96, hflip=0.0, iters=100, base_lr=0.4, warmup_iters=10, decay_at=(0.8, 0.95),
+        split="all", image_size=96, hflip=0.0, iters=150, base_lr=0.4, warmup_iters=10, decay_at=(0.8, 0.95),
         rois_per_image=64, mask_rois_per_image=16, box_head_dim=128, mask_dim=64, checkpoint_every=1000)
     t0 = time.perf_counter()
     run_training(cfg, data, tmp_path / "run", progress=False)
@@ -563,7 +562,7 @@ def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     assert not any("skipped" in r for r in log)
     assert log[-1]["loss_mask"] < 0.3 < log[0]["loss_mask"]
     dataset = CocoDataset.from_dir(data)
-    r = mask_iou_on_gt_boxes(maskx.load(tmp_path / "run"), dataset, resolve_split("all", dataset.data["categories"]))
+    r = mask_iou_on_gt_boxes(maskx.load(tmp_path / "run"), dataset, resolve_split("all", dataset.data["categories"], require_b=False))
     assert r["A"]["instances"] == 6 and r["B"]["instances"] == 0
     report = f"mean IoU {r['A']['mean_iou']:.3f} (ceiling {r['A']['ceiling']:.3f}) after {seconds:.0f} s"
     print(report)
