@@ -10,12 +10,12 @@ b. App cold start: ``streamlit run app/streamlit_app.py`` started as a fresh pro
    Chromium (Playwright, the system's ``chromium``) opens the Segment page; the time from starting
    the process until the overlay image is on the page, and until the server answers its health
    check. Skipped, with the reason, when Chromium or Playwright is missing (``.ci/install-browser``).
+   ``--screenshot docs/app.png`` saves the first screen (the README's picture) after the timing.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import socket
@@ -54,7 +54,7 @@ def bench_predict(images: int, model: str = "maskx-3k") -> dict:
             "mean_detections": round(statistics.fmean(dets), 1), "times_s": [round(t, 3) for t in times]}
 
 
-def bench_app_cold_start() -> dict:
+def bench_app_cold_start(screenshot: str = "") -> dict:
     chromium = os.environ.get("MASKX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     try:
         from playwright.sync_api import sync_playwright
@@ -87,6 +87,15 @@ def bench_app_cold_start() -> dict:
             page.goto(url)
             page.wait_for_selector('[data-testid="stImage"] img', timeout=180_000)
             shown = time.perf_counter() - t0
+            if screenshot:  # the README's picture: the first screen once every element has rendered
+                last, quiet = None, 0
+                while quiet < 6:  # no spinner and the page unchanged for 3 s
+                    state = page.evaluate("() => [document.querySelectorAll('[data-testid=\"stSpinner\"]').length, "
+                                          "document.querySelectorAll('img').length, document.body.innerText.length]")
+                    quiet = quiet + 1 if state == last and state[0] == 0 else 0
+                    last = state
+                    time.sleep(0.5)
+                page.screenshot(path=screenshot, clip={"x": 0, "y": 0, "width": 1440, "height": 900})
             browser.close()
         return {"server_healthy_s": round(health, 2), "first_result_s": round(shown, 2)}
     finally:
@@ -103,11 +112,12 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--model", default="maskx-3k", help="the shipped model's name, or a run folder")
     ap.add_argument("--skip-app", action="store_true")
+    ap.add_argument("--screenshot", default="", help="also save the first screen here (e.g. docs/app.png)")
     args = ap.parse_args(argv)
     load = os.getloadavg()
     res = {"meta": {"date": datetime.date.today().isoformat(), "load_avg_start": load},
            "predict_3k": bench_predict(args.images, args.model)}
-    res["app_cold_start"] = {"skipped": "--skip-app"} if args.skip_app else bench_app_cold_start()
+    res["app_cold_start"] = {"skipped": "--skip-app"} if args.skip_app else bench_app_cold_start(args.screenshot)
     res["meta"]["load_avg_end"] = os.getloadavg()
     from maskx.atomic import write_json_atomic
 
