@@ -1,0 +1,50 @@
+"""The committed 3000-class model (models/maskx-3k): loads offline by name, knows its classes and
+set A, predicts on an embedded image, and refuses a mismatched class list."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import maskx
+from maskx.checkpoint import CheckpointError
+from maskx.data.synthetic3k import render3k
+from maskx.data.vocab3k import categories3k, set_a_category_ids
+from maskx.ship import MAX_BYTES, SHIPPED
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return maskx.load("maskx-3k")
+
+
+def test_the_file_is_small_enough_and_verified(shipped):
+    weights = list(SHIPPED["maskx-3k"].glob("ckpt_*.safetensors"))
+    assert len(weights) == 1 and weights[0].stat().st_size <= MAX_BYTES
+    ev = json.loads((SHIPPED["maskx-3k"] / "eval.json").read_text())
+    assert ev["sha256"] == shipped.meta["sha256"] and ev["B"]["segm_AP"] is not None
+
+
+def test_3000_classes_and_the_80_of_set_a(shipped):
+    assert len(shipped.class_names) == 3000
+    assert shipped.class_names == [c["name"] for c in sorted(categories3k(), key=lambda c: c["id"])]
+    assert shipped.set_a == set(set_a_category_ids()) and len(shipped.set_a) == 80
+
+
+def test_predicts_named_instances_with_masks_on_an_embedded_image(shipped):
+    image, _ = render3k(1, 0, 256)
+    found = shipped.predict(image, score_thresh=0.3)
+    assert found, "the shipped model finds nothing on a val image"
+    for inst in found:
+        assert inst.class_name in shipped.class_names and isinstance(inst.in_A, bool)
+        assert inst.mask.shape == image.shape[:2] and inst.mask.dtype == np.bool_
+    assert {i.in_A for i in found} <= {True, False}
+
+
+def test_refuses_a_mismatched_class_list():
+    names = [c["name"] for c in sorted(categories3k(), key=lambda c: c["id"])]
+    with pytest.raises(CheckpointError, match="classes"):
+        maskx.load("maskx-3k", class_names=names[:80])
+    with pytest.raises(CheckpointError, match="class lists differ"):
+        maskx.load("maskx-3k", class_names=names[:-1] + ["unicorn"])
