@@ -188,8 +188,9 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         lines.append(f"Stage-wise, voc→non-voc, seed {sc.seeds[0]}, generator version {g['generator_version']}: "
                      f"class-agnostic {g['agnostic']:.1f}, oracle {g['oracle']:.1f} AP on B, gap {g['gap']:.1f} "
                      f"({'passes' if g['passed'] else 'FAILS'} the ≥ {GATE_MIN_GAP:.0f} AP gate).")
+    superseded = load_superseded(results_dir)
     gate_keys = {r.key for r in table_runs("gate", sc)[1:]}
-    old = [r for r in load_superseded(results_dir) if r["run"] in gate_keys]
+    old = [r for r in superseded if r["run"] in gate_keys]
     if old:
         lines += ["", "Earlier gate measurements (superseded; kept in `results/superseded/`):", ""]
         for r in old:
@@ -215,7 +216,7 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
                      f"{p['transfer_B']:.1f} | {gain} |")
     seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values())
-    spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in load_superseded(results_dir))
+    spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
     lines += ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
               "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation, "
               "2 CPU cores)" + (f"; superseded runs cost another {spent / 3600:.2f} h." if spent else "."), ""]

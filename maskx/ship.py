@@ -51,12 +51,10 @@ def export(run_dir, out_dir, dtype: Optional[torch.dtype]) -> Path:
     return save_checkpoint(out_dir, int(meta["iteration"]), predictor.model, keep, optimizer=None, keep=1, dtype=dtype)
 
 
-def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] = None) -> dict:
-    """AP on A and B over the val split (its first ``images`` images when given)."""
+def val_split(data_dir, images: Optional[int] = None):
+    """The 3000-class val split (its first ``images`` images when given) and its coco80 A/B split."""
     from .data.coco import CocoDataset, read_json
     from .data.splits import info_split_args, resolve_split
-    from .engine import evaluate
-    from .predictor import load
 
     ann = Path(data_dir) / "val" / "annotations.json"
     data = read_json(ann)
@@ -65,7 +63,15 @@ def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] 
         data = {**data, "images": data["images"][:images],
                 "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
     val = CocoDataset(ann.parent / "images", ann, data=data)
-    split = resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
+    return val, resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
+
+
+def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] = None) -> dict:
+    """AP on A and B over the val split (its first ``images`` images when given)."""
+    from .engine import evaluate
+    from .predictor import load
+
+    val, split = val_split(data_dir, images)
     t0 = time.perf_counter()
     metrics, _ = evaluate(load(path), val, split, progress=progress)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
@@ -74,14 +80,11 @@ def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] 
 
 def gt_box_ious(path, data_dir, progress: bool = True, images: int = GT_BOX_IMAGES) -> dict:
     """Mean mask IoU on set A and set B given ground-truth boxes and classes (``gt_box_eval``)."""
-    from .data.coco import CocoDataset
-    from .data.splits import info_split_args, resolve_split
     from .gt_box_eval import mask_iou_on_gt_boxes
     from .predictor import load
 
-    val = CocoDataset.from_dir(Path(data_dir) / "val")
-    split = resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
-    out = mask_iou_on_gt_boxes(load(path), val, split, images=images, progress=progress)
+    val, split = val_split(data_dir, images)
+    out = mask_iou_on_gt_boxes(load(path), val, split, progress=progress)
     return {k: v for k, v in out.items() if k != "per_class"}
 
 
