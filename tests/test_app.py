@@ -154,7 +154,10 @@ def test_segment_widgets_change_what_is_shown(model_env):
     n, sets = len(table), set(table["set"])
     if "B" in sets:
         at.toggle(key="seg_show_b").set_value(False).run()
-        assert set(at.dataframe[0].value["set"]) <= {"A"} and len(at.dataframe[0].value) < n
+        if sets == {"B"}:  # nothing of set A left: a message, no table
+            assert not at.dataframe and "hidden by the set or class filters" in texts(at.info)
+        else:
+            assert set(at.dataframe[0].value["set"]) <= {"A"} and len(at.dataframe[0].value) < n
         at.toggle(key="seg_show_b").set_value(True).run()
     name = table["class"][0]
     at.multiselect(key="seg_classes").set_value([name]).run()
@@ -251,6 +254,20 @@ def test_browse_reads_eval_json_beside_the_model(model_env, tiny_model, tmp_path
     assert len(at.dataframe[0].value) == 80 and not at.button
 
 
+def classes_in_ground_truth(data: Path) -> tuple[str, str]:
+    """One set-A and one set-B class (voc2nonvoc) with ground truth in ``data`` (the generator decides which)."""
+    from maskx.data.splits import resolve_split
+    from maskx.data.synthetic import categories, voc_like_category_ids
+
+    split = resolve_split("voc2nonvoc", categories(), voc_like_ids=voc_like_category_ids())
+    coco = json.loads((data / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    present = sorted({a["category_id"] for a in coco["annotations"]})
+    a_id = next(c for c in present if split.set_of(c) == "A")
+    b_id = next(c for c in present if split.set_of(c) == "B")
+    return names[a_id], names[b_id]
+
+
 @pytest.mark.slow
 def test_embeddings(model_env):
     at = open_page("embeddings", timeout=300)
@@ -258,8 +275,9 @@ def test_embeddings(model_env):
     charts = at.get("plotly_chart")
     assert len(charts) >= 6  # w_cls+box, then w_cls, w_box, w_cls+box, (GloVe, text: extras), randn, w_seg
     assert "Select points" in texts(at.info)
-    at.multiselect(key="emb_classes").set_value(["five star", "long arrow"]).run()
+    a_name, b_name = classes_in_ground_truth(Path(model_env["MASKX_DATA"]))
+    at.multiselect(key="emb_classes").set_value([a_name, b_name]).run()
     shown = texts(at.markdown)
-    assert "**five star** (set A)" in shown and "**long arrow** (set B)" in shown
+    assert f"**{a_name}** (set A)" in shown and f"**{b_name}** (set B)" in shown
     assert at.get("image") and not at.exception
     assert list(Path(model_env["MASKX_APP_CACHE"]).glob("umap-*.npy"))  # cached on disk
