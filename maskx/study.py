@@ -23,6 +23,8 @@ from typing import Callable, Iterable, Optional
 
 from .atomic import write_json_atomic
 from .config import Config, get_preset
+from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
+                            estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
 
 DIRECTIONS = ("voc2nonvoc", "nonvoc2voc")
 
@@ -325,9 +327,9 @@ class Study:
         record = {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
                   "stage": config.stage, "scale": self.scale.to_json(),
                   "config": json.loads((out / "run.json").read_text())["config"],  # as trained
-                  "metrics": metrics, "eval": eval_how, "train_seconds": _train_seconds(out / "log.jsonl"),
+                  "metrics": metrics, "eval": eval_how, "train_seconds": train_seconds(out / "log.jsonl"),
                   "train_wall_seconds_this_process": round(train_wall, 1),
-                  "eval_seconds": round(time.perf_counter() - t0, 1), **_versions(out),
+                  "eval_seconds": round(time.perf_counter() - t0, 1), **run_versions(out),
                   "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids)}
         path = self.result_path(run)
         write_json_atomic(record, path)
@@ -379,80 +381,6 @@ class Study:
                                   **info_split_args(val.data.get("info")))
             metrics[name] = coco_evaluate(val.data, preds, split)
         return metrics, how, preds, list(val.ids)
-
-
-EXAMPLE_IMAGES = 8  # val images whose predictions each result keeps, for qualitative figures
-EXAMPLE_MIN_SCORE = 0.3
-
-
-def examples(preds: list[dict], image_ids: list[int]) -> dict:
-    """The predictions (COCO results, RLE masks) on the first ``EXAMPLE_IMAGES`` val images."""
-    keep = set(sorted(image_ids)[:EXAMPLE_IMAGES])
-    return {"image_ids": sorted(keep), "min_score": EXAMPLE_MIN_SCORE,
-            "predictions": [p for p in preds if p["image_id"] in keep and p["score"] >= EXAMPLE_MIN_SCORE]}
-
-
-def estimate_hours(runs: list[Run], results: dict[str, dict]) -> dict:
-    """Measured hours so far and an estimate for the runs left, from the mean train + eval seconds
-    of finished runs of the same kind (stage, and backbone for detectors and e2e runs)."""
-    def kind(r: Run) -> tuple:
-        stage = get_preset(r.preset).stage
-        return (stage, r.backbone) if stage != "mask" else (stage,)
-
-    spent: dict[tuple, list] = {}
-    for r in runs:
-        rec = results.get(r.key)
-        if rec is not None:
-            spent.setdefault(kind(r), []).append(rec.get("train_seconds", 0) + rec.get("eval_seconds", 0))
-    left, unknown = 0.0, 0
-    for r in runs:
-        if r.key in results:
-            continue
-        seconds = spent.get(kind(r))
-        if seconds:
-            left += sum(seconds) / len(seconds)
-        else:
-            unknown += 1
-    done = sum(sum(v) for v in spent.values())
-    return {"hours_done": round(done / 3600, 2), "hours_left_estimate": round(left / 3600, 2),
-            "runs_left_without_estimate": unknown}
-
-
-def _train_seconds(log: Path) -> float:
-    """Summed step times of the run (resumed runs included; data waits counted)."""
-    if not log.is_file():
-        return 0.0
-    return round(sum(json.loads(line).get("sec", 0.0) for line in log.read_text().splitlines() if line.strip()), 1)
-
-
-def _versions(out: Path) -> dict:
-    meta = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
-    return {"generator_version": meta.get("generator_version"), "maskx_version": meta.get("maskx_version")}
-
-
-def load_superseded(results_dir="results") -> list[dict]:
-    """Results moved aside by ``Study.supersede_stale`` (oldest first)."""
-    return [json.loads(p.read_text()) for p in sorted(Path(results_dir, "superseded").glob("*.json"),
-                                                      key=lambda p: p.stem.rsplit("__", 1)[-1])]
-
-
-def load_results(results_dir="results") -> dict[str, dict]:
-    """Every ``results/*.json`` by run key."""
-    out = {}
-    for p in sorted(Path(results_dir).glob("*.json")):
-        r = json.loads(p.read_text())
-        out[r["run"]] = r
-    return out
-
-
-def default_results_dir(scale: str) -> str:
-    """Results of a scale: the committed study in ``results/``, any other scale outside git."""
-    return "results" if scale == "study" else f"runs/results-{scale}"
-
-
-def default_runs_dir(scale: str) -> str:
-    """Checkpoints of a scale's runs: run keys do not name the scale, so scales never share a folder."""
-    return f"runs/{scale}"
 
 
 def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study", results_dir=None,
