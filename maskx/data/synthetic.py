@@ -6,18 +6,22 @@ so image ``i`` is the same whatever ``num_images`` is, and the same seed gives t
 
 Design (see ../shared/data-design.md, which measured what makes transfer answerable):
 - 10 silhouette families x 8 classes (``shapes.FAMILIES``); the class sets the shape,
-  colour and texture are shared by the family (with per-instance jitter), so an A-trained
-  agnostic head can learn "objectness" for every look, and the class adds shape knowledge;
+  colour and texture are shared by the family (with per-instance jitter); the voc-like classes
+  (set A of voc2nonvoc) crowd into a few families as VOC's do in COCO (``shapes.VOC_LIKE_VARIANTS``,
+  version 3), so B has seen families' unseen shapes and wholly unseen families;
 - textured, low-frequency-noise backgrounds with clutter (random blobs, some wearing object
   textures), and 35 % of objects sit on a patch of their own family's look (low contrast);
 - 1-5 objects per image, overlapping: the covered part is removed from the mask (COCO
   annotates visible extent); soft edges, global blur and pixel noise; JPEG like COCO.
 - long-tailed class frequencies (fixed log-normal weights), so random splits differ in
   masks per class (paper Fig. 3);
-- object sizes spread like COCO's (version 2): radius log-uniform in ``RADIUS_RANGE`` gives
-  about 30 % small, 50 % medium and 20 % large objects by COCO's area thresholds (COCO train:
-  41 / 34 / 24 %). Version 1 drew 26 / 73 / 0.5 %: almost no object was large enough for
-  its outline (gear teeth, star points, holes) to matter at 28 x 28 mask resolution.
+- object sizes (version 3): radius log-uniform in ``RADIUS_RANGE``, whole objects in the frame
+  (``CENTER_MARGIN``): about 22 % small, 65 % medium, 13 % large by COCO's area thresholds (COCO
+  train: 41 / 34 / 24 %). Version 1 (radius 0.07-0.22) drew 26 / 73 / 0.5 %: almost no object was
+  large enough for its outline (gear teeth, star points, holes) to matter at 28 x 28 mask
+  resolution. Version 2 (0.05-0.45, centres 0.6 radius from the border) let large objects run
+  out of the frame: a cut-off E block or star is no longer readable as its class, since colour
+  and texture are shared by the family, and box AP fell from 15-19 to 9-11 at every size.
 
 ``GENERATOR_VERSION`` is recorded in ``info``; any change to drawing bumps it, and every
 result measured on the old version must be rerun.
@@ -38,11 +42,12 @@ from pycocotools import mask as mask_utils
 
 from .shapes import FAMILIES, VOC_LIKE_VARIANTS, place_rings, shape_rings
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # ``render_scene`` (backgrounds, clutter, own-look patches, occlusion, noise), shared with the
 # 3000-class world: its own version, so a change to the 80-class recipe alone leaves that world be
 SCENE_VERSION = 1
-RADIUS_RANGE = (0.05, 0.45)  # object radius / image size, log-uniform (version 1: 0.07-0.22)
+RADIUS_RANGE = (0.07, 0.40)  # object radius / image size, log-uniform (v1: 0.07-0.22, v2: 0.05-0.45)
+CENTER_MARGIN = 1.0  # whole objects in the frame (v1, v2: 0.6, so large objects lost up to 40 % of their radius)
 # COCO 2017's 80 category ids: not contiguous, so code that assumes label == id breaks here too.
 COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
                      24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47,
@@ -155,7 +160,7 @@ def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int
                         count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
                         pick=lambda rng: int(rng.choice(80, p=weights)),
                         family_of=lambda cls: FAMILIES[cls // 8],
-                        outline=_outline, radius_range=RADIUS_RANGE)
+                        outline=_outline, radius_range=RADIUS_RANGE, margin=CENTER_MARGIN)
 
 
 def _outline(cls: int, rng: np.random.Generator):
@@ -164,12 +169,14 @@ def _outline(cls: int, rng: np.random.Generator):
 
 
 def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, outline,
-                 radius_range: tuple[float, float] = (0.07, 0.22)) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+                 radius_range: tuple[float, float] = (0.07, 0.22), margin: float = 0.6
+                 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """One scene drawn from ``rng`` (the 80- and 3000-class worlds share it; see ``synthetic3k``).
 
     ``count(rng)`` -> number of objects to place, ``pick(rng)`` -> class index,
     ``family_of(cls)`` -> its ``Family`` (look and rotation), ``outline(cls, rng)`` -> unit rings.
-    ``radius_range``: object radius as a fraction of ``size`` (log-uniform).
+    ``radius_range``: object radius as a fraction of ``size`` (log-uniform); ``margin``: centres
+    keep ``margin * radius`` from the border (1.0: the object lies in the frame).
     Returns the image [S, S, 3] uint8 and a list of (class index, visible mask [S, S] bool).
     """
     img = np.empty((size, size, 3), np.float32)
@@ -186,7 +193,7 @@ def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, ou
         fam = family_of(cls)
         for _try in range(20):
             radius = size * math.exp(rng.uniform(math.log(radius_range[0]), math.log(radius_range[1])))
-            center = rng.uniform(0.6 * radius, size - 0.6 * radius, size=2)
+            center = rng.uniform(margin * radius, size - margin * radius, size=2)
             rings = place_rings(outline(cls, rng), center, radius,
                                 rng.uniform(-fam.rotate, fam.rotate), rng.uniform(0.88, 1.12))
             full = _rasterize(rings, size) >= 0.5
