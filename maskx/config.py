@@ -60,6 +60,9 @@ class Config:
     grad_clip: float = 10.0  # max grad norm (0: off); from-scratch CPU runs spike early
     rois_per_image: int = 512
     mask_rois_per_image: int = 64  # cap on positive set-A RoIs fed to the mask head (0: no cap)
+    # stage mask only: train on this many positive RoIs per image cached from the frozen detector
+    # (maskx.roi_cache; sampled once, images not flipped); 0: from the images every step
+    mask_roi_cache: int = 0
     hflip: float = 0.5
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     checkpoint_every: int = 200
@@ -85,6 +88,11 @@ class Config:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
         if self.detector and self.stage == "detector":
             raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
+        if self.mask_roi_cache < 0:
+            raise ConfigError(f"mask_roi_cache must be >= 0 (RoIs cached per image; 0: off), got {self.mask_roi_cache}")
+        if self.mask_roi_cache and self.stage != "mask":
+            raise ConfigError("mask_roi_cache is for stage 'mask' (a frozen detector); stages e2e and detector "
+                              "change the features every step")
         if self.mask_head == "oracle" and self.split != "all":
             raise ConfigError("the oracle trains masks on every class: use split='all'")
         object.__setattr__(self, "decay_at", tuple(float(x) for x in self.decay_at))

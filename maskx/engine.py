@@ -79,7 +79,7 @@ class SampleStream(torch.utils.data.Dataset):
     def __getitem__(self, position: int):
         image, target = self.dataset[sample_at(position, len(self.dataset), self.seed)]
         g = torch.Generator().manual_seed(self.seed * 7_919 + position)
-        if torch.rand((), generator=g).item() < self.hflip:
+        if torch.rand((), generator=g).item() < self.hflip and getattr(self.dataset, "flippable", True):
             image, target = hflip(image, target)
         return image, target
 

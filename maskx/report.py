@@ -215,11 +215,14 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         gain = "n/a" if p["relative_gain_pct"] is None else f"{p['relative_gain_pct']:+.0f} %"
         lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
                      f"{p['transfer_B']:.1f} | {gain} |")
-    seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values())
+    caches = {r["roi_cache"]["detector_sha256"]: r["roi_cache"].get("build_seconds") or 0
+              for r in results.values() if r.get("roi_cache")}
+    seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values()) + sum(caches.values())
     spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
     lines += ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
-              "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation, "
-              "2 CPU cores)" + (f"; superseded runs cost another {spent / 3600:.2f} h." if spent else "."), ""]
+              "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation"
+              + (f" + {len(caches)} RoI cache{'s' * (len(caches) > 1)}, {sum(caches.values()) / 3600:.2f} h" if caches else "")
+              + ", 2 CPU cores)" + (f"; superseded runs cost another {spent / 3600:.2f} h." if spent else "."), ""]
     text = "\n".join(lines)
     atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
     return {"out": str(out), "runs": len(results), "gate": g, "hours": round(seconds / 3600, 2)}

@@ -49,7 +49,7 @@ def train_seconds(log: Path) -> float:
     """Summed step times of the run (resumed runs included; data waits counted)."""
     if not log.is_file():
         return 0.0
-    return round(sum(json.loads(line).get("sec", 0.0) for line in log.read_text().splitlines() if line.strip()), 1)
+    return round(sum(json.loads(line).get("sec", 0.0) for line in log.read_text().splitlines() if line.strip()), 3)
 
 
 def run_versions(out: Path) -> dict:

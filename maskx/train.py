@@ -19,7 +19,7 @@ import torch.distributed as dist
 from . import __version__
 from .checkpoint import (CheckpointError, check_classes, find_checkpoint, list_checkpoints, load_model_state,
                          load_optimizer_state, model_state, save_checkpoint)
-from .config import Config, get_preset
+from .config import Config, ConfigError, get_preset
 from .data.coco import CocoDataset, DatasetError, check_coco_structure, read_json
 from .data.splits import Split, info_split_args, resolve_split
 from .engine import train
@@ -193,8 +193,16 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             if rank == 0:
                 save_checkpoint(out_dir, done, model, meta, optimizer, keep=config.keep_checkpoints)
 
+        train_data = dataset
+        if config.mask_roi_cache:  # stage 2 on the frozen detector's cached RoIs (maskx.roi_cache)
+            from .roi_cache import cached_training
+
+            if world_size > 1:
+                raise ConfigError("mask_roi_cache trains one process's mask head on one CPU cache; under torchrun "
+                                  "use --set mask_roi_cache=0")
+            net, train_data = cached_training(model, dataset, split, config, config.detector, progress=progress)
         t0 = time.perf_counter()
-        train(net, optimizer, dataset, config, start_iter=start, rank=rank, world_size=world_size,
+        train(net, optimizer, train_data, config, start_iter=start, rank=rank, world_size=world_size,
               log_path=out_dir / "log.jsonl", on_checkpoint=on_checkpoint, progress=progress, stop_after=stop_after,
               device=device)
         if rank == 0 and (stop_after is None or stop_after >= config.iters):

@@ -66,8 +66,9 @@ def test_fig3_relative_gain():
 def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     res = tmp_path / "results"
     (res / "superseded").mkdir(parents=True)
-    for key, rec in gate_results(8.87, 20.0).items():
-        (res / f"{key}.json").write_text(json.dumps(rec))
+    cache = {"detector_sha256": "d0", "per_image": 4, "rois": 99, "build_seconds": 360.0}
+    for key, rec in gate_results(8.87, 20.0).items():  # both built on one detector's RoI cache
+        (res / f"{key}.json").write_text(json.dumps({**rec, "roi_cache": cache}))
     _, agn, _ = table_runs("gate", SCALE)
     old = record(agn, 4.97, superseded={"reason": "config differs in mask_lr_mult (1.0 → 10.0)", "at": "20261126-081500"})
     (res / "superseded" / f"{agn.key}__20261126-081500.json").write_text(json.dumps(old))
@@ -78,4 +79,5 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     assert "class-agnostic 8.9, oracle 20.0 AP on B, gap 11.1 (passes" in text
     assert f"- {agn.key}: segm AP on B 4.97" in text and "mask_lr_mult (1.0 → 10.0)" in text
     assert "superseded runs cost another 0.03 h" in text
+    assert "0.15 h (training steps + evaluation + 1 RoI cache, 0.10 h" in text  # the shared cache counted once
     assert "pending" in text  # every table is rendered, unmeasured cells say so

@@ -101,6 +101,7 @@ def test_results_record_both_directions_and_rerun_skips(tiny_study):
         assert "segm_AP" in m["B"] and "bbox_AP" in m["A"] and len(m["per_class"]) == 80
     assert oracle["eval"] == "mask head on cached detections" and oracle["generator_version"] == GENERATOR_VERSION
     assert oracle["config"]["detector"] and oracle["train_seconds"] > 0
+    assert oracle["config"]["mask_roi_cache"] == 4 and oracle["roi_cache"]["rois"] > 0  # stage 2 on cached RoIs
     e2e = json.loads(study.result_path(runs[-1]).read_text())
     assert e2e["eval"] == "full model" and e2e["stage"] == "e2e"
     mtimes = [study.result_path(r).stat().st_mtime_ns for r in runs]

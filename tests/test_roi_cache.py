@@ -1,0 +1,141 @@
+"""Stage-2 training on cached RoI features (maskx/roi_cache.py): the cache holds what the frozen
+detector shows the mask branch, its loss equals the loss computed from the image, set-B RoIs never
+reach it, runs resume exactly, and stale or broken caches are rebuilt or refused clearly."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+from torchvision.ops import box_iou
+
+from maskx.checkpoint import list_checkpoints
+from maskx.config import Config, ConfigError
+from maskx.data.coco import CocoDataset
+from maskx.models.maskx_rcnn import build_model
+from maskx.roi_cache import (CachedMaskTraining, CachedRoIs, RoICacheError, build_roi_cache, cache_meta,
+                             ensure_roi_cache)
+from maskx.train import run_training
+
+from test_engine import assert_bit_identical, model_tensors, tiny_config
+
+MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
+
+
+@pytest.fixture(scope="module")
+def built(data64, tmp_path_factory):
+    """A tiny stage-2 model (untrained detector: torchvision adds the GT boxes to the proposals, so
+    there are positives) and its cache of 6 RoIs per image."""
+    torch.manual_seed(0)
+    cfg = tiny_config("transfer_clsbox_2lrelu", mask_roi_cache=6)
+    data = CocoDataset(data64 / "images", data64 / "annotations.json")
+    model = build_model(cfg, list(data.categories.names))  # stage mask: the detector part is frozen
+    meta = cache_meta({"sha256": "abc"}, data, cfg, 6)
+    cache = build_roi_cache(model, data, tmp_path_factory.mktemp("cache") / "roi_cache", meta, progress=False)
+    return cfg, data, model, cache
+
+
+def test_cache_rows_are_positive_rois_and_their_pooled_features(built):
+    cfg, data, model, cache = built
+    every = CachedRoIs(cache, range(1, 81))
+    assert len(every) == len(data) and int(every.offsets[-1]) > len(data)  # several RoIs per image
+    boxes = np.load(cache / "boxes.npy")
+    model.eval()
+    for i in range(3):
+        feats, t = every[i]
+        s, e = int(every.offsets[i]), int(every.offsets[i + 1])
+        assert 0 < len(feats) <= 6 and feats.shape[1:] == (model.backbone.out_channels, 14, 14)
+        image, target = data[i]
+        with torch.no_grad():
+            images, tgts = model.transform([image], [target])
+            pooled = model.roi_heads.mask_roi_pool(model.backbone(images.tensors), [torch.from_numpy(boxes[s:e])],
+                                                   images.image_sizes)
+        torch.testing.assert_close(feats, pooled, rtol=1e-2, atol=1e-2)  # stored as float16
+        iou = box_iou(torch.from_numpy(boxes[s:e]), tgts[0]["boxes"])
+        best, gt = iou.max(1)
+        assert bool((best >= 0.5).all())  # positives only
+        assert torch.equal(t["labels"], tgts[0]["labels"][gt])
+        assert float(t["mask_targets"].min()) >= 0 and float(t["mask_targets"].max()) <= 1
+
+
+def test_cached_loss_equals_the_loss_from_the_image(built):
+    cfg, data, model, cache = built
+    every = CachedRoIs(cache, range(1, 81))
+    boxes = np.load(cache / "boxes.npy")
+    feats, t = every[0]
+    s, e = int(every.offsets[0]), int(every.offsets[1])
+    model.eval()
+    with torch.no_grad():
+        cached = CachedMaskTraining(model)([feats], [t])["loss_mask"]
+    with torch.no_grad():
+        images, _ = model.transform([data[0][0]])
+        logits = model.roi_heads.mask_logits(model.backbone(images.tensors), [torch.from_numpy(boxes[s:e])],
+                                             t["labels"], images.image_sizes)
+    live = F.binary_cross_entropy_with_logits(logits, t["mask_targets"])
+    assert abs(float(cached) - float(live)) < 1e-3 * max(1.0, float(live))
+
+
+def test_set_b_rois_never_reach_the_loss_and_only_the_mask_branch_learns(built):
+    cfg, data, model, cache = built
+    a_labels = list(range(1, 21))
+    only_a = CachedRoIs(cache, a_labels)
+    seen = torch.cat([only_a[i][1]["labels"] for i in range(len(only_a))])
+    assert len(seen) and set(seen.tolist()) <= set(a_labels)
+    every = CachedRoIs(cache, range(1, 81))
+    assert sum(len(every[i][0]) for i in range(len(every))) > len(seen)
+    # an image with set-B RoIs only gives a zero loss that still backpropagates (no NaN)
+    b_only = next(i for i in range(len(every)) if len(every[i][0]) and not len(only_a[i][0]))
+    loss = CachedMaskTraining(model)([only_a[b_only][0]], [only_a[b_only][1]])["loss_mask"]
+    assert float(loss) == 0.0
+    model.train()
+    model.zero_grad(set_to_none=True)
+    feats, t = every[0]
+    CachedMaskTraining(model, max_per_image=2)([feats], [t])["loss_mask"].backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+    assert grads and all(n.startswith(MASK_BRANCH) for n in grads)
+
+
+def test_stale_cache_is_rebuilt_and_broken_cache_refused(built, tmp_path):
+    cfg, data, model, cache = built
+    meta = json.loads((cache / "meta.json").read_text())
+    meta.pop("rois")
+    target = tmp_path / "roi_cache"
+    ensure_roi_cache(model, data, target, meta, progress=False)
+    stamp = os.stat(target / "features.npy").st_mtime_ns
+    ensure_roi_cache(model, data, target, meta, progress=False)  # matches: kept
+    assert os.stat(target / "features.npy").st_mtime_ns == stamp
+    other = {**meta, "detector_sha256": "another detector"}
+    ensure_roi_cache(model, data, target, other, progress=False)  # stale: rebuilt in place
+    assert json.loads((target / "meta.json").read_text())["detector_sha256"] == "another detector"
+    assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob("*.lock"))
+    np.save(target / "labels.npy", np.load(target / "labels.npy")[:-1])
+    with pytest.raises(RoICacheError, match="truncated"):
+        CachedRoIs(target, [1])
+    (target / "offsets.npy").write_bytes(b"not numpy")
+    with pytest.raises(RoICacheError, match="unreadable RoI cache"):
+        CachedRoIs(target, [1])
+
+
+def test_cache_is_for_stage_mask_only():
+    with pytest.raises(ConfigError, match="stage 'mask'"):
+        Config(stage="e2e", mask_roi_cache=8)
+    with pytest.raises(ConfigError, match=">= 0"):
+        Config(stage="mask", mask_roi_cache=-1)
+
+
+@pytest.mark.slow
+def test_cached_stagewise_run_trains_and_resumes_exactly(data64, tmp_path):
+    cfg = tiny_config("transfer_clsbox_2lrelu", iters=3, checkpoint_every=1, mask_roi_cache=6)
+    a = run_training(cfg, data64, tmp_path / "a", detector_iters=1, progress=False)
+    det = tmp_path / "a" / "detector"
+    assert json.loads((det / "roi_cache" / "meta.json").read_text())["per_image"] == 6
+    before, after = model_tensors(list_checkpoints(tmp_path / "a")[0]), model_tensors(a)
+    changed = {k for k in after if not torch.equal(before.get(k, after[k]), after[k])}
+    assert changed and all(k[6:].startswith(MASK_BRANCH) for k in changed)
+    b1 = run_training(cfg, data64, tmp_path / "b", detector_iters=1, stop_after=2, progress=False)
+    assert b1.name == "ckpt_0000002.json"
+    b = run_training(cfg, data64, tmp_path / "b", detector_iters=1, resume=True, progress=False)
+    assert_bit_identical(model_tensors(a), model_tensors(b))
