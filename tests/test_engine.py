@@ -533,20 +533,23 @@ def test_predict_bad_inputs(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
-    """Fully supervised Mask R-CNN (oracle, split all) memorises 2 images (6 objects, 96 px).
+    """Fully supervised Mask R-CNN (oracle, split all) memorises 2 images (the two most crowded of
+    the first 8 of seed 0, 96 px; generator v3: images 2 and 3, 6 objects).
 
-    About 90-100 s on one core of a loaded 2-core machine. The mean ceiling of this measure is 0.851
-    (generator v2: objects of 8-50 px; the smallest cannot fill a 28 x 28 mask grid through
-    paste_masks' half-pixel offsets); these 150 iterations reach 0.817 (100: 0.794, 120: 0.809).
+    About 90-100 s on one core of a loaded 2-core machine. The ceiling of this measure is below 1
+    (the smallest objects cannot fill a 28 x 28 mask grid through paste_masks' half-pixel offsets):
+    generator v2's 6 objects had a mean ceiling of 0.851 and these 150 iterations reached 0.817.
     """
     from maskx.data.coco import CocoDataset
 
     src, data = tmp_path / "src", tmp_path / "data"
-    generate(src, 5, seed=0, image_size=96)
+    generate(src, 8, seed=0, image_size=96)  # image i of seed 0 is the same whatever the set size
     gt = json.loads((src / "annotations.json").read_text())
-    keep = {1, 5}  # 6 objects of 8-50 px; image 1 of seed 0 is the same whatever the set size
+    count = {im["id"]: sum(a["image_id"] == im["id"] for a in gt["annotations"]) for im in gt["images"]}
+    keep = set(sorted(count, key=lambda i: (-count[i], i))[:2])
     gt["images"] = [im for im in gt["images"] if im["id"] in keep]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
+    assert len(gt["annotations"]) >= 6
     (data / "images").mkdir(parents=True)
     for im in gt["images"]:
         shutil.copy(src / "images" / im["file_name"], data / "images" / im["file_name"])
@@ -563,7 +566,7 @@ def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     assert log[-1]["loss_mask"] < 0.3 < log[0]["loss_mask"]
     dataset = CocoDataset.from_dir(data)
     r = mask_iou_on_gt_boxes(maskx.load(tmp_path / "run"), dataset, resolve_split("all", dataset.data["categories"], require_b=False))
-    assert r["A"]["instances"] == 6 and r["B"]["instances"] == 0
+    assert r["A"]["instances"] == len(gt["annotations"]) and r["B"]["instances"] == 0
     report = f"mean IoU {r['A']['mean_iou']:.3f} (ceiling {r['A']['ceiling']:.3f}) after {seconds:.0f} s"
     print(report)
     assert r["A"]["mean_iou"] > 0.8, report
