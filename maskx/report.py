@@ -12,7 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from .study import DIRECTIONS, FIG3_ROWS, SCALES, TABLES, StudyScale, load_results, load_superseded, table_runs
+from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, StudyScale, load_results, load_superseded,
+                    table_runs)
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -120,8 +121,11 @@ def gate(results: dict, scale: StudyScale) -> Optional[dict]:
         return None
     a = results[agn.key]["metrics"]["voc2nonvoc"]["B"]["segm_AP"]
     o = results[ora.key]["metrics"]["voc2nonvoc"]["B"]["segm_AP"]
+    iou = [results[r.key]["metrics"]["voc2nonvoc"].get("masks_on_gt_boxes") for r in (agn, ora)]
     return {"agnostic": a, "oracle": o, "gap": o - a, "passed": o - a >= GATE_MIN_GAP,
-            "generator_version": results[ora.key].get("generator_version")}
+            "generator_version": results[ora.key].get("generator_version"),
+            "box_AP_B": results.get(det.key, {}).get("metrics", {}).get("voc2nonvoc", {}).get("B", {}).get("bbox_AP"),
+            "gt_box_iou_B": None if None in iou else (iou[0]["B"]["mean_iou"], iou[1]["B"]["mean_iou"])}
 
 
 def fig3_points(results: dict, scale: StudyScale) -> list[dict]:
@@ -188,6 +192,13 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         lines.append(f"Stage-wise, voc→non-voc, seed {sc.seeds[0]}, generator version {g['generator_version']}: "
                      f"class-agnostic {g['agnostic']:.1f}, oracle {g['oracle']:.1f} AP on B, gap {g['gap']:.1f} "
                      f"({'passes' if g['passed'] else 'FAILS'} the ≥ {GATE_MIN_GAP:.0f} AP gate).")
+        if g["box_AP_B"] is not None:
+            lines.append(f"The detector's box AP on B is {g['box_AP_B']:.1f}: no mask head can reach a higher segm AP.")
+        if g["gt_box_iou_B"] is not None:
+            lines.append("With detection taken out (each ground-truth box and class of the first "
+                         f"{GT_BOX_IMAGES} val images given to the mask branch; `maskx/gt_box_eval.py`), the mean "
+                         f"mask IoU on B is {g['gt_box_iou_B'][0]:.2f} for the class-agnostic head and "
+                         f"{g['gt_box_iou_B'][1]:.2f} for the oracle.")
     superseded = load_superseded(results_dir)
     gate_keys = {r.key for r in table_runs("gate", sc)[1:]}
     old = [r for r in superseded if r["run"] in gate_keys]

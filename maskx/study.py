@@ -209,6 +209,7 @@ class Study:
 
         ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
         self.supersede_stale(runs)
+        self.add_gt_box_ious(runs)
         written: list[Path] = []
         todo = [r for r in runs if not self.result_path(r).is_file()]
         self.log(f"study {self.scale.name}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go")
@@ -389,7 +390,44 @@ class Study:
             split = resolve_split(name, val.data["categories"], seed=run.seed,
                                   **info_split_args(val.data.get("info")))
             metrics[name] = coco_evaluate(val.data, preds, split)
+            if config.stage != "detector":
+                metrics[name]["masks_on_gt_boxes"] = gt_box_ious(predictor, val, split)
         return metrics, how, preds, list(val.ids)
+
+    def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
+        """Results written before ``masks_on_gt_boxes`` was measured get it (evaluation only)."""
+        from .data.coco import CocoDataset
+        from .data.splits import info_split_args, resolve_split
+        from .predictor import load
+
+        done = []
+        for run in runs:
+            path, out = self.result_path(run), self.run_dir(run)
+            if run.preset == "detector" or not path.is_file() or not (out / "done.json").is_file():
+                continue
+            record = json.loads(path.read_text())
+            if all("masks_on_gt_boxes" in m for m in record["metrics"].values()):
+                continue
+            val = CocoDataset.from_dir(Path(self.scale.data) / "val")
+            predictor = load(out)
+            for name, m in record["metrics"].items():
+                split = resolve_split(name, val.data["categories"], seed=run.seed, **info_split_args(val.data.get("info")))
+                m["masks_on_gt_boxes"] = gt_box_ious(predictor, val, split)
+            write_json_atomic(record, path)
+            done.append(path)
+        return done
+
+
+GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
+
+
+def gt_box_ious(predictor, val, split) -> dict:
+    """Mean mask IoU on set A and set B with detection taken out (``gt_box_eval``): the mask
+    branch given each ground-truth box and class of the first ``GT_BOX_IMAGES`` val images."""
+    from .gt_box_eval import mask_iou_on_gt_boxes
+
+    r = mask_iou_on_gt_boxes(predictor, val, split, images=GT_BOX_IMAGES)
+    return {s: {k: r[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
 
 
 def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study", results_dir=None,

@@ -67,7 +67,9 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     res = tmp_path / "results"
     (res / "superseded").mkdir(parents=True)
     cache = {"detector_sha256": "d0", "per_image": 4, "rois": 99, "build_seconds": 360.0}
-    for key, rec in gate_results(8.87, 20.0).items():  # both built on one detector's RoI cache
+    for (key, rec), iou in zip(gate_results(8.87, 20.0).items(), (0.413, 0.657)):  # one detector's RoI cache
+        rec["metrics"]["voc2nonvoc"] = {**rec["metrics"]["voc2nonvoc"],
+                                        "masks_on_gt_boxes": {"A": {"mean_iou": 0.66}, "B": {"mean_iou": iou}}}
         (res / f"{key}.json").write_text(json.dumps({**rec, "roi_cache": cache}))
     _, agn, _ = table_runs("gate", SCALE)
     old = record(agn, 4.97, superseded={"reason": "config differs in mask_lr_mult (1.0 → 10.0)", "at": "20261126-081500"})
@@ -77,6 +79,7 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     text = out.read_text()
     assert summary["gate"]["passed"] and summary["runs"] == 2
     assert "class-agnostic 8.9, oracle 20.0 AP on B, gap 11.1 (passes" in text
+    assert "mean mask IoU on B is 0.41 for the class-agnostic head and 0.66 for the oracle" in text
     assert f"- {agn.key}: segm AP on B 4.97" in text and "mask_lr_mult (1.0 → 10.0)" in text
     assert "superseded runs cost another 0.03 h" in text
     assert "0.15 h (training steps + evaluation + 1 RoI cache, 0.10 h" in text  # the shared cache counted once

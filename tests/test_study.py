@@ -104,9 +104,21 @@ def test_results_record_both_directions_and_rerun_skips(tiny_study):
     assert oracle["config"]["mask_roi_cache"] == 4 and oracle["roi_cache"]["rois"] > 0  # stage 2 on cached RoIs
     e2e = json.loads(study.result_path(runs[-1]).read_text())
     assert e2e["eval"] == "full model" and e2e["stage"] == "e2e"
+    for d in DIRECTIONS:  # mask quality with detection taken out, both sets
+        iou = oracle["metrics"][d]["masks_on_gt_boxes"]
+        assert 0 <= iou["B"]["mean_iou"] <= iou["B"]["ceiling"] <= 1 and iou["A"]["instances"] > 0
+    assert "masks_on_gt_boxes" in e2e["metrics"][e2e["split"]]
     mtimes = [study.result_path(r).stat().st_mtime_ns for r in runs]
     assert study.run(runs) == []  # everything done: nothing retrained or rewritten
     assert mtimes == [study.result_path(r).stat().st_mtime_ns for r in runs]
+    # a result from before the measure existed gets it by evaluation only (the checkpoint is kept)
+    path, ckpts = study.result_path(runs[1]), sorted(study.run_dir(runs[1]).glob("ckpt_*"))
+    old = json.loads(path.read_text())
+    for m in old["metrics"].values():
+        del m["masks_on_gt_boxes"]
+    path.write_text(json.dumps(old))
+    assert study.add_gt_box_ious(runs) == [path] and sorted(study.run_dir(runs[1]).glob("ckpt_*")) == ckpts
+    assert all("masks_on_gt_boxes" in m for m in json.loads(path.read_text())["metrics"].values())
 
 
 @pytest.mark.slow  # trains 4 tiny runs (about a minute)
