@@ -4,11 +4,13 @@ A reader (or a run killed mid-write) sees the old file or the new one, never hal
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -35,3 +37,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 def write_json_atomic(obj, path: str | os.PathLike) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; when the block ends without an error it replaces
+    ``path`` (an old folder there is removed first), otherwise it is deleted. A reader sees the old
+    folder, no folder, or the finished new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 import numpy as np
@@ -34,7 +33,7 @@ from torch.nn import functional as F
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
 from tqdm import tqdm
 
-from .atomic import write_json_atomic
+from .atomic import atomic_dir, write_json_atomic
 from .models.roi_heads import select_mask_rois
 
 CACHE_VERSION = 1
@@ -57,9 +56,6 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
     """Write the cache of ``model`` (a ``MaskXRCNN`` with its frozen detector loaded) on every
     image of ``dataset`` to ``out_dir`` (atomically: a temporary folder renamed at the end)."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     per_image, n = meta["per_image"], len(dataset)
     heads = model.roi_heads
     model.train()  # training-mode RPN (its pre/post-NMS counts) and RoI sampling, as in stage 2
@@ -67,11 +63,11 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
     pool = heads.mask_roi_pool.output_size[0]
     m = 2 * pool  # the mask head upsamples 14 -> 28
     cap = per_image * n  # rows allocated; the file stays sparse beyond what is written
-    feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, (cap, channels, pool, pool))
-    targets = np.lib.format.open_memmap(tmp / "targets.npy", "w+", np.float16, (cap, m, m))
-    boxes, labels, has_mask, offsets = [], [], [], [0]
-    t0 = time.perf_counter()
-    try:
+    with atomic_dir(out_dir) as tmp:  # a stale cache (another detector or data) is replaced
+        feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, (cap, channels, pool, pool))
+        targets = np.lib.format.open_memmap(tmp / "targets.npy", "w+", np.float16, (cap, m, m))
+        boxes, labels, has_mask, offsets = [], [], [], [0]
+        t0 = time.perf_counter()
         for i in tqdm(range(n), desc="RoI cache", disable=not progress, dynamic_ncols=True):
             image, target = dataset[i]
             torch.manual_seed(meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
@@ -99,12 +95,6 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
         np.save(tmp / "offsets.npy", np.asarray(offsets, np.int64))
         write_json_atomic({**meta, "rois": int(offsets[-1]), "build_seconds": round(time.perf_counter() - t0, 1)},
                           tmp / "meta.json")
-        if out_dir.exists():  # a stale cache (another detector or data): replaced
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -32,14 +32,13 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
 
+from ..atomic import atomic_dir
 from .shapes import FAMILIES, VOC_LIKE_VARIANTS, place_rings, shape_rings
 
 GENERATOR_VERSION = 3
@@ -295,9 +294,7 @@ def write_dataset(out_dir, jobs: list[tuple], make_image, info: dict, cats: list
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         results = _run_jobs([(*j, str(tmp / "images")) for j in jobs], workers, progress, make_image)
         data = {
@@ -308,12 +305,6 @@ def write_dataset(out_dir, jobs: list[tuple], make_image, info: dict, cats: list
             "categories": cats,
         }
         (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return data
 
 
