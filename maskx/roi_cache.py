@@ -119,7 +119,11 @@ def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = Tru
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            if time.time() - lock.stat().st_mtime > wait_seconds or time.monotonic() > deadline:
+            try:
+                stale = time.time() - lock.stat().st_mtime > wait_seconds or time.monotonic() > deadline
+            except FileNotFoundError:  # the builder just finished
+                continue
+            if stale:
                 lock.unlink(missing_ok=True)  # a builder that died: take over
             time.sleep(5)
             continue

@@ -363,7 +363,6 @@ class Study:
     def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
         from .cached_eval import DetectionCache
         from .data.coco import CocoDataset
-        from .data.splits import info_split_args, resolve_split
         from .evaluate import evaluate as coco_evaluate
         from .predictor import load
 
@@ -372,8 +371,7 @@ class Study:
         if config.stage == "e2e":
             from .engine import evaluate as full_evaluate
 
-            _, preds = full_evaluate(predictor, val, resolve_split(run.eval_splits[0], val.data["categories"],
-                                     seed=run.seed, **info_split_args(val.data.get("info"))),
+            _, preds = full_evaluate(predictor, val, _val_split(val, run.eval_splits[0], run.seed),
                                      progress=self.progress)
             how = "full model"
         else:
@@ -387,8 +385,7 @@ class Study:
                 preds, how = cache.predict_masks(predictor, source=str(out)), "mask head on cached detections"
         metrics = {}
         for name in run.eval_splits:
-            split = resolve_split(name, val.data["categories"], seed=run.seed,
-                                  **info_split_args(val.data.get("info")))
+            split = _val_split(val, name, run.seed)
             metrics[name] = coco_evaluate(val.data, preds, split)
             if config.stage != "detector":
                 metrics[name]["masks_on_gt_boxes"] = gt_box_ious(predictor, val, split)
@@ -397,10 +394,9 @@ class Study:
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
         """Results written before ``masks_on_gt_boxes`` was measured get it (evaluation only)."""
         from .data.coco import CocoDataset
-        from .data.splits import info_split_args, resolve_split
         from .predictor import load
 
-        done = []
+        done, val = [], None
         for run in runs:
             path, out = self.result_path(run), self.run_dir(run)
             if run.preset == "detector" or not path.is_file() or not (out / "done.json").is_file():
@@ -408,14 +404,20 @@ class Study:
             record = json.loads(path.read_text())
             if all("masks_on_gt_boxes" in m for m in record["metrics"].values()):
                 continue
-            val = CocoDataset.from_dir(Path(self.scale.data) / "val")
+            val = val or CocoDataset.from_dir(Path(self.scale.data) / "val")
             predictor = load(out)
             for name, m in record["metrics"].items():
-                split = resolve_split(name, val.data["categories"], seed=run.seed, **info_split_args(val.data.get("info")))
-                m["masks_on_gt_boxes"] = gt_box_ious(predictor, val, split)
+                m["masks_on_gt_boxes"] = gt_box_ious(predictor, val, _val_split(val, name, run.seed))
             write_json_atomic(record, path)
             done.append(path)
         return done
+
+
+def _val_split(val, name: str, seed: int):
+    """The split ``name`` of the val set's categories (voc-like ids from its ``info``)."""
+    from .data.splits import info_split_args, resolve_split
+
+    return resolve_split(name, val.data["categories"], seed=seed, **info_split_args(val.data.get("info")))
 
 
 GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
