@@ -388,7 +388,7 @@ class Study:
             split = _val_split(val, name, run.seed)
             metrics[name] = coco_evaluate(val.data, preds, split)
             if config.stage != "detector":
-                metrics[name]["masks_on_gt_boxes"] = gt_box_ious(predictor, val, split)
+                metrics[name]["masks_on_gt_boxes"] = masks_on_gt_boxes(predictor, val, split)
         return metrics, how, preds, list(val.ids)
 
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
@@ -407,7 +407,7 @@ class Study:
             val = val or CocoDataset.from_dir(Path(self.scale.data) / "val")
             predictor = load(out)
             for name, m in record["metrics"].items():
-                m["masks_on_gt_boxes"] = gt_box_ious(predictor, val, _val_split(val, name, run.seed))
+                m["masks_on_gt_boxes"] = masks_on_gt_boxes(predictor, val, _val_split(val, name, run.seed))
             write_json_atomic(record, path)
             done.append(path)
         return done
@@ -423,7 +423,7 @@ def _val_split(val, name: str, seed: int):
 GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
 
 
-def gt_box_ious(predictor, val, split) -> dict:
+def masks_on_gt_boxes(predictor, val, split) -> dict:
     """Mean mask IoU on set A and set B with detection taken out (``gt_box_eval``): the mask
     branch given each ground-truth box and class of the first ``GT_BOX_IMAGES`` val images."""
     from .gt_box_eval import mask_iou_on_gt_boxes

@@ -21,17 +21,23 @@ def examples(preds: list[dict], image_ids: list[int]) -> dict:
 
 def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
     """Measured hours so far and an estimate for the runs left, from the mean train + eval seconds
-    of finished runs of the same kind (stage, and backbone for detectors and e2e runs)."""
+    of finished runs of the same kind (stage, and backbone for detectors and e2e runs), plus each
+    RoI cache (``maskx.roi_cache``): built once per detector, counted once, estimated for the
+    detectors whose stage-wise runs have not built theirs yet."""
     def kind(r) -> tuple:  # r: study.Run
         stage = get_preset(r.preset).stage
         return (stage, r.backbone) if stage != "mask" else (stage,)
 
     spent: dict[tuple, list] = {}
+    caches: dict[str, float] = {}  # detector run key -> build seconds
     for r in runs:
         rec = results.get(r.key)
         if rec is not None:
             spent.setdefault(kind(r), []).append(rec.get("train_seconds", 0) + rec.get("eval_seconds", 0))
+            if rec.get("roi_cache"):
+                caches[r.detector().key] = rec["roi_cache"].get("build_seconds") or 0.0
     left, unknown = 0.0, 0
+    caches_left = set()
     for r in runs:
         if r.key in results:
             continue
@@ -40,9 +46,13 @@ def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
             left += sum(seconds) / len(seconds)
         else:
             unknown += 1
-    done = sum(sum(v) for v in spent.values())
+        if kind(r) == ("mask",) and r.detector().key not in caches:
+            caches_left.add(r.detector().key)
+    if caches_left and caches:
+        left += len(caches_left) * sum(caches.values()) / len(caches)
+    done = sum(sum(v) for v in spent.values()) + sum(caches.values())
     return {"hours_done": round(done / 3600, 2), "hours_left_estimate": round(left / 3600, 2),
-            "runs_left_without_estimate": unknown}
+            "runs_left_without_estimate": unknown, "roi_caches_left": len(caches_left)}
 
 
 def train_seconds(log: Path) -> float:

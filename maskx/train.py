@@ -142,6 +142,9 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world_size, device = _init_distributed()
     try:
+        if config.mask_roi_cache and world_size > 1:
+            raise ConfigError("mask_roi_cache trains one process's mask head on one CPU cache; under torchrun "
+                              "use --set mask_roi_cache=0")
         if config.stage == "mask" and not config.detector:
             det_cfg = get_preset("detector").replace(
                 **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "image_size", "seed",
@@ -197,9 +200,6 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         if config.mask_roi_cache:  # stage 2 on the frozen detector's cached RoIs (maskx.roi_cache)
             from .roi_cache import cached_training
 
-            if world_size > 1:
-                raise ConfigError("mask_roi_cache trains one process's mask head on one CPU cache; under torchrun "
-                                  "use --set mask_roi_cache=0")
             net, train_data = cached_training(model, dataset, split, config, config.detector, progress=progress)
         t0 = time.perf_counter()
         train(net, optimizer, train_data, config, start_iter=start, rank=rank, world_size=world_size,

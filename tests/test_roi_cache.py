@@ -126,6 +126,15 @@ def test_cache_is_for_stage_mask_only():
         Config(stage="mask", mask_roi_cache=-1)
 
 
+def test_cache_is_refused_under_torchrun_before_any_work(data64, tmp_path, monkeypatch):
+    import maskx.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_init_distributed", lambda: (0, 2, torch.device("cpu")))
+    with pytest.raises(ConfigError, match="under torchrun"):
+        run_training(tiny_config("agnostic", mask_roi_cache=4), data64, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # no detector trained, nothing written
+
+
 @pytest.mark.slow
 def test_cached_stagewise_run_trains_and_resumes_exactly(data64, tmp_path):
     cfg = tiny_config("transfer_clsbox_2lrelu", iters=3, checkpoint_every=1, mask_roi_cache=6)

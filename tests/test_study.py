@@ -58,6 +58,22 @@ def test_run_configs_follow_the_scale():
     assert sw.rois_per_image == 128 and sw.mask_dim == 128
 
 
+def test_estimate_counts_each_roi_cache_once_and_the_caches_left():
+    from maskx.study import estimate_hours
+
+    det = [Run("detector", "all", s, "resnet18") for s in (0, 1)]
+    mask = [Run(p, "voc2nonvoc", s, "resnet18") for s in (0, 1) for p in ("agnostic", "oracle")]
+    cache = {"detector_sha256": "x", "build_seconds": 3600.0}
+    results = {det[0].key: {"train_seconds": 7200, "eval_seconds": 0},
+               mask[0].key: {"train_seconds": 1800, "eval_seconds": 0, "roi_cache": cache},
+               mask[1].key: {"train_seconds": 1800, "eval_seconds": 0, "roi_cache": cache}}
+    est = estimate_hours(det + mask, results)
+    assert est["hours_done"] == 4.0  # 2 h detector, 2 x 0.5 h stage-wise, the shared cache's 1 h once
+    # left: one detector (2 h), two stage-wise runs (0.5 h each) and seed 1's cache (1 h)
+    assert est["hours_left_estimate"] == 4.0 and est["roi_caches_left"] == 1
+    assert est["runs_left_without_estimate"] == 0
+
+
 def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path):
     """A scale change (here the mask branch's lr) or a generator bump makes old results stale: they
     move to results/superseded/ with the reason (their run folders too) and will be rerun; the
