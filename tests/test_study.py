@@ -106,6 +106,32 @@ def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path)
     assert study.supersede_stale([det, agn, ora]) == []
 
 
+def test_a_retrained_detector_supersedes_the_runs_built_on_it(tmp_path):
+    """Changing only the detectors' recipe (``detector_overrides``) makes the detector stale, and
+    with it every run that recorded the old detector's checkpoint; the mask runs' configs are unchanged."""
+    from maskx.study import load_results
+
+    old = SCALES["tiny"]
+    new = dataclasses.replace(old, detector_overrides=("base_lr=0.08",))
+    det, agn = Run("detector", "all", 0, "resnet18"), Run("agnostic", "voc2nonvoc", 0, "resnet18")
+    assert det.config(new).base_lr == 0.08 and agn.config(new, "d").base_lr == agn.config(old, "d").base_lr
+    study = Study(new, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    det_dir = study.run_dir(det)
+    det_dir.mkdir(parents=True)
+    (det_dir / "done.json").write_text("{}")
+    (det_dir / "ckpt_0000004.json").write_text(json.dumps({"sha256": "old detector"}))
+    study.result_path(det).parent.mkdir(parents=True)
+    for run, config, extra in ((det, det.config(old), {}),
+                               (agn, agn.config(old, det_dir), {"detector_sha256": "old detector"})):
+        study.result_path(run).write_text(json.dumps(
+            {"run": run.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
+    assert study.stale_reason(agn, json.loads(study.result_path(agn).read_text())) is None  # same detector
+    moved = study.supersede_stale([det, agn])
+    assert len(moved) == 2 and load_results(tmp_path / "results") == {}
+    reasons = [json.loads(p.read_text())["superseded"]["reason"] for p in moved]
+    assert "base_lr (0.02 → 0.08)" in reasons[0] and "detector was retrained" in reasons[1]
+
+
 @pytest.mark.slow  # trains 4 tiny runs (about a minute)
 def test_results_record_both_directions_and_rerun_skips(tiny_study):
     study, runs, written = tiny_study
