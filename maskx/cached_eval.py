@@ -36,7 +36,8 @@ def detector_fingerprint(model: torch.nn.Module) -> str:
 
 def _inference_settings(model) -> tuple:
     rh = model.roi_heads
-    return (rh.score_thresh, rh.nms_thresh, rh.detections_per_img, model.transform.min_size, model.transform.max_size)
+    return (rh.score_thresh, rh.nms_thresh, rh.detections_per_img, model.transform.min_size, model.transform.max_size,
+            model.rpn._post_nms_top_n["testing"])
 
 
 @dataclass
@@ -80,7 +81,7 @@ class DetectionCache:
                                 "evaluate it with engine.evaluate instead")
         if _inference_settings(model) != self.settings:
             raise CacheMismatch(f"{source}: inference settings {_inference_settings(model)} differ from the "
-                                f"cache's {self.settings} (score_thresh, nms, detections_per_img, image size)")
+                                f"cache's {self.settings} (score_thresh, nms, detections_per_img, image size, RPN proposals)")
 
     @torch.inference_mode()
     def predict_masks(self, predictor: Predictor, source: str = "model") -> list[dict]:

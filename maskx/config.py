@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """An unknown preset, field or value; the message says which and what is allowed."""
 
 
+# Config fields used only at test time: changing them re-evaluates a trained model, never retrains it.
+INFERENCE_FIELDS = ("score_thresh", "detections_per_img", "rpn_test_proposals")
+
+
 @dataclass(frozen=True)
 class Config:
     # model
@@ -68,9 +72,10 @@ class Config:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     num_workers: int = 1  # DataLoader workers loading ahead (decoding runs single-threaded there)
-    # inference
+    # inference (INFERENCE_FIELDS: a trained model may be evaluated under other values)
     score_thresh: float = 0.05
     detections_per_img: int = 100
+    rpn_test_proposals: int = 1000  # RPN proposals per image kept after NMS at test time
 
     def __post_init__(self):
         _check_choice("mask_head", self.mask_head, MASK_HEADS)
@@ -81,7 +86,7 @@ class Config:
         if self.transfer_layers not in (1, 2, 3):
             raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
         for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden",
-                     "mask_lr_mult"):
+                     "mask_lr_mult", "detections_per_img", "rpn_test_proposals"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mask_convs < 1:
@@ -105,6 +110,10 @@ class Config:
     @property
     def has_fixed_embedding(self) -> bool:
         return self.mask_head == "transfer" and self.transfer_input in ("randn", "glove", "text")
+
+    def with_inference_of(self, other: "Config") -> "Config":
+        """This config with ``other``'s inference settings (``INFERENCE_FIELDS``): training unchanged."""
+        return self.replace(**{f: getattr(other, f) for f in INFERENCE_FIELDS})
 
     def replace(self, **changes) -> "Config":
         unknown = set(changes) - {f.name for f in fields(self)}

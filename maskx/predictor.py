@@ -108,11 +108,13 @@ def coco_entries(inst: list[Instance], image_id: int) -> list[dict]:
     return out
 
 
-def load(path, class_names: Optional[list[str]] = None, device: str = "cpu") -> Predictor:
+def load(path, class_names: Optional[list[str]] = None, device: str = "cpu",
+         inference: Optional[Config] = None) -> Predictor:
     """Load a trained model from a run folder (its newest valid checkpoint), a ``ckpt_*.json``, or the
     name of a shipped model (``"maskx-3k"``: the 3000-class model in ``models/``).
 
-    ``class_names``, if given, must equal the checkpoint's (a clear error otherwise).
+    ``class_names``, if given, must equal the checkpoint's (a clear error otherwise). ``inference``,
+    if given, supplies the test-time settings (``config.INFERENCE_FIELDS``) instead of the checkpoint's.
     """
     from .models.maskx_rcnn import build_model
 
@@ -122,6 +124,8 @@ def load(path, class_names: Optional[list[str]] = None, device: str = "cpu") -> 
     meta, tensors = find_checkpoint(path)
     try:
         config = Config.from_json(meta["config"])
+        if inference is not None:
+            config = config.with_inference_of(inference)
         names = meta["class_names"]
     except (KeyError, ConfigError) as e:
         raise CheckpointError(f"{path}: checkpoint metadata is incomplete or from another version ({e})") from None

@@ -174,9 +174,10 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             if not isinstance(ck_meta.get("iteration"), int) or not isinstance(ck_meta.get("config"), dict):
                 raise CheckpointError(f"{out_dir}: checkpoint metadata lacks 'iteration' or 'config'; "
                                       "it was not written by `maskx train`")
-            if Config.from_json(ck_meta["config"]).replace(iters=config.iters) != config.replace(iters=config.iters):
+            if Config.from_json(ck_meta["config"]).replace(iters=config.iters).with_inference_of(config) != \
+                    config:
                 raise CheckpointError(f"{out_dir}: the checkpoint was trained with another config; resume with the "
-                                      "same preset and options (only --iters may change)")
+                                      "same preset and options (only --iters and the inference settings may change)")
             load_model_state(model, model_state(tensors), str(out_dir))
             load_optimizer_state(optimizer, model, tensors)
             start = int(ck_meta["iteration"])

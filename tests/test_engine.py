@@ -350,6 +350,14 @@ def test_resume_with_another_config_refused(trained_run, data64, tmp_path, chang
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_resume_may_change_the_inference_settings(trained_run, data64, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = tiny_config(iters=3, checkpoint_every=1, score_thresh=0.0, detections_per_img=7, rpn_test_proposals=50)
+    run_training(cfg, data64, run, resume=True, progress=False)
+    assert json.loads((run / "run.json").read_text())["config"]["rpn_test_proposals"] == 50
+
+
 def test_resume_when_already_done_changes_nothing(trained_run, data64, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

@@ -174,6 +174,26 @@ def test_inference_outputs_masks_for_every_detection():
         assert 0 <= det["masks"].min() and det["masks"].max() <= 1
 
 
+def test_rpn_test_proposals_caps_what_the_box_head_sees():
+    model = _model("agnostic_e2e", score_thresh=0.0, rpn_test_proposals=7, detections_per_img=5).eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        out = model(images)
+        proposals, _ = model.rpn(*_rpn_inputs(model, images))
+    assert all(len(p) <= 7 for p in proposals) and all(len(d["boxes"]) <= 5 for d in out)
+    with pytest.raises(ConfigError, match="rpn_test_proposals must be positive"):
+        Config(rpn_test_proposals=0)
+    trained = Config(stage="mask", split="all", mask_head="oracle", iters=9)
+    evaluated = trained.with_inference_of(Config(detections_per_img=7, rpn_test_proposals=300, iters=1))
+    assert (evaluated.detections_per_img, evaluated.rpn_test_proposals, evaluated.iters) == (7, 300, 9)
+    assert evaluated.replace(detections_per_img=100, rpn_test_proposals=1000) == trained
+
+
+def _rpn_inputs(model, images):
+    batch, _ = model.transform(images)
+    return batch, model.backbone(batch.tensors)
+
+
 def test_bad_targets_rejected():
     model = _model("agnostic_e2e")
     images, targets = _batch()

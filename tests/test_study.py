@@ -106,6 +106,23 @@ def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path)
     assert study.supersede_stale([det, agn, ora]) == []
 
 
+def test_new_inference_settings_re_evaluate_and_keep_the_trained_run(tmp_path):
+    from maskx.study import load_results
+
+    old = SCALES["tiny"]
+    new = dataclasses.replace(old, overrides=old.overrides + ("detections_per_img=50", "rpn_test_proposals=300"))
+    agn = Run("agnostic", "voc2nonvoc", 0, "resnet18")
+    study = Study(new, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    study.result_path(agn).parent.mkdir(parents=True)
+    study.result_path(agn).write_text(json.dumps({"run": agn.key, "config": agn.config(old, "d").to_json(),
+                                                  "generator_version": GENERATOR_VERSION}))
+    study.run_dir(agn).mkdir(parents=True)
+    moved = study.supersede_stale([agn])
+    reason = json.loads(moved[0].read_text())["superseded"]["reason"]
+    assert reason == "inference settings differ in detections_per_img (10 → 50), rpn_test_proposals (1000 → 300)"
+    assert load_results(tmp_path / "results") == {} and study.run_dir(agn).is_dir()  # evaluated again, not retrained
+
+
 def test_a_retrained_detector_supersedes_the_runs_built_on_it(tmp_path):
     """Changing only the detectors' recipe (``detector_overrides``) makes the detector stale, and
     with it every run that recorded the old detector's checkpoint; the mask runs' configs are unchanged."""

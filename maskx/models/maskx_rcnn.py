@@ -122,7 +122,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
     rpn = RegionProposalNetwork(
         anchors, RPNHead(c, anchors.num_anchors_per_location()[0]), fg_iou_thresh=0.7, bg_iou_thresh=0.3,
         batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_n={"training": 2000, "testing": 1000},
-        post_nms_top_n={"training": 2000, "testing": 1000}, nms_thresh=0.7)
+        post_nms_top_n={"training": 2000, "testing": config.rpn_test_proposals}, nms_thresh=0.7)
 
     if config.mask_head == "transfer":
         if config.has_fixed_embedding:
