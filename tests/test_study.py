@@ -41,10 +41,22 @@ def test_plan_orders_detectors_first_and_has_no_duplicates():
     assert Run("oracle", "all", 0, "x").eval_splits == DIRECTIONS
     # Table 1a and Table 2 in both directions with every seed; Table 2 on two backbones
     t2 = [r for r in runs if r.preset == "transfer_clsbox_2lrelu_mlp_e2e"]
-    assert len(t2) == 2 * len(scale.seeds) * 2 and {r.backbone for r in t2} == {scale.backbone, scale.second_backbone}
+    assert len(t2) == 2 * (len(scale.seeds) + len(scale.second_backbone_seeds or scale.seeds))
+    assert {r.backbone for r in t2} == {scale.backbone, scale.second_backbone}
     fig3 = [r for r in runs if r.split.startswith("rand")]
     assert len(fig3) == 2 * len(scale.fig3_sizes) * scale.fig3_trials
     assert plan(scale, ["t1b"], seeds=[0])[0] == Run("detector", "all", 0, scale.backbone)
+
+
+def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
+    from maskx.study import table_runs
+
+    scale = dataclasses.replace(SCALES["study"], second_backbone_seeds=(0,))
+    runs = table_runs("t2", scale)
+    assert {r.seed for r in runs if r.backbone == scale.backbone} == {0, 1, 2}
+    assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {0}
+    full = table_runs("t2", dataclasses.replace(scale, second_backbone_seeds=None))
+    assert {r.seed for r in full if r.backbone == scale.second_backbone} == {0, 1, 2} and len(set(full)) == len(set(runs)) + 10
 
 
 def test_run_configs_follow_the_scale():
