@@ -65,13 +65,13 @@ SCALES = {
         mask_lr_mult=10.0, mask_roi_cache=16,
         # Detectors at 4x the linear-scaling lr (0.01 for 2 images; 200 warmup its): 3000 its at 0.0025
         # left the train losses falling (2 epochs); at 0.01 every 250-it window's train loss is lower
-        # (last: 0.95 vs 1.07) and box AP on A rose 13.7 -> 15.9 (runs/probe, RESULTS.md), same cost.
+        # (last: 0.95 vs 1.07) and box AP on A rose 13.7 -> 15.9 (scripts/detector_probes.py, README), same cost.
         detector_overrides=("base_lr=0.08", "warmup_iters=200"),
         # To fit 8 hours (RESULTS.md, "Scale and cost"), the second backbone's Table 2 runs use seed 0
         # only; None here adds its seeds 1 and 2 (2 detectors and 10 e2e runs, about 2.5 h more).
         second_backbone_seeds=(0,),
         # Test time: COCO's 100 detections per image, 300 RPN proposals (the Faster R-CNN paper's test
-        # setting): box AP on A 15.9 -> 17.6 against 20 and 1000, evaluation 1.9x faster (runs/probe).
+        # setting): box AP on A 15.9 -> 17.6 against 20 and 1000, evaluation 1.9x faster (scripts/detector_probes.py).
         overrides=("rois_per_image=128", "mask_rois_per_image=16", "mask_dim=128", "detections_per_img=100",
                    "rpn_test_proposals=300", "checkpoint_every=250")),
     # CI and notebook smoke runs: minutes on 2 cores, numbers meaningless.
