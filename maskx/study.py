@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -225,13 +226,15 @@ class Study:
         self.supersede_stale(runs)
         self.add_gt_box_ious(runs)
         written: list[Path] = []
-        todo = [r for r in runs if not self.result_path(r).is_file()]
-        self.log(f"study {self.scale.name}: {len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go")
+        todo = self._todo(runs)
+        restores = sum(self.result_path(r).is_file() for r in todo)
+        self.log(f"study {self.scale.name}: {len(runs) - len(todo) + restores} of {len(runs)} runs done, "
+                 f"{len(todo) - restores} to go" + (f", {restores} detector(s) to restore first" if restores else ""))
         while max_runs is None or len(written) < max_runs:
-            todo = [r for r in todo if not self.result_path(r).is_file()]
+            todo = [r for r in todo if not self._finished(r)]
             if not todo:
                 break
-            ready = [r for r in todo if r.preset == "detector" or self.result_path(r.detector()).is_file()]
+            ready = [r for r in todo if r.preset == "detector" or self._finished(r.detector())]
             run = next((r for r in ready if self._claim(r)), None)
             if run is None:
                 busy = any(self._locked(r) or self._locked(r.detector()) for r in todo)
@@ -244,7 +247,30 @@ class Study:
                 written.append(self.run_one(run))
             finally:
                 self._release(run)
+            if run.preset == "detector" and self.supersede_stale(runs):  # a restore that came out different
+                todo = self._todo(runs)
         return written
+
+    def _trained_here(self, run: Run) -> bool:
+        return (self.run_dir(run) / "done.json").is_file()
+
+    def _finished(self, run: Run) -> bool:
+        """Its result is written; a detector's weights must also be here, for the runs built on it."""
+        return self.result_path(run).is_file() and (run.preset != "detector" or self._trained_here(run))
+
+    def _todo(self, runs: list[Run]) -> list[Run]:
+        """The runs without a result, in plan order, each preceded by its detector where that has a
+        result but no weights here (``runs/`` is not committed: a fresh clone retrains, "restores", it)."""
+        out: list[Run] = []
+        for r in runs:
+            if self.result_path(r).is_file():
+                continue
+            if r.preset != "detector" and self.result_path(r.detector()).is_file() and \
+                    not self._trained_here(r.detector()) and r.detector() not in out:
+                out.append(r.detector())
+            if r not in out:
+                out.append(r)
+        return out
 
     def stale_reason(self, run: Run, record: dict) -> Optional[str]:
         """Why a finished run's result no longer answers the plan (None: it does): another config
@@ -265,9 +291,22 @@ class Study:
         if record.get("generator_version") != GENERATOR_VERSION:
             return f"generator version {record.get('generator_version')} → {GENERATOR_VERSION}"
         trained_on = record.get("detector_sha256") or (record.get("roi_cache") or {}).get("detector_sha256")
-        if want["stage"] != "detector" and trained_on and trained_on != self.detector_sha256(run):
-            return "its detector was retrained (or is being retrained)"
-        return None
+        here = self.detector_sha256(run)
+        if want["stage"] != "detector" and trained_on and here and trained_on != here:
+            return f"its detector was retrained (checkpoint sha256 {trained_on[:12]}… → {here[:12]}…)"
+        return None  # a detector not trained here (a fresh clone) is restored before anything uses it
+
+    def recorded_detector_sha256(self, run: Run) -> Optional[str]:
+        """The checkpoint a detector's result (and the results built on it) recorded: what a restore
+        must reproduce. Results from before detectors recorded it: the one their dependants agree on."""
+        det = run.detector()
+        path = self.result_path(det)
+        if path.is_file() and json.loads(path.read_text()).get("checkpoint_sha256"):
+            return json.loads(path.read_text())["checkpoint_sha256"]
+        seen = {json.loads(p.read_text()).get("detector_sha256") for p in Path(self.results_dir).glob("*.json")
+                if p.name.startswith(f"{det.backbone}__") and p.stem.endswith(f"__s{det.seed}")}
+        seen.discard(None)
+        return seen.pop() if len(seen) == 1 else None
 
     def detector_sha256(self, run: Run) -> Optional[str]:
         """The finished detector's final checkpoint (its sha256), which a run built on; None while
@@ -292,17 +331,23 @@ class Study:
             if reason is None:
                 continue
             self.log(f"{run.key}: superseded ({reason}); it will be rerun")
-            record["superseded"] = {"reason": reason, "at": stamp}
-            dest = path.parent / "superseded" / f"{run.key}__{stamp}.json"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(record, dest)
-            path.unlink()
-            if self.run_dir(run).is_dir() and not reason.startswith("inference settings"):  # else: re-evaluated
-                old = Path(self.runs_dir) / "superseded" / f"{run.key}__{stamp}"
-                old.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.run_dir(run), old)
-            moved.append(dest)
+            # an inference-only change is re-evaluated: its trained run stays
+            moved.append(self._move_aside(run, record, reason, stamp, keep_run_dir=reason.startswith("inference")))
         return moved
+
+    def _move_aside(self, run: Run, record: dict, reason: str, stamp: Optional[str] = None,
+                    keep_run_dir: bool = False) -> Path:
+        stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+        record["superseded"] = {"reason": reason, "at": stamp}
+        dest = self.result_path(run).parent / "superseded" / f"{run.key}__{stamp}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, dest)
+        self.result_path(run).unlink()
+        if self.run_dir(run).is_dir() and not keep_run_dir:
+            old = Path(self.runs_dir) / "superseded" / f"{run.key}__{stamp}"
+            old.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.run_dir(run), old)
+        return dest
 
     def _lock_path(self, run: Run) -> Path:
         return Path(self.runs_dir) / f"{run.key}.lock"
@@ -333,7 +378,7 @@ class Study:
             return False
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
-        if self.result_path(run).is_file():  # finished by another process meanwhile
+        if self._finished(run):  # finished by another process meanwhile
             self._release(run)
             return False
         return True
@@ -350,11 +395,15 @@ class Study:
         config = run.config(self.scale, det_dir)
         if config.detector and not (det_dir / "done.json").is_file():
             raise RuntimeError(f"{run.key}: its detector {det_dir} is not trained; run the plan in order")
+        restoring = run.preset == "detector" and self.result_path(run).is_file()
         t0 = time.perf_counter()
         if not (out / "done.json").is_file():
-            run_training(config, Path(self.scale.data) / "train", out, resume=bool(list_checkpoints(out)),
-                         progress=self.progress)
+            with _threads(self.restore_threads(run) if restoring else None):
+                run_training(config, Path(self.scale.data) / "train", out, resume=bool(list_checkpoints(out)),
+                             progress=self.progress)
         train_wall = time.perf_counter() - t0
+        if restoring and self._restored(run):
+            return self.result_path(run)
         t0 = time.perf_counter()
         metrics, eval_how, preds, val_ids = self.evaluate(run, config, out, det_dir)
         record = {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
@@ -366,8 +415,7 @@ class Study:
                   "train_wall_seconds_this_process": round(train_wall, 1),
                   "eval_seconds": round(time.perf_counter() - t0, 1), **run_versions(out),
                   "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids)}
-        if config.stage != "detector":
-            record["detector_sha256"] = self.detector_sha256(run)
+        record["detector_sha256" if config.stage != "detector" else "checkpoint_sha256"] = self.detector_sha256(run)
         cache = det_dir / "roi_cache" / "meta.json"
         if config.mask_roi_cache and cache.is_file():  # built once per detector: counted once by the report
             c = json.loads(cache.read_text())
@@ -375,6 +423,29 @@ class Study:
         path = self.result_path(run)
         write_json_atomic(record, path)
         return path
+
+    def restore_threads(self, run: Run) -> int:
+        """The torch thread count a detector trained with (its result records it; results from before
+        that: ``LEGACY_DETECTOR_THREADS``). Its weights are reproducible only with the same count."""
+        return json.loads(self.result_path(run).read_text()).get("torch_threads") or LEGACY_DETECTOR_THREADS
+
+    def _restored(self, run: Run) -> bool:
+        """After retraining a detector that has a result (its weights were not here): True if the
+        weights are the recorded ones, bit for bit (CPU training is deterministic for a given torch
+        and thread count), so every result built on it stands. Else its result is superseded (and,
+        by ``stale_reason``, those built on it) and it is evaluated anew."""
+        path, want, got = self.result_path(run), self.recorded_detector_sha256(run), self.detector_sha256(run)
+        record = json.loads(path.read_text())
+        if want is not None and want == got:
+            self.log(f"{run.key}: restored bit for bit (checkpoint sha256 {got[:12]}…)")
+            if record.get("checkpoint_sha256") != got:
+                write_json_atomic({**record, "checkpoint_sha256": got}, path)
+            return True
+        reason = (f"retrained where its weights were missing, and the checkpoint differs from the recorded one "
+                  f"(sha256 {str(want)[:12]}… → {str(got)[:12]}…)")
+        self.log(f"{run.key}: WARNING {reason}; the results built on it will be superseded and rerun")
+        self._move_aside(run, record, reason, keep_run_dir=True)
+        return False
 
     def masks_per_a_class(self, run: Run) -> Optional[float]:
         """Mask-labelled training instances per set-A class (Figure 3's x axis)."""
@@ -444,6 +515,24 @@ class Study:
             write_json_atomic(record, path)
             done.append(path)
         return done
+
+
+# The detectors trained before results recorded their thread count ran alone on this 2-core machine.
+LEGACY_DETECTOR_THREADS = 2
+
+
+@contextmanager
+def _threads(n: Optional[int]):
+    """torch's intra-op thread count set to ``n`` inside (None: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _val_split(val, name: str, seed: int):

@@ -64,7 +64,7 @@ def train_seconds(log: Path) -> float:
 
 def run_versions(out: Path) -> dict:
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
-    return {"generator_version": meta.get("generator_version"), "maskx_version": meta.get("maskx_version")}
+    return {k: meta.get(k) for k in ("generator_version", "maskx_version", "torch_version", "torch_threads")}
 
 
 def load_superseded(results_dir="results") -> list[dict]:

@@ -62,6 +62,8 @@ def run_meta(config: Config, dataset: CocoDataset, split: Split, world_size: int
     return {"config": config.to_json(), "class_names": list(dataset.categories.names),
             "category_ids": list(dataset.categories.ids), "set_A": list(split.a_ids), "split": split.to_json(),
             "data": str(dataset.ann_file), "world_size": world_size, "maskx_version": __version__,
+            # CPU training is bit-reproducible for a given torch version and thread count (not across counts)
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
             "generator_version": dataset.data.get("info", {}).get("generator_version")}
 
 
@@ -107,9 +109,6 @@ def _init_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         return rank, world_size, torch.device("cuda", local)
     return rank, world_size, torch.device("cpu")
-
-
-MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
 
 
 def param_groups(model: torch.nn.Module, config: Config) -> list[dict]:

@@ -156,9 +156,15 @@ def test_a_retrained_detector_supersedes_the_runs_built_on_it(tmp_path):
             {"run": run.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
     assert study.stale_reason(agn, json.loads(study.result_path(agn).read_text())) is None  # same detector
     moved = study.supersede_stale([det, agn])
-    assert len(moved) == 2 and load_results(tmp_path / "results") == {}
-    reasons = [json.loads(p.read_text())["superseded"]["reason"] for p in moved]
-    assert "base_lr (0.02 → 0.08)" in reasons[0] and "detector was retrained" in reasons[1]
+    # the detector goes at once; the mask run stays until a new detector exists (nothing to compare yet)
+    assert [p.name.split("__")[1] for p in moved] == ["detector"] and list(load_results(tmp_path / "results")) == [agn.key]
+    assert "base_lr (0.02 → 0.08)" in json.loads(moved[0].read_text())["superseded"]["reason"]
+    det_dir.mkdir(parents=True)  # the retrained detector
+    (det_dir / "done.json").write_text("{}")
+    (det_dir / "ckpt_0000004.json").write_text(json.dumps({"sha256": "new detector"}))
+    moved = study.supersede_stale([det, agn])
+    assert len(moved) == 1 and load_results(tmp_path / "results") == {}
+    assert "detector was retrained" in json.loads(moved[0].read_text())["superseded"]["reason"]
 
 
 @pytest.mark.slow  # trains 4 tiny runs (about a minute)
@@ -190,6 +196,47 @@ def test_results_record_both_directions_and_rerun_skips(tiny_study):
     path.write_text(json.dumps(old))
     assert study.add_gt_box_ious(runs) == [path] and sorted(study.run_dir(runs[1]).glob("ckpt_*")) == ckpts
     assert all("masks_on_gt_boxes" in m for m in json.loads(path.read_text())["metrics"].values())
+
+
+@pytest.mark.slow  # retrains the tiny detector twice (seconds each)
+def test_a_fresh_clone_restores_the_detector_bit_for_bit_or_supersedes(tiny_study, tmp_path):
+    """results/ is committed, runs/ is not: in a fresh clone the first run that needs a detector
+    retrains it with the recorded thread count; identical weights keep every result built on it,
+    different ones supersede them."""
+    import shutil
+
+    from maskx.study import load_results
+
+    study, runs, _ = tiny_study
+    shutil.copytree(study.results_dir, tmp_path / "results")
+    logs = []
+    clone = Study(study.scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", progress=False,
+                  log=logs.append)
+    det, new = runs[0], Run("agnostic_mlp", "voc2nonvoc", 0, study.scale.backbone)
+    before = load_results(tmp_path / "results")
+    assert before[det.key]["torch_threads"] == torch.get_num_threads() and before[det.key]["checkpoint_sha256"]
+    assert clone.run(runs) == []  # nothing pending: nothing retrained
+    assert clone.run(runs + [new]) == [clone.result_path(det), clone.result_path(new)]
+    assert any("restored bit for bit" in m for m in logs)
+    after = load_results(tmp_path / "results")
+    assert {k: after[k] for k in before} == before  # every result stands, the detector's included
+    assert after[new.key]["detector_sha256"] == before[det.key]["checkpoint_sha256"]
+
+    # a detector that comes out different (here: results that recorded other weights) supersedes its
+    # own result and every result built on it, and they are rerun
+    for key, record in after.items():
+        sha = "checkpoint_sha256" if key == det.key else "detector_sha256"
+        clone.result_path(Run(*key.split("__")[1:3], 0, det.backbone)).write_text(json.dumps({**record, sha: "0" * 64}))
+    clone.result_path(new).unlink()  # pending: it needs the detector
+    shutil.rmtree(tmp_path / "runs")
+    logs.clear()
+    assert len(clone.run(runs + [new])) == len(runs) + 1
+    assert any("WARNING" in m and "differs from the recorded one" in m for m in logs)
+    reasons = [json.loads(p.read_text())["superseded"]["reason"] for p in (tmp_path / "results/superseded").glob("*")]
+    assert sum("differs from the recorded one" in r for r in reasons) == 1
+    assert sum("detector was retrained" in r for r in reasons) == len(runs) - 1  # the gate's mask runs, the e2e run
+    assert {r["detector_sha256"] for k, r in load_results(tmp_path / "results").items() if k != det.key} == \
+        {before[det.key]["checkpoint_sha256"]}
 
 
 @pytest.mark.slow  # trains 4 tiny runs (about a minute)
