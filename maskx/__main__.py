@@ -186,7 +186,10 @@ def _cmd_study_run(args) -> dict:
             k = argv.index("--jobs")
             del argv[k:k + 2]
         argv = [a for a in argv if not a.startswith("--jobs=")]
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        study, runs = _study(args)  # detectors trained with more threads than a worker gets: restored here first
+        study.restore_wide_detectors(runs, threads)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         procs = [subprocess.Popen([sys.executable, "-m", "maskx", *argv], env=env) for _ in range(args.jobs)]
         codes = [p.wait() for p in procs]
         if any(codes):

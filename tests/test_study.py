@@ -278,6 +278,25 @@ def test_cached_evaluation_equals_the_full_model(tiny_study):
         cache.predict_masks(predictor)
 
 
+def test_workers_leave_wide_restores_to_the_parent(tmp_path, monkeypatch):
+    """A detector that trained with more threads than a ``--jobs`` worker has is not restored by a
+    worker (it would oversubscribe the cores): the parent restores it first, alone; narrow ones are
+    left to the workers."""
+    study = Study(SCALES["tiny"], results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", log=lambda m: None)
+    wide, narrow = Run("detector", "all", 0, "resnet18"), Run("detector", "all", 1, "resnet18")
+    runs = [wide, Run("agnostic", "voc2nonvoc", 0, "resnet18"), narrow, Run("agnostic", "voc2nonvoc", 1, "resnet18")]
+    study.result_path(wide).parent.mkdir(parents=True)
+    for det, threads in ((wide, torch.get_num_threads() + 1), (narrow, 1)):
+        study.result_path(det).write_text(json.dumps({"run": det.key, "torch_threads": threads}))
+    assert study._todo(runs) == runs  # each pending run preceded by its detector, to restore
+    assert not study._can_restore(wide) and study._can_restore(narrow)
+    restored = []
+    monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(Study, "run_one", lambda self, run: restored.append(run) or self.result_path(run))
+    assert study.restore_wide_detectors(runs, threads=1) == [study.result_path(wide)]
+    assert restored == [wide] and not study._locked(wide)
+
+
 def test_claims_are_exclusive_and_stale_locks_are_reclaimed(tmp_path):
     study = Study(SCALES["tiny"], results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", log=lambda m: None)
     run = Run("agnostic", "voc2nonvoc", 0, "resnet18")
