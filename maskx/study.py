@@ -152,8 +152,14 @@ class Study:
             return f"{what} in " + ", ".join(f"{k} ({have[k]!r} → {want[k]!r})" for k in diff)
         if record.get("generator_version") != GENERATOR_VERSION:
             return f"generator version {record.get('generator_version')} → {GENERATOR_VERSION}"
-        trained_on = record.get("detector_sha256") or (record.get("roi_cache") or {}).get("detector_sha256")
         here = self.detector_sha256(run)
+        if want["stage"] == "detector":
+            recorded = self.recorded_detector_sha256(run)
+            if recorded and here and recorded != here:
+                return (f"weights here differ from the recorded ones (checkpoint sha256 {recorded[:12]}… → "
+                        f"{here[:12]}…): evaluated again")
+            return None
+        trained_on = record.get("detector_sha256") or (record.get("roi_cache") or {}).get("detector_sha256")
         if want["stage"] != "detector" and trained_on and here and trained_on != here:
             return f"its detector was retrained (checkpoint sha256 {trained_on[:12]}… → {here[:12]}…)"
         return None  # a detector not trained here (a fresh clone) is restored before anything uses it
@@ -193,8 +199,9 @@ class Study:
             if reason is None:
                 continue
             self.log(f"{run.key}: superseded ({reason}); it will be rerun")
-            # an inference-only change is re-evaluated: its trained run stays
-            moved.append(self._move_aside(run, record, reason, stamp, keep_run_dir=reason.startswith("inference")))
+            # an inference-only change, or other weights here, is re-evaluated: its trained run stays
+            moved.append(self._move_aside(run, record, reason, stamp,
+                                          keep_run_dir=reason.startswith(("inference", "weights here"))))
         return moved
 
     def _move_aside(self, run: Run, record: dict, reason: str, stamp: Optional[str] = None,

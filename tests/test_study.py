@@ -278,6 +278,28 @@ def test_cached_evaluation_equals_the_full_model(tiny_study):
         cache.predict_masks(predictor)
 
 
+def test_a_detector_whose_weights_here_differ_is_evaluated_again_and_its_runs_rerun(tmp_path):
+    """A detector trained here whose checkpoint is not the one its result (or, for results from before
+    detectors recorded it, the runs built on it) recorded: the detector is evaluated again (weights
+    kept), the runs built on the other weights are rerun."""
+    scale = SCALES["tiny"]
+    det, agn = Run("detector", "all", 0, "resnet18"), Run("agnostic", "voc2nonvoc", 0, "resnet18")
+    study = Study(scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    det_dir = study.run_dir(det)
+    det_dir.mkdir(parents=True)
+    (det_dir / "done.json").write_text("{}")
+    (det_dir / "ckpt_0000004.json").write_text(json.dumps({"sha256": "here"}))
+    study.result_path(det).parent.mkdir(parents=True)
+    for run, config, extra in ((det, det.config(scale), {}), (agn, agn.config(scale, det_dir), {"detector_sha256": "old"})):
+        study.result_path(run).write_text(json.dumps(
+            {"run": run.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
+    assert study.recorded_detector_sha256(det) == "old"  # from the runs built on it
+    moved = study.supersede_stale([det, agn])
+    reasons = [json.loads(p.read_text())["superseded"]["reason"] for p in moved]
+    assert "weights here differ" in reasons[0] and "detector was retrained" in reasons[1]
+    assert (det_dir / "done.json").is_file()  # kept: only evaluated again
+
+
 def test_workers_leave_wide_restores_to_the_parent(tmp_path, monkeypatch):
     """A detector that trained with more threads than a ``--jobs`` worker has is not restored by a
     worker (it would oversubscribe the cores): the parent restores it first, alone; narrow ones are
