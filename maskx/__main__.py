@@ -187,8 +187,9 @@ def _cmd_study_run(args) -> dict:
             del argv[k:k + 2]
         argv = [a for a in argv if not a.startswith("--jobs=")]
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        study, runs = _study(args)  # detectors trained with more threads than a worker gets: restored here first
-        study.restore_wide_detectors(runs, threads)
+        study, runs = _study(args)
+        study.supersede_stale(runs)  # once, before the workers look at results/
+        study.restore_wide_detectors(runs, threads)  # detectors trained with more threads than a worker gets
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         procs = [subprocess.Popen([sys.executable, "-m", "maskx", *argv], env=env) for _ in range(args.jobs)]
         codes = [p.wait() for p in procs]

@@ -192,16 +192,21 @@ class Study:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for run in runs:
             path = self.result_path(run)
-            if not path.is_file() or self._locked(run):
+            if not path.is_file() or not self._lock(run):  # locked: running, or being moved by another worker
                 continue
-            record = json.loads(path.read_text())
-            reason = self.stale_reason(run, record)
-            if reason is None:
-                continue
-            self.log(f"{run.key}: superseded ({reason}); it will be rerun")
-            # an inference-only change, or other weights here, is re-evaluated: its trained run stays
-            moved.append(self._move_aside(run, record, reason, stamp,
-                                          keep_run_dir=reason.startswith(("inference", "weights here"))))
+            try:
+                if not path.is_file():
+                    continue
+                record = json.loads(path.read_text())
+                reason = self.stale_reason(run, record)
+                if reason is None:
+                    continue
+                self.log(f"{run.key}: superseded ({reason}); it will be rerun")
+                # an inference-only change, or other weights here, is re-evaluated: its trained run stays
+                moved.append(self._move_aside(run, record, reason, stamp,
+                                              keep_run_dir=reason.startswith(("inference", "weights here"))))
+            finally:
+                self._release(run)
         return moved
 
     def _move_aside(self, run: Run, record: dict, reason: str, stamp: Optional[str] = None,
@@ -236,7 +241,8 @@ class Study:
             pass
         return True
 
-    def _claim(self, run: Run) -> bool:
+    def _lock(self, run: Run) -> bool:
+        """Take the run's lock file (False: another live process holds it)."""
         path = self._lock_path(run)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and not self._locked(run):
@@ -247,6 +253,11 @@ class Study:
             return False
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
+        return True
+
+    def _claim(self, run: Run) -> bool:
+        if not self._lock(run):
+            return False
         if self._finished(run):  # finished by another process meanwhile
             self._release(run)
             return False
