@@ -84,3 +84,24 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     assert "superseded runs cost another 0.03 h" in text
     assert "0.15 h (training steps + evaluation + 1 RoI cache, 0.10 h" in text  # the shared cache counted once
     assert "pending" in text  # every table is rendered, unmeasured cells say so
+
+
+def test_earlier_gates_pair_the_runs_superseded_together():
+    _, agn, ora = table_runs("gate", SCALE)
+    def old(run, b, at):
+        return {**record(run, b), "superseded": {"at": at, "reason": "its detector was retrained"}}
+    history = [old(agn, 5.0, "t1"), old(ora, 14.0, "t1"), old(agn, 6.0, "t2")]  # t2: the oracle not superseded then
+    gates = report.earlier_gates(history, SCALE)
+    assert [(e["at"], e["gap"], e["passed"]) for e in gates] == [("t1", pytest.approx(9.0), True)]
+
+
+def test_report_says_when_the_gate_passed_at_freeze_but_not_on_the_current_detector(tmp_path):
+    _, agn, ora = table_runs("gate", SCALE)
+    (tmp_path / "superseded").mkdir(parents=True)
+    for run, b in ((agn, 5.0), (ora, 14.0)):
+        (tmp_path / f"{run.key}.json").write_text(json.dumps(record(run, {"agnostic": 5.5, "oracle": 13.0}[run.preset])))
+        (tmp_path / "superseded" / f"{run.key}__t1.json").write_text(json.dumps(
+            {**record(run, b), "superseded": {"at": "t1", "reason": "its detector was retrained"}}))
+    report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
+    text = (tmp_path / "R.md").read_text()
+    assert "gap 7.5 (FAILS" in text and "frozen for the study when the gate passed" in text and "gap 9.0" in text
