@@ -135,6 +135,20 @@ def test_new_inference_settings_re_evaluate_and_keep_the_trained_run(tmp_path):
     assert load_results(tmp_path / "results") == {} and study.run_dir(agn).is_dir()  # evaluated again, not retrained
 
 
+def fake_detector_and_run(study, scale, det, run, weights: str, recorded: str):
+    """A trained detector folder whose final checkpoint has sha256 ``weights``, its result and one
+    result built on a detector with sha256 ``recorded`` (configs at ``scale``); returns the folder."""
+    det_dir = study.run_dir(det)
+    det_dir.mkdir(parents=True)
+    (det_dir / "done.json").write_text("{}")
+    (det_dir / "ckpt_0000004.json").write_text(json.dumps({"sha256": weights}))
+    study.result_path(det).parent.mkdir(parents=True)
+    for r, config, extra in ((det, det.config(scale), {}), (run, run.config(scale, det_dir), {"detector_sha256": recorded})):
+        study.result_path(r).write_text(json.dumps(
+            {"run": r.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
+    return det_dir
+
+
 def test_a_retrained_detector_supersedes_the_runs_built_on_it(tmp_path):
     """Changing only the detectors' recipe (``detector_overrides``) makes the detector stale, and
     with it every run that recorded the old detector's checkpoint; the mask runs' configs are unchanged."""
@@ -145,15 +159,7 @@ def test_a_retrained_detector_supersedes_the_runs_built_on_it(tmp_path):
     det, agn = Run("detector", "all", 0, "resnet18"), Run("agnostic", "voc2nonvoc", 0, "resnet18")
     assert det.config(new).base_lr == 0.08 and agn.config(new, "d").base_lr == agn.config(old, "d").base_lr
     study = Study(new, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
-    det_dir = study.run_dir(det)
-    det_dir.mkdir(parents=True)
-    (det_dir / "done.json").write_text("{}")
-    (det_dir / "ckpt_0000004.json").write_text(json.dumps({"sha256": "old detector"}))
-    study.result_path(det).parent.mkdir(parents=True)
-    for run, config, extra in ((det, det.config(old), {}),
-                               (agn, agn.config(old, det_dir), {"detector_sha256": "old detector"})):
-        study.result_path(run).write_text(json.dumps(
-            {"run": run.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
+    det_dir = fake_detector_and_run(study, old, det, agn, weights="old detector", recorded="old detector")
     assert study.stale_reason(agn, json.loads(study.result_path(agn).read_text())) is None  # same detector
     moved = study.supersede_stale([det, agn])
     # the detector goes at once; the mask run stays until a new detector exists (nothing to compare yet)
@@ -285,14 +291,7 @@ def test_a_detector_whose_weights_here_differ_is_evaluated_again_and_its_runs_re
     scale = SCALES["tiny"]
     det, agn = Run("detector", "all", 0, "resnet18"), Run("agnostic", "voc2nonvoc", 0, "resnet18")
     study = Study(scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
-    det_dir = study.run_dir(det)
-    det_dir.mkdir(parents=True)
-    (det_dir / "done.json").write_text("{}")
-    (det_dir / "ckpt_0000004.json").write_text(json.dumps({"sha256": "here"}))
-    study.result_path(det).parent.mkdir(parents=True)
-    for run, config, extra in ((det, det.config(scale), {}), (agn, agn.config(scale, det_dir), {"detector_sha256": "old"})):
-        study.result_path(run).write_text(json.dumps(
-            {"run": run.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
+    det_dir = fake_detector_and_run(study, scale, det, agn, weights="here", recorded="old")
     assert study.recorded_detector_sha256(det) == "old"  # from the runs built on it
     moved = study.supersede_stale([det, agn])
     reasons = [json.loads(p.read_text())["superseded"]["reason"] for p in moved]
