@@ -131,18 +131,15 @@ def gate(results: dict, scale: StudyScale) -> Optional[dict]:
 def earlier_gates(old: list[dict], scale: StudyScale) -> list[dict]:
     """Gate measurements among superseded results: an agnostic and an oracle result superseded at
     the same moment (built on the same detector), oldest first."""
-    _, agn, ora = table_runs("gate", scale)
+    ora = table_runs("gate", scale)[2]
     by_stamp: dict[str, dict] = {}
     for r in old:
         by_stamp.setdefault(r["superseded"]["at"], {})[r["run"]] = r
     out = []
     for at, rs in sorted(by_stamp.items()):
-        if agn.key in rs and ora.key in rs:
-            a = rs[agn.key]["metrics"]["voc2nonvoc"]["B"]["segm_AP"]
-            o = rs[ora.key]["metrics"]["voc2nonvoc"]["B"]["segm_AP"]
-            out.append({"at": at, "agnostic": a, "oracle": o, "gap": o - a, "passed": o - a >= GATE_MIN_GAP,
-                        "generator_version": rs[ora.key].get("generator_version"),
-                        "reason": rs[ora.key]["superseded"]["reason"]})
+        g = gate(rs, scale)  # None unless both runs were superseded then
+        if g is not None:
+            out.append({**g, "at": at, "reason": rs[ora.key]["superseded"]["reason"]})
     return out
 
 
@@ -220,8 +217,9 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
     superseded = load_superseded(results_dir)
     gate_keys = {r.key for r in table_runs("gate", sc)[1:]}
     old = [r for r in superseded if r["run"] in gate_keys]
-    frozen = [e for e in earlier_gates(old, sc) if g and e["generator_version"] == g["generator_version"] and e["passed"]]
-    if g is not None and not g["passed"] and frozen:
+    frozen = [] if g is None or g["passed"] else \
+        [e for e in earlier_gates(old, sc) if e["passed"] and e["generator_version"] == g["generator_version"]]
+    if frozen:
         e = frozen[-1]
         lines += ["", f"The generator (version {e['generator_version']}) was frozen for the study when the gate passed: "
                   f"class-agnostic {e['agnostic']:.1f}, oracle {e['oracle']:.1f}, gap {e['gap']:.1f} on an earlier "

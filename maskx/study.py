@@ -101,16 +101,18 @@ class Study:
         more than ``threads`` threads (what each ``--jobs`` worker gets); run before the workers start."""
         from .data.synthetic import ensure_dataset
 
+        wide = [d for d in self._todo(runs)
+                if d.preset == "detector" and self.result_path(d).is_file() and self.restore_threads(d) > threads]
+        if wide:
+            ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
         done = []
-        for det in self._todo(runs):
-            if det.preset == "detector" and self.result_path(det).is_file() and self.restore_threads(det) > threads:
-                ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
-                if self._claim(det):
-                    try:
-                        self.log(f"restoring {det.key} with {self.restore_threads(det)} threads before the workers start")
-                        done.append(self.run_one(det))
-                    finally:
-                        self._release(det)
+        for det in wide:
+            if self._claim(det):
+                try:
+                    self.log(f"restoring {det.key} with {self.restore_threads(det)} threads before the workers start")
+                    done.append(self.run_one(det))
+                finally:
+                    self._release(det)
         return done
 
     def _trained_here(self, run: Run) -> bool:
@@ -160,7 +162,7 @@ class Study:
                         f"{here[:12]}…): evaluated again")
             return None
         trained_on = record.get("detector_sha256") or (record.get("roi_cache") or {}).get("detector_sha256")
-        if want["stage"] != "detector" and trained_on and here and trained_on != here:
+        if trained_on and here and trained_on != here:
             return f"its detector was retrained (checkpoint sha256 {trained_on[:12]}… → {here[:12]}…)"
         return None  # a detector not trained here (a fresh clone) is restored before anything uses it
 
@@ -169,8 +171,9 @@ class Study:
         must reproduce. Results from before detectors recorded it: the one their dependants agree on."""
         det = run.detector()
         path = self.result_path(det)
-        if path.is_file() and json.loads(path.read_text()).get("checkpoint_sha256"):
-            return json.loads(path.read_text())["checkpoint_sha256"]
+        recorded = json.loads(path.read_text()).get("checkpoint_sha256") if path.is_file() else None
+        if recorded:
+            return recorded
         seen = {json.loads(p.read_text()).get("detector_sha256") for p in Path(self.results_dir).glob("*.json")
                 if p.name.startswith(f"{det.backbone}__") and p.stem.endswith(f"__s{det.seed}")}
         seen.discard(None)
