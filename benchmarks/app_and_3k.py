@@ -5,7 +5,9 @@
 a. ``maskx.load("maskx-3k")``: load time in a fresh process (imports included), and ``predict`` on
    ``--images`` val images of the 3000-class world drawn at 512 px (``render3k(1, i, 512)``; the model
    resizes to its 256 px), median and max wall time per image after one warm-up, detections per
-   image, with ``torch.get_num_threads()`` threads (2 here).
+   image, with ``torch.get_num_threads()`` threads (2 here). Three variants, interleaved image by
+   image, give the inference speed-ups before/after (``_predictors``); the headline numbers are the
+   app's (``sparse_roi_align``).
 b. App cold start: ``streamlit run app/streamlit_app.py`` started as a fresh process, then headless
    Chromium (Playwright, the system's ``chromium``) opens the Segment page; the time from starting
    the process until the overlay image is on the page, and until the server answers its health
@@ -31,27 +33,59 @@ LOAD_SNIPPET = ("import sys, time; t=time.perf_counter(); import maskx; p=maskx.
                 "print(time.perf_counter()-t)")
 
 
-def bench_predict(images: int, model: str = "maskx-3k") -> dict:
-    import torch
+VARIANTS = ("torchvision", "postprocess", "sparse_roi_align")
+
+
+def _predictors(model: str) -> dict:
+    """The model three ways, before → after of the inference speed-ups: ``torchvision`` (its RoIAlign
+    forward and its ``postprocess_detections``, which decodes a box for every RoI x class),
+    ``postprocess`` (Mask^X's, decoding only pairs above the score threshold: same output bit for
+    bit), ``sparse_roi_align`` (that, plus the sparse RoIAlign forward: what the app uses)."""
+    import types
+
+    from torchvision.models.detection.roi_heads import RoIHeads
 
     import maskx
+
+    out = {v: maskx.load(model, roi_align_forward="sparse" if v == "sparse_roi_align" else "torchvision")
+           for v in VARIANTS}
+    heads = out["torchvision"].model.roi_heads
+    heads.postprocess_detections = types.MethodType(RoIHeads.postprocess_detections, heads)
+    return out
+
+
+def bench_predict(images: int, model: str = "maskx-3k") -> dict:
+    """Per-image ``predict`` of each variant, interleaved image by image (same load for all)."""
+    import torch
+
     from maskx.data.synthetic3k import render3k
 
     load_s = float(subprocess.run([sys.executable, "-c", LOAD_SNIPPET, model], capture_output=True, text=True, check=True,
                                   cwd=REPO).stdout.strip().splitlines()[-1])
-    predictor = maskx.load(model)
+    predictors = _predictors(model)
     pics = [render3k(1, i, 512)[0] for i in range(images + 1)]
-    predictor.predict(pics[0])  # warm-up
-    times, dets = [], []
+    for p in predictors.values():
+        p.predict(pics[0])  # warm-up
+    times = {v: [] for v in VARIANTS}
+    dets, same = [], True
     for pic in pics[1:]:
-        t = time.perf_counter()
-        found = predictor.predict(pic)
-        times.append(time.perf_counter() - t)
-        dets.append(len(found))
+        found = {}
+        for v, p in predictors.items():
+            t = time.perf_counter()
+            found[v] = p.predict(pic)
+            times[v].append(time.perf_counter() - t)
+        dets.append(len(found["sparse_roi_align"]))
+        same &= len(found["torchvision"]) == len(found["postprocess"]) and all(
+            a.box == b.box and a.label == b.label for a, b in zip(found["torchvision"], found["postprocess"]))
+    base = times["torchvision"]
+    variants = {v: {"median_s": round(statistics.median(ts), 3), "max_s": round(max(ts), 3),
+                    "x_torchvision": round(statistics.median(t / b for t, b in zip(ts, base)), 3),
+                    "times_s": [round(t, 3) for t in ts]} for v, ts in times.items()}
+    app = variants["sparse_roi_align"]
     return {"load_fresh_process_s": round(load_s, 2), "images": images, "input_px": 512,
-            "model_image_size": predictor.config.image_size, "threads": torch.get_num_threads(),
-            "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
-            "mean_detections": round(statistics.fmean(dets), 1), "times_s": [round(t, 3) for t in times]}
+            "model_image_size": predictors["torchvision"].config.image_size, "threads": torch.get_num_threads(),
+            "median_s": app["median_s"], "max_s": app["max_s"], "mean_detections": round(statistics.fmean(dets), 1),
+            "postprocess_same_detections": same, "variants": variants}
 
 
 def bench_app_cold_start(screenshot: str = "") -> dict:
@@ -125,6 +159,8 @@ def main(argv=None) -> int:
     p, a = res["predict_3k"], res["app_cold_start"]
     print(f"| 3000-class model | load (fresh process) {p['load_fresh_process_s']} s | predict at 512 px: median "
           f"{p['median_s']} s, max {p['max_s']} s ({p['threads']} threads, {p['mean_detections']} detections/img) |")
+    for v, r in p["variants"].items():
+        print(f"| predict, {v} | median {r['median_s']} s | {r['x_torchvision']}x torchvision |")
     print("| app cold start | " + (a.get("skipped") or f"first result on the page {a['first_result_s']} s after "
                                     f"`streamlit run` (server healthy at {a['server_healthy_s']} s)") + " |")
     return 0

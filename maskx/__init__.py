@@ -7,8 +7,9 @@
 __version__ = "0.1.0"
 
 
-def load(path, class_names=None):
-    """Load a trained model for prediction; see ``maskx.predictor.load``."""
+def load(path, class_names=None, **kwargs):
+    """Load a trained model for prediction; see ``maskx.predictor.load`` (``device``, ``inference``,
+    ``roi_align_forward="sparse"`` for faster CPU prediction)."""
     from .predictor import load as _load
 
-    return _load(path, class_names=class_names)
+    return _load(path, class_names=class_names, **kwargs)

@@ -47,6 +47,9 @@ class Config:
     mask_dim: int = 256  # channels of the mask FCN and size of w_seg
     box_head_dim: int = 1024  # size of w_cls (paper: 1024)
     roi_align_backward: str = "sparse"  # CPU RoIAlign backward: sparse (multithreaded) | torchvision
+    # CPU RoIAlign forward: torchvision | sparse (faster, equal up to float rounding; implies the sparse
+    # backward). Off by default so trained checkpoints reproduce bit for bit; maskx.load(..., roi_align_forward=)
+    roi_align_forward: str = "torchvision"
     # training
     stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only)
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
@@ -83,6 +86,7 @@ class Config:
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
+        _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))
         if self.transfer_layers not in (1, 2, 3):
             raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
         for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden",

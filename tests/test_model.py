@@ -1,6 +1,8 @@
 """The paper's claims as tests: stop-grad, A-only mask loss, K-independent = full mask path, stages."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -243,3 +245,31 @@ def test_text_embedding_model_feeds_t_with_384d_rows():
     emb = model.roi_heads.mask_predictor.embedding
     assert emb.shape == (len(NAMES) + 1, 384) and emb[0].abs().sum() == 0
     assert model.roi_heads.mask_predictor.transfer.net[0].in_features == 384
+
+
+@pytest.mark.parametrize("num_classes, score_thresh", [(81, 0.05), (3001, 0.001), (2, 0.0), (21, 0.5)])
+def test_postprocess_decodes_only_kept_pairs_with_torchvision_output(num_classes, score_thresh):
+    """MaskXRoIHeads.postprocess_detections returns exactly torchvision's (bit for bit)."""
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    from maskx.models.roi_heads import MaskXRoIHeads
+
+    heads = SimpleNamespace(box_coder=det_utils.BoxCoder((10.0, 10.0, 5.0, 5.0)), nms_thresh=0.5,
+                            score_thresh=score_thresh, detections_per_img=50)
+    gen = torch.Generator().manual_seed(num_classes)
+    proposals = []
+    for n in (300, 0, 150):
+        xy = torch.rand(n, 2, generator=gen) * 300 - 20
+        proposals.append(torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 120], 1))
+    proposals[2][:5, 2:] = proposals[2][:5, :2]  # empty boxes: removed as small
+    n = sum(len(p) for p in proposals)
+    logits = torch.randn(n, num_classes, generator=gen) * 3
+    codes = torch.randn(n, 4 * num_classes, generator=gen) * 4  # large: exp clamped
+    shapes = [(256, 320)] * 3
+    ref = RoIHeads.postprocess_detections(heads, logits, codes, proposals, shapes)
+    out = MaskXRoIHeads.postprocess_detections(heads, logits, codes, proposals, shapes)
+    assert sum(len(b) for b in ref[0]) > 0
+    for a, b in zip(ref, out):
+        for u, v in zip(a, b):
+            assert u.shape == v.shape and torch.equal(u, v)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from maskx.models.roi_align import SparseBackwardMultiScaleRoIAlign, roi_align_cpu
+from maskx.models.roi_align import SparseMultiScaleRoIAlign, roi_align_cpu
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -52,7 +52,7 @@ def test_multiscale_pooler_matches_torchvision():
     boxes = [torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], 1) for b in boxes]
     shapes = [(256, 256), (256, 256)]
     ref_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
-    new_pool = SparseBackwardMultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    new_pool = SparseMultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
     ref, out = ref_pool(x, boxes, shapes), new_pool(x, boxes, shapes)
     assert torch.allclose(out, ref, atol=1e-6)
     g = torch.randn(ref.shape, generator=gen)
@@ -68,3 +68,58 @@ def test_inference_uses_torchvision_directly():
     with torch.inference_mode():
         out = roi_align_cpu(feats, rois, (7, 7), 1.0, 2)
     assert torch.equal(out, roi_align(feats, rois, (7, 7), 1.0, 2, aligned=False))
+
+
+def _pyramid(gen: torch.Generator, batch: int = 2, channels: int = 8, size: int = 64) -> OrderedDict:
+    return OrderedDict((k, torch.randn(batch, channels, size // 2 ** i, size // 2 ** i, generator=gen,
+                                       requires_grad=True)) for i, k in enumerate(["0", "1", "2", "3"]))
+
+
+@pytest.mark.parametrize("levels, output_size, sampling", [(4, 14, 2), (4, 7, 2), (1, 7, 3), (2, (7, 5), 2)])
+def test_sparse_forward_matches_torchvision_forward_and_backward(levels, output_size, sampling):
+    gen = torch.Generator().manual_seed(2)
+    x = OrderedDict(list(_pyramid(gen).items())[:levels])
+    boxes = [_rois(n, 1, 256, gen)[:, 1:].clamp(-10, 270) for n in (37, 0 if levels == 2 else 21)]
+    boxes = [torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 0.3)], 1) for b in boxes]
+    boxes[0][0] = torch.tensor([0.0, 0.0, 250.0, 250.0])  # a large box: the coarsest level
+    shapes = [(256, 256), (256, 256)]
+    names = list(x)
+    ref = MultiScaleRoIAlign(names, output_size, sampling)(x, boxes, shapes)
+    out = SparseMultiScaleRoIAlign(names, output_size, sampling, sparse_forward=True)(x, boxes, shapes)
+    assert out.shape == ref.shape and _close(out, ref)
+    g = torch.randn(ref.shape, generator=gen)
+    for a, b in zip(torch.autograd.grad(out, list(x.values()), g), torch.autograd.grad(ref, list(x.values()), g)):
+        assert _close(a, b)
+
+
+def test_sparse_forward_output_is_channels_last_and_handles_no_rois():
+    gen = torch.Generator().manual_seed(3)
+    x = _pyramid(gen)
+    pool = SparseMultiScaleRoIAlign(list(x), 14, 2, sparse_forward=True)
+    with torch.inference_mode():
+        out = pool(x, [torch.tensor([[3.0, 4.0, 90.0, 60.0]]), torch.zeros(0, 4)], [(256, 256)] * 2)
+        empty = pool(x, [torch.zeros(0, 4)] * 2, [(256, 256)] * 2)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.shape == (1, 8, 14, 14)
+    assert empty.shape == (0, 8, 14, 14)
+    out = pool(x, [torch.zeros(0, 4)] * 2, [(256, 256)] * 2)
+    (grad,) = torch.autograd.grad(out.sum(), [x["0"]], allow_unused=True)
+    assert grad is not None and not grad.any()
+
+
+def test_model_with_sparse_forward_detects_the_same():
+    """A whole Mask^X R-CNN: ``roi_align_forward='sparse'`` gives torchvision-forward detections up to rounding."""
+    from maskx.config import Config
+    from maskx.models.maskx_rcnn import build_model
+
+    cfg = Config(backbone="resnet18", pretrained_backbone=False, image_size=128, mask_dim=16, box_head_dim=32,
+                 mlp_branch=True, mlp_hidden=16, score_thresh=0.0)
+    torch.manual_seed(0)
+    ref = build_model(cfg, [f"c{i}" for i in range(5)]).eval()
+    new = build_model(cfg.replace(roi_align_forward="sparse"), [f"c{i}" for i in range(5)]).eval()
+    new.load_state_dict(ref.state_dict())
+    image = torch.rand(3, 128, 160, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        a, b = ref([image])[0], new([image])[0]
+    assert len(a["boxes"]) > 10 and torch.equal(a["labels"], b["labels"])
+    for k in ("boxes", "scores", "masks"):
+        assert torch.allclose(a[k], b[k], atol=1e-4), k

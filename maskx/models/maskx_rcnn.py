@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch
@@ -15,7 +16,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..config import Config
 from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch
-from .roi_align import SparseBackwardMultiScaleRoIAlign
+from .roi_align import SparseMultiScaleRoIAlign
 from .roi_heads import MaskXRoIHeads
 from .transfer import WeightTransfer
 
@@ -135,8 +136,11 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
                                   config.transfer_activation)
     else:
         transfer, embedding = None, None
-    # same output as torchvision's pooler; "sparse" only replaces its single-threaded CPU backward
-    pool = SparseBackwardMultiScaleRoIAlign if config.roi_align_backward == "sparse" else MultiScaleRoIAlign
+    # same output as torchvision's pooler; "sparse" replaces its single-threaded CPU backward (and forward)
+    if config.roi_align_forward == "sparse":
+        pool = partial(SparseMultiScaleRoIAlign, sparse_forward=True)
+    else:
+        pool = SparseMultiScaleRoIAlign if config.roi_align_backward == "sparse" else MultiScaleRoIAlign
     roi_heads = MaskXRoIHeads(
         box_roi_pool=pool(names, output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(c * 7 * 7, config.box_head_dim),

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, project_masks_on_boxes
+from torchvision.ops import boxes as box_ops
 
 from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch, gather_mask_logits
 
@@ -105,6 +106,31 @@ class MaskXRoIHeads(RoIHeads):
             logits = self.mask_logits(features, boxes, torch.cat(mask_labels), image_shapes)
             losses["loss_mask"] = maskx_loss(logits, boxes, [t["masks"] for t in targets], idxs)
         return [], losses
+
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        """torchvision's ``postprocess_detections`` with the same output, but boxes are decoded only for
+        the (RoI, class) pairs scoring above ``score_thresh``, not for all R x K: with 3001 classes
+        softmax scores are mostly tiny and decoding every pair took a sixth of a prediction.
+        class_logits [R, K], box_regression [R, 4K], proposals per image [R_i, 4] → per image
+        boxes [N_i, 4], scores [N_i], labels [N_i]."""
+        per_image = [len(p) for p in proposals]
+        num_classes = class_logits.shape[-1]
+        out_boxes, out_scores, out_labels = [], [], []
+        for scores, codes, props, image_shape in zip(F.softmax(class_logits, -1).split(per_image),
+                                                    box_regression.split(per_image), proposals, image_shapes):
+            # flat index over [R_i, K - 1] in torchvision's order (row-major, background dropped)
+            inds = torch.where(scores[:, 1:].reshape(-1) > self.score_thresh)[0]
+            roi, labels = inds // (num_classes - 1), inds % (num_classes - 1) + 1
+            boxes = self.box_coder.decode_single(codes.view(len(props), num_classes, 4)[roi, labels], props[roi])
+            boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+            scores = scores[roi, labels]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out_boxes.append(boxes[keep])
+            out_scores.append(scores[keep])
+            out_labels.append(labels[keep])
+        return out_boxes, out_scores, out_labels
 
     def _inference(self, features, proposals, image_shapes):
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
