@@ -88,10 +88,10 @@ PRED_ROIS = 100
 MASK_SIZE = 28
 TARGETS = {"train_ratio_max": 1.10, "inference_ratio_max": 1.05, "predictor_3001_over_81_max": 1.10}
 TRAIN_VARIANTS = ("stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_cap64", "maskx_nocap", "maskx_mlp_nocap_tvroi",
-                  "maskx_mlp_cap64_tvroi")
-INFER_VARIANTS = ("stock", "maskx_mlp", "maskx")
+                  "maskx_mlp_cap64_tvroi", "maskx_mlp_cap64_sparsefwd")
+INFER_VARIANTS = ("stock", "maskx_mlp", "maskx", "maskx_mlp_sparsefwd")
 DENSE_INSTANCES = 16  # about 125 positive RoIs per image at random init, near the 128 a trained detector samples
-DENSE_VARIANTS = ("stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_mlp_nocap_tvroi")
+DENSE_VARIANTS = ("stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_mlp_nocap_tvroi", "maskx_mlp_cap64_sparsefwd")
 PRESET = {"maskx_mlp": "transfer_clsbox_2lrelu_mlp_e2e", "maskx": "transfer_clsbox_2lrelu_e2e"}
 
 
@@ -150,7 +150,8 @@ def build_maskx(kind: str, image_size: int, mask_rois_per_image: int = 64, score
     config = get_preset(PRESET[kind]).replace(
         image_size=image_size, rois_per_image=ROIS_PER_IMAGE, mask_rois_per_image=mask_rois_per_image,
         score_thresh=score_thresh, detections_per_img=DETECTIONS, batch_size=BATCH,
-        roi_align_backward=roi_align_backward)
+        roi_align_backward="sparse" if roi_align_backward == "sparsefwd" else roi_align_backward,
+        roi_align_forward="sparse" if roi_align_backward == "sparsefwd" else "torchvision")
     return build_model(config, CLASS_NAMES), config
 
 
@@ -236,10 +237,12 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 
 def parse_variant(name: str) -> tuple[str, int, str]:
     """'maskx_mlp_cap64' → ('maskx_mlp', 64, 'sparse'); 'maskx_nocap' → ('maskx', 0, 'sparse');
-    'maskx' → ('maskx', 64, 'sparse'); a '_tvroi' suffix: torchvision's RoIAlign backward (the before)."""
+    'maskx' → ('maskx', 64, 'sparse'); a '_tvroi' suffix: torchvision's RoIAlign backward (the before);
+    '_sparsefwd': the sparse RoIAlign forward too (``roi_align_forward='sparse'``)."""
     roi = "sparse"
-    if name.endswith("_tvroi"):
-        name, roi = name[:-len("_tvroi")], "torchvision"
+    for suffix, how in (("_tvroi", "torchvision"), ("_sparsefwd", "sparsefwd")):
+        if name.endswith(suffix):
+            name, roi = name[:-len(suffix)], how
     if name.endswith("_nocap"):
         return name[:-len("_nocap")], 0, roi
     if "_cap" in name:
@@ -451,6 +454,12 @@ def _train_table(title: str, section: dict) -> list[str]:
     return lines
 
 
+def _before_after(what: str, before: str, variants: dict, after: str, unit: str) -> str:
+    b, a = variants[before], variants[after]
+    return (f"- {what}, {before}, {unit}: {a['median_s']:.3f} vs {b['median_s']:.3f} without it "
+            f"({a['ratio_vs_stock'] / b['ratio_vs_stock']:.3f}x)")
+
+
 def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [f"Mask^X vs stock Mask R-CNN: ResNet-18 FPN, {m['image_size']} px, batch {BATCH}, {ROIS_PER_IMAGE} RoIs/img, "
@@ -469,6 +478,12 @@ def markdown(res: dict) -> str:
             lines.append(f"- sparse RoIAlign backward, {n[:-len('_tvroi')]}, {res[section]['instances_per_image']} "
                          f"instances/img: {after['median_s']:.2f} s/step vs {before['median_s']:.2f} with torchvision's "
                          f"backward ({after['ratio_vs_stock'] / before['ratio_vs_stock']:.3f}x)")
+        for n in [n for n in v if n.endswith("_sparsefwd") and n[:-len("_sparsefwd")] in v]:
+            lines.append(_before_after("sparse RoIAlign forward", n[:-len("_sparsefwd")], v, n,
+                                       f"{res[section]['instances_per_image']} instances/img, s/step"))
+    for n in [n for n in res["inference"] if n.endswith("_sparsefwd") and n[:-len("_sparsefwd")] in res["inference"]]:
+        lines.append(_before_after("sparse RoIAlign forward", n[:-len("_sparsefwd")], res["inference"], n,
+                                   "inference, s/img"))
     lines.append("")
     stock_min = res["inference"]["stock"]["min_s"]
     lines += [f"| inference (1 image, 100 dets, {m['inference_reps']} reps) | s/img (median) | x stock (paired median) "

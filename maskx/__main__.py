@@ -84,7 +84,7 @@ def _cmd_predict(args) -> dict:
     from .atomic import write_json_atomic
     from .predictor import load
 
-    predictor = load(args.checkpoint)
+    predictor = load(args.checkpoint, roi_align_forward=args.roi_align_forward)
     src = Path(args.images)
     if src.is_dir():
         files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--images", required=True, help="an image file or a folder of images")
     pr.add_argument("--ann", help="COCO annotations to take image ids from (by file name)")
     pr.add_argument("--score-thresh", type=float, default=0.0)
+    pr.add_argument("--roi-align-forward", choices=("torchvision", "sparse"),
+                    help="sparse: faster on CPU, same results up to float rounding (default: the checkpoint's)")
     pr.add_argument("--out", required=True)
     pr.set_defaults(func=_cmd_predict)
 

@@ -52,9 +52,11 @@ def to_image_tensor(image: ImageLike) -> torch.Tensor:
 
 
 class Predictor:
-    def __init__(self, model: torch.nn.Module, meta: dict, mask_threshold: float = 0.5):
+    def __init__(self, model: torch.nn.Module, meta: dict, mask_threshold: float = 0.5,
+                 config: Optional[Config] = None):
         self.model = model.eval()
         self.meta = meta
+        self._config = config  # the config the model was built with (the checkpoint's when None)
         self.class_names: list[str] = list(meta["class_names"])
         self.category_ids: list[int] = list(meta["category_ids"])
         self.set_a = set(meta["set_A"])
@@ -62,7 +64,8 @@ class Predictor:
 
     @property
     def config(self) -> Config:
-        return Config.from_json(self.meta["config"])
+        """As built: the checkpoint's config with ``load``'s inference settings and RoIAlign forward."""
+        return self._config if self._config is not None else Config.from_json(self.meta["config"])
 
     @torch.inference_mode()
     def predict_raw(self, image: ImageLike) -> dict[str, torch.Tensor]:
@@ -128,11 +131,11 @@ def load(path, class_names: Optional[list[str]] = None, device: str = "cpu",
         config = Config.from_json(meta["config"])
         if inference is not None:
             config = config.with_inference_of(inference)
-        if roi_align_forward is not None:
-            config = config.replace(roi_align_forward=roi_align_forward)
         names = meta["class_names"]
     except (KeyError, ConfigError) as e:
         raise CheckpointError(f"{path}: checkpoint metadata is incomplete or from another version ({e})") from None
+    if roi_align_forward is not None:  # a bad value is the caller's: ConfigError names the choices
+        config = config.replace(roi_align_forward=roi_align_forward)
     if class_names is not None and list(class_names) != list(names):
         raise CheckpointError(f"{path}: checkpoint has {len(names)} classes, {len(class_names)} were asked for "
                               "(class lists differ)")
@@ -140,4 +143,4 @@ def load(path, class_names: Optional[list[str]] = None, device: str = "cpu",
     model = build_model(config, names, embedding=tensors.get("model.roi_heads.mask_predictor.embedding"),
                         pretrained=False)
     load_model_state(model, model_state(tensors), str(path))
-    return Predictor(model.to(device), meta)
+    return Predictor(model.to(device), meta, config=config)

@@ -44,15 +44,16 @@ def test_model_speed_quick_writes_expected_json(tmp_path):
     assert {"meta", "train", "train_dense", "inference", "mask_predictor", "matmul_peak", "targets"} <= set(res)
     assert res["matmul_peak"]["best_gflops"] > 0
     for section, names in (("train", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_cap64", "maskx_nocap",
-                                      "maskx_mlp_nocap_tvroi", "maskx_mlp_cap64_tvroi"}),
-                           ("train_dense", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_mlp_nocap_tvroi"})):
+                                      "maskx_mlp_nocap_tvroi", "maskx_mlp_cap64_tvroi", "maskx_mlp_cap64_sparsefwd"}),
+                           ("train_dense", {"stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_mlp_nocap_tvroi",
+                                            "maskx_mlp_cap64_sparsefwd"})):
         assert res[section]["same_detector_losses"] is True
         assert set(res[section]["variants"]) == names
         for row in res[section]["variants"].values():
             assert {"median_s", "min_s", "times_s", "ratio_vs_stock", "mask_rois_per_step", "gflop_per_step",
                     "gflop_vs_stock", "achieved_gflops", "fraction_of_matmul_peak"} <= set(row)
             assert row["gflop_per_step"] > 0
-    assert set(res["inference"]) == {"stock", "maskx_mlp", "maskx"}
+    assert set(res["inference"]) == {"stock", "maskx_mlp", "maskx", "maskx_mlp_sparsefwd"}
     for row in res["inference"].values():
         assert row["detections"] == 100 and {"median_s", "ratio_vs_stock", "gflop_per_image"} <= set(row)
     for mode in ("inference", "training"):

@@ -130,6 +130,10 @@ def test_train_resume_predict_eval(data, tmp_path):
     assert preds and check_predictions(preds, gt) is preds
     assert {p["image_id"] for p in preds} <= {im["id"] for im in gt["images"]}
     assert all("segmentation" in p for p in preds)
+    fast = tmp_path / "pred_sparse.json"  # the sparse RoIAlign forward: same model, valid results
+    _check(maskx_cli("predict", "--checkpoint", run, "--images", data / "images", "--ann", data / "annotations.json",
+                     "--roi-align-forward", "sparse", "--out", fast))
+    assert check_predictions(json.loads(fast.read_text()), gt)
 
     proc = maskx_cli("eval", "--gt", data / "annotations.json", "--pred", pred, "--split", "voc2nonvoc")
     _check(proc)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import maskx
 from maskx.checkpoint import (FORMAT, CheckpointError, check_classes, find_checkpoint, list_checkpoints,
                               load_model_state, load_optimizer_state, read_checkpoint, save_checkpoint)
-from maskx.config import Config, get_preset
+from maskx.config import Config, ConfigError, get_preset
 from maskx.data.synthetic import generate
 from maskx.data.splits import resolve_split
 from maskx.engine import TrainingError, batch_positions, lr_at, sample_at
@@ -328,6 +328,15 @@ def test_load_with_other_class_list_refused(trained_run):
         maskx.load(trained_run, class_names=["a", "b", "c"])
     meta = json.loads(list_checkpoints(trained_run)[-1].read_text())
     maskx.load(trained_run, class_names=meta["class_names"])  # the same list is fine
+
+
+def test_load_overrides_show_in_the_predictor_config_and_model(trained_run):
+    p = maskx.load(trained_run, inference=Config(detections_per_img=7, score_thresh=0.2), roi_align_forward="sparse")
+    assert (p.config.detections_per_img, p.config.score_thresh, p.config.roi_align_forward) == (7, 0.2, "sparse")
+    assert p.model.roi_heads.detections_per_img == 7 and p.model.roi_heads.mask_roi_pool.sparse_forward
+    assert maskx.load(trained_run).config.roi_align_forward == "torchvision"
+    with pytest.raises(ConfigError, match="roi_align_forward"):
+        maskx.load(trained_run, roi_align_forward="dense")
 
 
 # ------------------------------------------------------------------ run_training wiring

@@ -48,3 +48,17 @@ def test_refuses_a_mismatched_class_list():
         maskx.load("maskx-3k", class_names=names[:80])
     with pytest.raises(CheckpointError, match="class lists differ"):
         maskx.load("maskx-3k", class_names=names[:-1] + ["unicorn"])
+
+
+def test_sparse_roi_align_forward_predicts_the_same_instances(shipped):
+    """What the app loads (``roi_align_forward='sparse'``) finds what the default load finds, up to rounding."""
+    fast = maskx.load("maskx-3k", roi_align_forward="sparse")
+    image, _ = render3k(1, 1, 256)
+    a, b = shipped.predict_raw(image), fast.predict_raw(image)
+    assert len(a["labels"]) > 0 and fast.config.roi_align_forward == "sparse"
+    assert shipped.config.roi_align_forward == "torchvision"
+    top = a["scores"] > a["scores"].max() * 0.5  # near-ties among faint detections may swap places
+    n = int(top.sum())
+    assert np.array_equal(a["labels"][:n].numpy(), b["labels"][:n].numpy())
+    assert np.allclose(a["boxes"][:n].numpy(), b["boxes"][:n].numpy(), atol=1e-2)
+    assert np.abs(a["masks"][:n].numpy() - b["masks"][:n].numpy()).max() < 1e-3
