@@ -162,7 +162,15 @@ def _study(args):
     study = Study(scale, results_dir=Path(results), runs_dir=Path(args.runs or default_runs_dir(args.scale)),
                   progress=not args.quiet,
                   log=lambda m: print(m, file=sys.stderr))
-    return study, plan(scale, tables, seeds)
+    runs = plan(scale, tables, seeds)
+    if getattr(args, "backbones", None):  # "main", "second" or backbone names
+        alias = {"main": scale.backbone, "second": scale.second_backbone}
+        wanted = {alias.get(b, b) for b in args.backbones.split(",")}
+        if wanted - set(alias.values()):
+            raise ValueError(f"--backbones: unknown {sorted(wanted - set(alias.values()))}; the {args.scale} scale "
+                             f"has main={scale.backbone}, second={scale.second_backbone}")
+        runs = [r for r in runs if r.backbone in wanted]
+    return study, runs
 
 
 def _cmd_study_plan(args) -> dict:
@@ -304,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--runs", help="folder of run checkpoints (default: runs/<scale>; not committed)")
             c.add_argument("--tables", help="comma-separated subset of gate,t1a,t1b,t1c,t1d,t2,deep,fig3")
             c.add_argument("--seeds", help="comma-separated subset of the scale's seeds")
+            c.add_argument("--backbones", help="comma-separated subset of main,second (or backbone names)")
             c.add_argument("--max-runs", type=int, help="stop after this many runs")
             c.add_argument("--jobs", type=int, default=1, help="worker processes sharing the plan (threads split)")
             c.add_argument("--data", help="embedded data folder (default: the scale's; generated when missing)")

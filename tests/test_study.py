@@ -368,3 +368,17 @@ def test_detector_probe_script_compares_loss_windows(tmp_path):
     out = subprocess.run([sys.executable, str(script), "losses", *runs], capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 3 and lines[1].startswith("0-249 | 1.751 ") and "| 0.875 " in lines[1]
+
+
+def test_cli_plan_restricted_to_the_main_backbone(tmp_path, capsys):
+    from maskx.__main__ import main
+
+    base = ["study", "plan", "--tables", "t2", "--seeds", "0", "--results", str(tmp_path), "--runs", str(tmp_path)]
+    assert main([*base, "--backbones", "main"]) == 0
+    out = capsys.readouterr().out
+    main_bb, second = SCALES["study"].backbone, SCALES["study"].second_backbone
+    assert f"{main_bb}__transfer_clsbox_2lrelu_mlp_e2e__voc2nonvoc__s0" in out and f"{second}__" not in out
+    assert main(base) == 0
+    assert f"{second}__detector__all__s0" in capsys.readouterr().out
+    assert main([*base, "--backbones", "vgg16"]) == 2
+    assert "--backbones: unknown ['vgg16']" in capsys.readouterr().err
