@@ -54,8 +54,8 @@ def _entries(rois: Tensor, scale: Num, H: Num, W: Num, base: Tensor, output_size
     PH, PW = output_size
     S = sampling_ratio
     dtype = rois.dtype if rois.is_floating_point() else torch.float32
-    sc = scale if isinstance(scale, Tensor) else None
-    x1, y1, x2, y2 = (rois[:, k].to(dtype) * (scale if sc is None else sc[:, 0, 0]) for k in range(1, 5))
+    per_roi_scale = scale[:, 0, 0] if isinstance(scale, Tensor) else scale
+    x1, y1, x2, y2 = (rois[:, k].to(dtype) * per_roi_scale for k in range(1, 5))
     bin_h = torch.clamp(y2 - y1, min=1.0) / PH
     bin_w = torch.clamp(x2 - x1, min=1.0) / PW
     s = (torch.arange(S, dtype=dtype) + 0.5) / S
