@@ -93,6 +93,10 @@ INFER_VARIANTS = ("stock", "maskx_mlp", "maskx", "maskx_mlp_sparsefwd")
 DENSE_INSTANCES = 16  # about 125 positive RoIs per image at random init, near the 128 a trained detector samples
 DENSE_VARIANTS = ("stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_mlp_nocap_tvroi", "maskx_mlp_cap64_sparsefwd")
 PRESET = {"maskx_mlp": "transfer_clsbox_2lrelu_mlp_e2e", "maskx": "transfer_clsbox_2lrelu_e2e"}
+# RoIAlign of a Mask^X variant (its name's suffix, see parse_variant) → config fields
+ROI_ALIGN = {"sparse": dict(roi_align_backward="sparse", roi_align_forward="torchvision"),  # the default
+             "torchvision": dict(roi_align_backward="torchvision", roi_align_forward="torchvision"),  # _tvroi
+             "sparsefwd": dict(roi_align_backward="sparse", roi_align_forward="sparse")}  # _sparsefwd
 
 
 @contextlib.contextmanager
@@ -146,12 +150,11 @@ def build_stock(image_size: int, score_thresh: float = 0.05):
 
 
 def build_maskx(kind: str, image_size: int, mask_rois_per_image: int = 64, score_thresh: float = 0.05,
-                roi_align_backward: str = "sparse"):
+                roi_align: str = "sparse"):
     config = get_preset(PRESET[kind]).replace(
         image_size=image_size, rois_per_image=ROIS_PER_IMAGE, mask_rois_per_image=mask_rois_per_image,
         score_thresh=score_thresh, detections_per_img=DETECTIONS, batch_size=BATCH,
-        roi_align_backward="sparse" if roi_align_backward == "sparsefwd" else roi_align_backward,
-        roi_align_forward="sparse" if roi_align_backward == "sparsefwd" else "torchvision")
+        **ROI_ALIGN[roi_align])
     return build_model(config, CLASS_NAMES), config
 
 

@@ -80,7 +80,7 @@ def _csr(crow: Tensor, col: Tensor, val: Tensor, shape: tuple) -> Tensor:
         return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
 
 
-def _transpose_csr(pix: Tensor, val: Tensor, n_pixels: int, output_size: tuple) -> Tensor:
+def _transpose_csr(pix: Tensor, val: Tensor, n_pixels: int) -> Tensor:
     """Aᵀ [n_pixels, R·PH·PW] from entries [R, PH, S, PW, S, 4]."""
     R, PH, S, PW = pix.shape[:4]
     pix, val = pix.reshape(-1), val.reshape(-1)
@@ -96,7 +96,16 @@ def roi_align_transpose_matrix(rois: Tensor, feature_shape: tuple, output_size: 
     """Aᵀ as a sparse CSR [B·H·W, R·PH·PW] (rois [R, 5] = (batch index, x1, y1, x2, y2))."""
     B, _, H, W = feature_shape
     pix, val = _entries(rois, spatial_scale, H, W, rois[:, 0].long() * H * W, output_size, sampling_ratio)
-    return _transpose_csr(pix, val, B * H * W, output_size)
+    return _transpose_csr(pix, val, B * H * W)
+
+
+def _feature_grads(at: Tensor, grad: Tensor, shapes: list[tuple]) -> list[Tensor]:
+    """dX = Aᵀ · dOut for grad [R, C, PH, PW], split back into feature maps of ``shapes`` ([B, C, H, W] each)."""
+    C = grad.shape[1]
+    dx = at @ grad.permute(0, 2, 3, 1).reshape(-1, C).to(at.dtype)  # [Σ B·H·W, C]
+    sizes = [b * h * w for b, _, h, w in shapes]
+    return [d.view(b, h, w, C).permute(0, 3, 1, 2).contiguous().to(grad.dtype)
+            for d, (b, _, h, w) in zip(dx.split(sizes), shapes)]
 
 
 class _RoIAlign(torch.autograd.Function):
@@ -112,20 +121,17 @@ class _RoIAlign(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (rois,) = ctx.saved_tensors
         shape, output_size, spatial_scale, sampling_ratio = ctx.args
-        B, C, H, W = shape
         if rois.shape[0] == 0:
             return grad.new_zeros(shape), None, None, None, None
         at = roi_align_transpose_matrix(rois, shape, output_size, spatial_scale, sampling_ratio)
-        g = grad.permute(0, 2, 3, 1).reshape(-1, C).to(at.dtype)  # [R·PH·PW, C]
-        dx = (at @ g).view(B, H, W, C).permute(0, 3, 1, 2).contiguous()
-        return dx.to(grad.dtype), None, None, None, None
+        return _feature_grads(at, grad, [shape])[0], None, None, None, None
 
 
 class _SparseRoIAlign(torch.autograd.Function):
     """Sparse forward (A · X over all levels at once) and sparse backward (Aᵀ · dOut)."""
 
     @staticmethod
-    def forward(ctx, pix: Tensor, val: Tensor, output_size: tuple, *feats: Tensor):
+    def forward(ctx, pix: Tensor, val: Tensor, *feats: Tensor):
         C = feats[0].shape[1]
         x = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, C) for f in feats]).to(val.dtype)  # [Σ B·H·W, C]
         R, PH, S, PW = pix.shape[:4]
@@ -135,19 +141,13 @@ class _SparseRoIAlign(torch.autograd.Function):
         out = _csr(crow, col, w, (R * PH * PW, x.shape[0])) @ x  # [R·PH·PW, C]
         ctx.save_for_backward(pix, val)
         ctx.shapes = [tuple(f.shape) for f in feats]
-        ctx.output_size = output_size
         return out.to(feats[0].dtype).view(R, PH, PW, C).permute(0, 3, 1, 2)  # channels-last [R, C, PH, PW]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         pix, val = ctx.saved_tensors
-        C = grad.shape[1]
-        sizes = [b * h * w for b, _, h, w in ctx.shapes]
-        at = _transpose_csr(pix, val, sum(sizes), ctx.output_size)
-        dx = at @ grad.permute(0, 2, 3, 1).reshape(-1, C).to(at.dtype)
-        grads = [d.view(b, h, w, C).permute(0, 3, 1, 2).contiguous().to(grad.dtype)
-                 for d, (b, _, h, w) in zip(dx.split(sizes), ctx.shapes)]
-        return (None, None, None, *grads)
+        at = _transpose_csr(pix, val, sum(b * h * w for b, _, h, w in ctx.shapes))
+        return (None, None, *_feature_grads(at, grad, ctx.shapes))
 
 
 def roi_align_cpu(features: Tensor, rois: Tensor, output_size: tuple, spatial_scale: float,
@@ -172,7 +172,7 @@ def sparse_roi_align(feats: list[Tensor], scales: list[float], rois: Tensor, lev
     dtype = rois.dtype if rois.is_floating_point() else torch.float32
     base = offsets[lv] + rois[:, 0].long() * H[:, 0, 0] * W[:, 0, 0]
     pix, val = _entries(rois, per(scales, dtype), H, W, base, tuple(output_size), sampling_ratio)
-    return _SparseRoIAlign.apply(pix, val, tuple(output_size), *feats)
+    return _SparseRoIAlign.apply(pix, val, *feats)
 
 
 class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
