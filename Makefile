@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_SELECT)
 
 app: $(STAMP)
-	$(PY) -m streamlit run app/streamlit_app.py -- $(ARGS)
+	$(PY) -m streamlit run app/serve.py -- $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_rate.py --out benchmarks/results/data_rate.json

@@ -109,7 +109,7 @@ def load_model(path: Optional[Path] = None):
     from maskx.checkpoint import CheckpointError
 
     path = Path(path) if path is not None else model_path()
-    how = ("Start the app with `streamlit run app/streamlit_app.py -- --model RUN_FOLDER` (or set "
+    how = ("Start the app with `streamlit run app/serve.py -- --model RUN_FOLDER` (or set "
            "`MASKX_MODEL`), or type a run folder into **Model** in the sidebar. Train one with "
            "`python -m maskx train --preset transfer_clsbox_2lrelu_mlp_e2e --data DATA --out RUN_FOLDER`.")
     if not path.exists():
@@ -141,12 +141,26 @@ def _predict(key: str, image_key: str, _predictor, _image):
     return _predictor.predict(_image, score_thresh=0.0)
 
 
-def predict(predictor, image: np.ndarray, image_key: Optional[str] = None) -> list:
+def image_key(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
+
+
+def predict(predictor, image: np.ndarray, key: Optional[str] = None) -> list:
     """Every instance the model finds (its own score floor applies; filter the rest in the page)."""
-    if image_key is None:
-        image_key = hashlib.sha256(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
     with st.spinner("Segmenting ..."):
-        return _predict(model_key(predictor), image_key, predictor, image)
+        return _predict(model_key(predictor), key or image_key(image), predictor, image)
+
+
+def warm_up() -> None:
+    """Fill the caches the first page reads: import torch and ``maskx``, load the model, render or
+    read the sample images and segment the first one. ``app/serve.py`` runs this in a thread as the
+    server starts, so it overlaps the browser's connecting; a page that asks meanwhile waits for the
+    same cache entry (Streamlit computes each entry once) instead of starting a second load."""
+    cfg = settings()
+    predictor, error = load_model(cfg.model)
+    samples = sample_images(str(cfg.data))
+    if error is None and samples:
+        _predict(model_key(predictor), image_key(samples[0][2]), predictor, samples[0][2])
 
 
 # ---------------------------------------------------------------- images

@@ -136,6 +136,14 @@ def test_compare_corrupt_result_is_a_warning(env, tmp_path, monkeypatch):
     assert not at.exception
 
 
+def test_warm_up_without_a_model_leaves_the_page_its_message(env):
+    import common
+
+    common.warm_up()  # app/serve.py's start-up work: no model here, so nothing to load, and no error
+    at = open_page("segment")
+    assert "No model at" in texts(at.error)
+
+
 # ------------------------------------------------------------------ slow: a tiny trained model
 
 @pytest.fixture
@@ -169,6 +177,38 @@ def test_segment_widgets_change_what_is_shown(model_env):
     assert labels == ["Download overlay (PNG)", "Download results (COCO JSON)"]
     at.selectbox(key="seg_sample").set_value(3).run()
     assert not at.exception and at.get("image")[0].captions[0].startswith("val-4.png:")
+
+
+@pytest.mark.slow
+def test_warm_up_fills_the_caches_the_first_page_reads(model_env, monkeypatch):
+    """app/serve.py runs ``common.warm_up`` as the server starts: the first page then finds the model
+    loaded and the first sample segmented, and neither is computed again."""
+    import common
+    import maskx
+    from maskx.predictor import Predictor
+
+    calls = {"load": 0, "predict": 0}
+    load, predict = maskx.load, Predictor.predict
+
+    def counted_load(*a, **k):
+        calls["load"] += 1
+        return load(*a, **k)
+
+    def counted_predict(self, *a, **k):
+        calls["predict"] += 1
+        return predict(self, *a, **k)
+
+    monkeypatch.setattr(maskx, "load", counted_load)
+    monkeypatch.setattr(Predictor, "predict", counted_predict)
+    common._load_model.clear()
+    common._predict.clear()
+    common.warm_up()
+    assert calls == {"load": 1, "predict": 1}
+    at = open_page("segment")
+    assert not at.error and at.get("image")[0].captions[0].startswith("val-1.png:")
+    assert calls == {"load": 1, "predict": 1}
+    at.selectbox(key="seg_sample").set_value(1).run()  # another image: segmented now
+    assert calls == {"load": 1, "predict": 2}
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The app in a real browser: ``streamlit run`` as a subprocess (tiny model, fake study results),
-every page opened in headless Chromium (Playwright, the system's ``chromium``), no exception
+"""The app in a real browser: ``streamlit run app/serve.py`` (what ``make app`` runs) as a
+subprocess (tiny model, fake study results), every page opened in headless Chromium (Playwright, the system's ``chromium``), no exception
 element, the expected headings and content; screenshots saved.
 
 Needs ``.ci/install-browser`` (Debian's chromium + the pinned playwright; never ``playwright
@@ -52,7 +52,7 @@ def _free_port() -> int:
 def server(tiny_model, app_val, fake_results, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app_server")
     port = _free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.headless", "true",
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/serve.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--", "--model", str(tiny_model), "--results", str(fake_results), "--runs", str(tmp / "runs"),
            "--data", str(app_val), "--cache", str(tmp / "cache"), "--score", "0"]
