@@ -457,9 +457,12 @@ def _train_table(title: str, section: dict) -> list[str]:
     return lines
 
 
-def _before_after(what: str, before: str, variants: dict, after: str, unit: str) -> str:
+def _before_after(what: str, before: str, variants: dict, after: str, unit: str, without: str = "without it",
+                  name: str = "", digits: int = 3) -> str:
+    """One line of a speed-up: the ``after`` variant's median against ``before``'s, and the ratio of
+    their paired ratios to stock."""
     b, a = variants[before], variants[after]
-    return (f"- {what}, {before}, {unit}: {a['median_s']:.3f} vs {b['median_s']:.3f} without it "
+    return (f"- {what}, {name or before}, {unit}: {a['median_s']:.{digits}f} vs {b['median_s']:.{digits}f} {without} "
             f"({a['ratio_vs_stock'] / b['ratio_vs_stock']:.3f}x)")
 
 
@@ -477,10 +480,9 @@ def markdown(res: dict) -> str:
     for section in ("train", "train_dense"):  # the profile-driven speed-up: before (_tvroi) and after
         v = res[section]["variants"]
         for n in [n for n in v if n.endswith("_tvroi") and n[:-len("_tvroi")] in v]:
-            after, before = v[n[:-len("_tvroi")]], v[n]
-            lines.append(f"- sparse RoIAlign backward, {n[:-len('_tvroi')]}, {res[section]['instances_per_image']} "
-                         f"instances/img: {after['median_s']:.2f} s/step vs {before['median_s']:.2f} with torchvision's "
-                         f"backward ({after['ratio_vs_stock'] / before['ratio_vs_stock']:.3f}x)")
+            lines.append(_before_after("sparse RoIAlign backward", n, v, n[:-len("_tvroi")],
+                                       f"{res[section]['instances_per_image']} instances/img, s/step",
+                                       "with torchvision's backward", name=n[:-len("_tvroi")], digits=2))
         for n in [n for n in v if n.endswith("_sparsefwd") and n[:-len("_sparsefwd")] in v]:
             lines.append(_before_after("sparse RoIAlign forward", n[:-len("_sparsefwd")], v, n,
                                        f"{res[section]['instances_per_image']} instances/img, s/step"))
