@@ -37,7 +37,8 @@ c. The mask predictor alone vs K = 81, 1001, 3001 on R = 100 RoIs of [100, 256, 
    ``gather_mask_logits`` and a sigmoid. Labels: uniform over the K - 1 classes. Training variant:
    forward, the mask BCE on each RoI's own class (as ``maskrcnn_loss``), backward into the features
    and the predictor. Each method's three K are interleaved with each other (ours, being cheap,
-   with 5x the repetitions).
+   with 5x the repetitions). The code of this section is ``predictor_speed.py``; the timing
+   helpers are ``timing.py``.
    Peak memory: the peak of the bytes held by torch tensors allocated during one call, above what
    was live when it started: the running sum of every allocation and free that
    ``torch.profiler(profile_memory=True)`` records (the CPU allocator reports each one), so it counts
@@ -54,17 +55,14 @@ d. FLOPs of one training step and of one inference (``torch.utils.flop_counter.F
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere, without installing
@@ -73,9 +71,9 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without installi
 from maskx.config import get_preset  # noqa: E402
 from maskx.atomic import write_json_atomic  # noqa: E402
 from maskx.models.backbones import anchor_generator_for, build_backbone  # noqa: E402
-from maskx.models.mask_heads import MaskWeights, gather_mask_logits  # noqa: E402
 from maskx.models.maskx_rcnn import build_model  # noqa: E402
-from maskx.models.transfer import WeightTransfer  # noqa: E402
+from predictor_speed import PRED_KS, PRED_ROIS, bench_predictor  # noqa: E402
+from timing import interleave, matmul_gflops, quiet_stderr, step_flops  # noqa: E402
 
 NUM_CLASSES = 81  # K = 80 + background
 CLASS_NAMES = [f"class{i}" for i in range(1, NUM_CLASSES)]
@@ -83,9 +81,6 @@ BATCH = 2
 ROIS_PER_IMAGE = 512
 INSTANCES_PER_IMAGE = 3
 DETECTIONS = 100
-PRED_KS = (81, 1001, 3001)
-PRED_ROIS = 100
-MASK_SIZE = 28
 TARGETS = {"train_ratio_max": 1.10, "inference_ratio_max": 1.05, "predictor_3001_over_81_max": 1.10}
 TRAIN_VARIANTS = ("stock", "maskx_mlp_cap64", "maskx_mlp_nocap", "maskx_cap64", "maskx_nocap", "maskx_mlp_nocap_tvroi",
                   "maskx_mlp_cap64_tvroi", "maskx_mlp_cap64_sparsefwd")
@@ -97,21 +92,6 @@ PRESET = {"maskx_mlp": "transfer_clsbox_2lrelu_mlp_e2e", "maskx": "transfer_clsb
 ROI_ALIGN = {"sparse": dict(roi_align_backward="sparse", roi_align_forward="torchvision"),  # the default
              "torchvision": dict(roi_align_backward="torchvision", roi_align_forward="torchvision"),  # _tvroi
              "sparsefwd": dict(roi_align_backward="sparse", roi_align_forward="sparse")}  # _sparsefwd
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence the C++ profiler's start/stop chatter on fd 2 (Python exceptions still propagate)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -192,48 +172,6 @@ def infer_step(model, image) -> int:
     with torch.inference_mode():
         out = model([image])
     return int(out[0]["boxes"].shape[0])
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def interleave(fns: dict, reps: int, warmup: int, base: str | None = None) -> dict:
-    """Time every fn ``reps`` times, interleaved (rotating order); median, min, and ratio to ``base``."""
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-    times = {n: [] for n in names}
-    for r in range(reps):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for n in order:
-            times[n].append(timed(fns[n]))
-    out = {}
-    for n in names:
-        out[n] = {"median_s": statistics.median(times[n]), "min_s": min(times[n]), "times_s": times[n]}
-        if base is not None:
-            out[n]["ratio_vs_" + base] = statistics.median(t / b for t, b in zip(times[n], times[base]))
-            out[n]["ratio_of_medians_vs_" + base] = out[n]["median_s"] / out[base]["median_s"]
-            out[n]["ratio_of_mins_vs_" + base] = out[n]["min_s"] / out[base]["min_s"]
-    return out
-
-
-def step_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    """Best fp32 GFLOP/s of ``reps`` [n, n] x [n, n] ``torch.mm`` (after one untimed)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    return 2 * n ** 3 / min(timed(lambda: torch.mm(a, b)) for _ in range(reps)) / 1e9
 
 
 # ----------------------------------------------------------------------------- a, b, d: whole models
@@ -332,99 +270,6 @@ def bench_inference(args, reps: int, warmup: int) -> dict:
         infer[n]["gflop_per_image"] = flops[n] / 1e9
         infer[n]["gflop_vs_stock"] = flops[n] / flops["stock"]
     return infer
-
-
-# ----------------------------------------------------------------------------- c: mask predictor vs K
-
-class PredictorCase:
-    """The mask predictor alone at one K, for one method ('stock' or 'ours'), one mode."""
-
-    def __init__(self, method: str, k: int, training: bool, seed: int):
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
-
-        g = torch.Generator().manual_seed(seed)
-        self.method, self.k, self.training = method, k, training
-        self.features = torch.randn(PRED_ROIS, 256, MASK_SIZE, MASK_SIZE, generator=g).relu_()
-        self.features.requires_grad_(training)
-        self.labels = torch.randint(1, k, (PRED_ROIS,), generator=g)
-        self.targets = (torch.rand(PRED_ROIS, MASK_SIZE, MASK_SIZE, generator=g) > 0.5).float()
-        torch.manual_seed(seed)
-        if method == "stock":
-            self.conv = MaskRCNNPredictor(256, 256, k).mask_fcn_logits  # the 1x1 conv to K channels
-            self.params = list(self.conv.parameters())
-        else:
-            self.box_predictor = FastRCNNPredictor(1024, k)  # w_det source (cls+box: 5120-d rows)
-            self.box_predictor.requires_grad_(False)  # stop_grad: the mask loss never reaches it
-            self.weights = MaskWeights("transfer", k, 256, "cls+box", WeightTransfer(5120, 256, 2, 256, "leaky_relu"))
-            self.params = list(self.weights.parameters())
-
-    def __call__(self):
-        from torchvision.models.detection.roi_heads import maskrcnn_inference
-
-        ctx = contextlib.nullcontext() if self.training else torch.inference_mode()
-        with ctx:
-            if self.method == "stock":
-                logits = self.conv(self.features)  # [R, K, 28, 28]
-                if not self.training:
-                    return maskrcnn_inference(logits, [self.labels])
-                own = logits[torch.arange(PRED_ROIS), self.labels]
-            else:
-                w, b = self.weights(self.labels, self.box_predictor)  # T on the distinct labels only
-                own = gather_mask_logits(self.features, w, b)  # [R, 28, 28]
-                if not self.training:
-                    return own.sigmoid()[:, None].split([PRED_ROIS])
-            self.reset()
-            F.binary_cross_entropy_with_logits(own, self.targets).backward()
-
-    def reset(self) -> None:
-        """Drop the gradients of the last call (so a measured call allocates its own)."""
-        self.features.grad = None
-        for p in self.params:
-            p.grad = None
-
-    def logits_bytes(self) -> int:
-        """Analytic bytes of the logits (inference: + their sigmoid; training: + their gradient)."""
-        per = PRED_ROIS * MASK_SIZE * MASK_SIZE * 4
-        return 2 * per * (self.k if self.method == "stock" else 1)
-
-
-def peak_tensor_bytes(fn) -> int:
-    """Peak of torch's CPU allocations during ``fn()``, above the bytes live when it started."""
-    from torch.profiler import ProfilerActivity, profile
-
-    if hasattr(fn, "reset"):
-        fn.reset()
-    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and str(e.device_type()).endswith("CPU"))
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
-
-
-def bench_predictor(args, reps: int, warmup: int, ours_reps: int) -> dict:
-    """c: each method's three K interleaved with each other (ours, being cheap, with more reps)."""
-    out = {}
-    for mode, training in (("inference", False), ("training", True)):
-        rows = {}
-        for method, n in (("stock", reps), ("ours", ours_reps)):
-            cases = {f"{method}_K{k}": PredictorCase(method, k, training, args.seed) for k in PRED_KS}
-            times = interleave(cases, n, warmup, base=f"{method}_K{PRED_KS[0]}")
-            for name, case in cases.items():
-                rows[name] = {"method": method, "K": case.k, **times[name],
-                              "peak_mb": peak_tensor_bytes(case) / 2 ** 20,
-                              "logits_mb_analytic": case.logits_bytes() / 2 ** 20}
-                for key in [key for key in rows[name] if key.endswith(f"_vs_{method}_K{PRED_KS[0]}")]:
-                    rows[name][key.replace(f"_vs_{method}_", "_vs_")] = rows[name].pop(key)
-            del cases
-        for k in PRED_KS:  # ours against stock at the same K (medians: they were not interleaved)
-            rows[f"ours_K{k}"]["stock_over_ours"] = rows[f"stock_K{k}"]["median_s"] / rows[f"ours_K{k}"]["median_s"]
-        out[mode] = rows
-    return out
 
 
 # ----------------------------------------------------------------------------- report
