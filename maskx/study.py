@@ -30,6 +30,7 @@ from typing import Callable, Optional
 
 from .atomic import write_json_atomic
 from .config import INFERENCE_FIELDS, Config
+from .run_lock import lock_held, release_lock, take_lock
 from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
 from .study_plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
@@ -195,7 +196,7 @@ class Study:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for run in runs:
             path = self.result_path(run)
-            if not path.is_file() or not self._lock(run):  # locked: running, or being moved by another worker
+            if not path.is_file() or not take_lock(self._lock_path(run)):  # locked: running, or being moved by another worker
                 continue
             try:
                 if not path.is_file():
@@ -230,36 +231,10 @@ class Study:
         return Path(self.runs_dir) / f"{run.key}.lock"
 
     def _locked(self, run: Run) -> bool:
-        """Held by a live process (a lock left by a killed process does not count)."""
-        path = self._lock_path(run)
-        try:
-            pid = int(path.read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-    def _lock(self, run: Run) -> bool:
-        """Take the run's lock file (False: another live process holds it)."""
-        path = self._lock_path(run)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not self._locked(run):
-            path.unlink(missing_ok=True)  # stale: its process died
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
+        return lock_held(self._lock_path(run))
 
     def _claim(self, run: Run) -> bool:
-        if not self._lock(run):
+        if not take_lock(self._lock_path(run)):
             return False
         if self._finished(run):  # finished by another process meanwhile
             self._release(run)
@@ -267,7 +242,7 @@ class Study:
         return True
 
     def _release(self, run: Run) -> None:
-        self._lock_path(run).unlink(missing_ok=True)
+        release_lock(self._lock_path(run))
 
     def run_one(self, run: Run) -> Path:
         from .checkpoint import list_checkpoints
@@ -346,6 +321,7 @@ class Study:
         return round(sum(x["category_id"] in a for x in data["annotations"]) / len(a), 2)
 
     def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
+        from . import gt_box_eval
         from .cached_eval import DetectionCache
         from .data.coco import CocoDataset
         from .evaluate import evaluate as coco_evaluate
@@ -375,11 +351,12 @@ class Study:
             split = _val_split(val, name, run.seed)
             metrics[name] = coco_evaluate(val.data, preds, split)
             if config.stage != "detector":
-                metrics[name]["masks_on_gt_boxes"] = masks_on_gt_boxes(predictor, val, split)
+                metrics[name]["masks_on_gt_boxes"] = gt_box_eval.masks_on_gt_boxes(predictor, val, split)
         return metrics, how, preds, list(val.ids)
 
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
         """Results written before ``masks_on_gt_boxes`` was measured get it (evaluation only)."""
+        from . import gt_box_eval
         from .data.coco import CocoDataset
         from .predictor import load
 
@@ -394,7 +371,7 @@ class Study:
             val = val or CocoDataset.from_dir(Path(self.scale.data) / "val")
             predictor = load(out)
             for name, m in record["metrics"].items():
-                m["masks_on_gt_boxes"] = masks_on_gt_boxes(predictor, val, _val_split(val, name, run.seed))
+                m["masks_on_gt_boxes"] = gt_box_eval.masks_on_gt_boxes(predictor, val, _val_split(val, name, run.seed))
             write_json_atomic(record, path)
             done.append(path)
         return done
@@ -423,18 +400,6 @@ def _val_split(val, name: str, seed: int):
     from .data.splits import info_split_args, resolve_split
 
     return resolve_split(name, val.data["categories"], seed=seed, **info_split_args(val.data.get("info")))
-
-
-GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
-
-
-def masks_on_gt_boxes(predictor, val, split) -> dict:
-    """Mean mask IoU on set A and set B with detection taken out (``gt_box_eval``): the mask
-    branch given each ground-truth box and class of the first ``GT_BOX_IMAGES`` val images."""
-    from .gt_box_eval import mask_iou_on_gt_boxes
-
-    r = mask_iou_on_gt_boxes(predictor, val, split, images=GT_BOX_IMAGES)
-    return {s: {k: r[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
 
 
 def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study", results_dir=None,
