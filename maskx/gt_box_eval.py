@@ -61,14 +61,11 @@ def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None
     return out
 
 
-GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
-
-
-def masks_on_gt_boxes(predictor, val, split) -> dict:
+def masks_on_gt_boxes(predictor, val, split, images: int) -> dict:
     """The study's summary of ``mask_iou_on_gt_boxes`` (detection taken out: the mask branch given
-    each ground-truth box and class) on the first ``GT_BOX_IMAGES`` val images: per set, the mean
-    IoU, the 28 x 28 ceiling and the instance count."""
-    r = mask_iou_on_gt_boxes(predictor, val, split, images=GT_BOX_IMAGES)
+    each ground-truth box and class) on the first ``images`` val images: per set, the mean IoU, the
+    28 x 28 ceiling and the instance count."""
+    r = mask_iou_on_gt_boxes(predictor, val, split, images=images)
     return {s: {k: r[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
 
 
