@@ -35,7 +35,8 @@ PAPER = {
            "fully supervised (oracle)": (33.0, None, 37.5, None)},
 }
 PAPER_GAP_CLOSED = {"voc2nonvoc": 33, "nonvoc2voc": 37}  # Table 2 R-50: (Mask^X - agnostic) / (oracle - agnostic)
-GATE_MIN_GAP = 8.0  # issue 4: the oracle must lead the agnostic head by >= 8 AP on B
+GATE_MIN_GAP = 8.0
+MIN_MEANINGFUL_GAP = 1.0  # AP on B: below it, seed-to-seed noise (about 1 AP here) swamps the share  # issue 4: the oracle must lead the agnostic head by >= 8 AP on B
 ARROW = {"voc2nonvoc": "voc→non-voc", "nonvoc2voc": "non-voc→voc"}
 
 
@@ -97,20 +98,23 @@ def table2_detail(results: dict, scale: StudyScale, backbone: str) -> list[dict]
 def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: str = "t2",
                rows: tuple = ("agnostic_e2e", "transfer_clsbox_2lrelu_mlp_e2e", "oracle_e2e")) -> dict:
     """Share of the agnostic→oracle gap on B that the transfer model closes, per direction (from
-    seed means): ``{direction: {"agnostic", "transfer", "oracle", "gap", "closed_pct"}}``."""
+    seed means): ``{direction: {"agnostic", "transfer", "oracle", "gap", "closed_pct", "A": {...}}}``
+    (``"A"``: the same three models' AP on set A)."""
     bb = {"main": scale.backbone, "second": scale.second_backbone}[backbone]
     out = {}
     for d in DIRECTIONS:
-        vals = {}
+        vals, on_a = {}, {}
         for name, preset in zip(("agnostic", "transfer", "oracle"), rows):
             runs = [r for r in table_runs(table, scale, backbones=[backbone])
                     if r.preset == preset and (r.split in (d, "all")) and r.backbone == bb]
             ms = mean_std(_values(results, runs, d, "B"))
             vals[name] = ms[0] if ms else None
+            ms = mean_std(_values(results, runs, d, "A"))
+            on_a[name] = ms[0] if ms else None
         if None not in vals.values():
             gap = vals["oracle"] - vals["agnostic"]
             vals.update(gap=gap, closed_pct=100 * (vals["transfer"] - vals["agnostic"]) / gap if gap > 0 else None)
-        out[d] = vals
+        out[d] = {**vals, "A": on_a}
     return out
 
 
@@ -197,9 +201,30 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
             if v.get("closed_pct") is not None:
                 lines.append(f"- {name}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, Mask^X {v['transfer']:.1f}, "
                              f"oracle {v['oracle']:.1f} AP on B: gap {v['gap']:.1f}, closed **{v['closed_pct']:.0f} %** "
-                             f"(paper: {PAPER_GAP_CLOSED[d]} %; goal ≥ 60 %)")
+                             f"(paper: {PAPER_GAP_CLOSED[d]} %; goal ≥ 60 %)"
+                             + (f"; a gap under {MIN_MEANINGFUL_GAP:.0f} AP makes this share noise"
+                                if v["gap"] < MIN_MEANINGFUL_GAP else ""))
             else:
                 lines.append(f"- {name}, {ARROW[d]}: pending")
+        behind = {d: v["A"] for d, v in gc.items() if None not in v["A"].values()
+                  and v["A"]["oracle"] < v["A"]["agnostic"]}
+        if behind:
+            lines.append(f"- {name}, end-to-end ({sc.e2e_iters} iterations from the detector): the oracle's AP on "
+                         "set A is below the class-agnostic head's (" + "; ".join(
+                             f"{ARROW[d]}: {a['oracle']:.1f} vs {a['agnostic']:.1f}" for d, a in behind.items())
+                         + "). On classes where both have masks the oracle should not trail; its per-class mask "
+                         "weights are further from converged than one shared head after this short training, which "
+                         "shrinks the gap on B that the share above divides by.")
+    sw = gap_closed(results, sc, "main", table="t1a", rows=("agnostic", "transfer_clsbox_2lrelu", "oracle"))
+    if any(v.get("closed_pct") is not None for v in sw.values()):
+        lines += ["", "The same share stage-wise (Table 1a: class-agnostic, transfer cls+box, oracle; "
+                  f"{sc.mask_iters} mask-head iterations on the frozen detector):", ""]
+        for d, v in sw.items():
+            if v.get("closed_pct") is not None:
+                lines.append(f"- {sc.backbone}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, transfer {v['transfer']:.1f}, "
+                             f"oracle {v['oracle']:.1f} AP on B (set A: {v['A']['agnostic']:.1f}, "
+                             f"{v['A']['transfer']:.1f}, {v['A']['oracle']:.1f}): gap {v['gap']:.1f}, closed "
+                             f"**{v['closed_pct']:.0f} %**")
     lines += ["", "## Gate: does the embedded data need class knowledge for masks?", ""]
     if g is None:
         lines.append("pending (stage-wise agnostic and oracle, voc→non-voc, first seed)")

@@ -105,3 +105,22 @@ def test_report_says_when_the_gate_passed_at_freeze_but_not_on_the_current_detec
     report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
     text = (tmp_path / "R.md").read_text()
     assert "gap 7.5 (FAILS" in text and "frozen for the study when the gate passed" in text and "gap 9.0" in text
+
+
+def test_headline_flags_a_tiny_gap_an_oracle_behind_on_a_and_gives_the_stage_wise_share(tmp_path):
+    b = {"agnostic_e2e": 10.0, "transfer_clsbox_2lrelu_mlp_e2e": 10.3, "oracle_e2e": 10.5,  # gap 0.5: noise
+         "agnostic": 10.0, "transfer_clsbox_2lrelu": 14.0, "oracle": 20.0}
+    a = {"agnostic_e2e": 30.0, "oracle_e2e": 28.0}  # the e2e oracle trails on its own set A
+    runs = table_runs("t2", SCALE, backbones=["main"]) + [r for r in table_runs("t1a", SCALE) if r.preset in b]
+    for r in runs:
+        (tmp_path / f"{r.key}.json").write_text(json.dumps(record(r, b[r.preset], a.get(r.preset, 30.0))))
+    report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
+    text = (tmp_path / "R.md").read_text()
+    assert "gap 0.5, closed **60 %**" in text and "a gap under 1 AP makes this share noise" in text
+    assert "the oracle's AP on set A is below the class-agnostic head's (voc→non-voc: 28.0 vs 30.0" in text
+    assert "transfer 14.0, oracle 20.0 AP on B (set A: 30.0, 30.0, 30.0): gap 10.0, closed **40 %**" in text
+    a["oracle_e2e"] = 30.0  # level on A: no such note
+    for r in runs:
+        (tmp_path / f"{r.key}.json").write_text(json.dumps(record(r, b[r.preset], a.get(r.preset, 30.0))))
+    report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
+    assert "below the class-agnostic head's" not in (tmp_path / "R.md").read_text()
