@@ -158,8 +158,10 @@ def warm_up() -> None:
     same cache entry (Streamlit computes each entry once) instead of starting a second load."""
     cfg = settings()
     predictor, error = load_model(cfg.model)
+    if error is not None:  # the page stops at the same error before it reads any sample
+        return
     samples = sample_images(str(cfg.data))
-    if error is None and samples:
+    if samples:
         _predict(model_key(predictor), image_key(samples[0][2]), predictor, samples[0][2])
 
 

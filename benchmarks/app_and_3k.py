@@ -167,7 +167,6 @@ def bench_app_cold_start(screenshot: str = "", repeats: int = 3) -> dict:
                   "server_healthy_s": round(statistics.median(r["server_healthy_s"] for r in rs), 2),
                   "runs": rs} for name, rs in runs.items()}
     return {"repeats": repeats, "browser_started_before_server": True, **out,
-            "first_result_s": out["serve"]["first_result_s"], "server_healthy_s": out["serve"]["server_healthy_s"],
             "serve_x_plain": round(out["serve"]["first_result_s"] / out["plain"]["first_result_s"], 2)}
 
 
@@ -183,7 +182,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     res = {"meta": {"date": datetime.date.today().isoformat(), "load_avg_start": load},
            "predict_3k": bench_predict(args.images, args.model)}
-    res["app_cold_start"] = {"skipped": "--skip-app"} if args.skip_app else bench_app_cold_start(args.screenshot, args.app_repeats)
+    res["app_cold_start"] = ({"skipped": "--skip-app"} if args.skip_app
+                             else bench_app_cold_start(args.screenshot, args.app_repeats))
     res["meta"]["load_avg_end"] = os.getloadavg()
     from maskx.atomic import write_json_atomic
 

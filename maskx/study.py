@@ -196,7 +196,8 @@ class Study:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for run in runs:
             path = self.result_path(run)
-            if not path.is_file() or not take_lock(self._lock_path(run)):  # locked: running, or being moved by another worker
+            # locked: running, or being moved by another worker
+            if not path.is_file() or not take_lock(self._lock_path(run)):
                 continue
             try:
                 if not path.is_file():

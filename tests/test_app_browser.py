@@ -1,6 +1,7 @@
 """The app in a real browser: ``streamlit run app/serve.py`` (what ``make app`` runs) as a
-subprocess (tiny model, fake study results), every page opened in headless Chromium (Playwright, the system's ``chromium``), no exception
-element, the expected headings and content; screenshots saved.
+subprocess (tiny model, fake study results), every page opened in headless Chromium (Playwright,
+the system's ``chromium``), no exception element, the expected headings and content; screenshots
+saved.
 
 Needs ``.ci/install-browser`` (Debian's chromium + the pinned playwright; never ``playwright
 install``). Screenshots go to pytest's tmp folder, and with ``MASKX_APP_SCREENSHOTS=1`` also to
