@@ -27,6 +27,10 @@ class ConfigError(ValueError):
 # Config fields used only at test time: changing them re-evaluates a trained model, never retrains it.
 INFERENCE_FIELDS = ("score_thresh", "detections_per_img", "rpn_test_proposals")
 
+# What a field added later was in effect before it existed, for reading configs recorded then
+# (a result's config, not a user's file: there a missing field means today's default).
+RECORDED_BEFORE = {"embedding_norm": 0.0}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -40,6 +44,10 @@ class Config:
     transfer_layers: int = 2
     transfer_activation: str = "leaky_relu"
     transfer_hidden: int = 256
+    # randn/GloVe/text rows are scaled to this L2 norm (0: as the source gives them). Raw randn rows
+    # (~71.6 in 5120-d) are ~46x the detection weights' rows (~1.6) and collapsed T to zero logits
+    # under the study's 10x mask lr (set-A AP and loss); text rows are unit-norm already.
+    embedding_norm: float = 1.0
     stop_grad: bool = True  # w_seg = T(stop_grad(w_det)) (paper §3.2)
     mlp_branch: bool = False  # class-agnostic MLP mask logits added to every class (paper §3.4)
     mlp_hidden: int = 1024  # hidden width of that MLP (its first layer holds 6272 x mlp_hidden weights)
@@ -93,6 +101,8 @@ class Config:
                      "mask_lr_mult", "detections_per_img", "rpn_test_proposals"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.embedding_norm < 0:
+            raise ConfigError(f"embedding_norm must be >= 0 (0: rows as the source gives them), got {self.embedding_norm}")
         if self.mask_convs < 1:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
         if self.detector and self.stage == "detector":
@@ -114,6 +124,10 @@ class Config:
     @property
     def has_fixed_embedding(self) -> bool:
         return self.mask_head == "transfer" and self.transfer_input in ("randn", "glove", "text")
+
+    def unused_fields(self) -> set[str]:
+        """Fields this config's model never reads (a difference there changes nothing trained)."""
+        return set() if self.has_fixed_embedding else {"embedding_norm"}
 
     def with_inference_of(self, other: "Config") -> "Config":
         """This config with ``other``'s inference settings (``INFERENCE_FIELDS``): training unchanged."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .atomic import write_json_atomic
-from .config import INFERENCE_FIELDS, Config
+from .config import INFERENCE_FIELDS, RECORDED_BEFORE, Config
 from .run_lock import lock_held, release_lock, take_lock
 from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
@@ -142,13 +142,16 @@ class Study:
         (the scale changed) or another generator version (the data changed)."""
         from .data.synthetic import GENERATOR_VERSION
 
-        want = run.config(self.scale, self.run_dir(run.detector())).to_json()
-        try:  # fields added since the run have their defaults, which is what it trained with
-            have = Config.from_json(record.get("config")).to_json()
+        want_config = run.config(self.scale, self.run_dir(run.detector()))
+        want = want_config.to_json()
+        try:  # fields added since the run: what was in effect then (RECORDED_BEFORE)
+            recorded = record.get("config")
+            have = Config.from_json({**RECORDED_BEFORE, **recorded} if isinstance(recorded, dict) else recorded).to_json()
         except ValueError as e:
             return f"unreadable config ({e})"
         # a detector trains boxes on every class whatever its split says: the split is not part of it
         ignore = {"detector", "split"} if want["stage"] == "detector" else {"detector"}
+        ignore |= want_config.unused_fields()
         diff = sorted(k for k in want if k not in ignore and have[k] != want[k])
         if diff:
             what = "inference settings differ" if set(diff) <= set(INFERENCE_FIELDS) else "config differs"

@@ -273,3 +273,24 @@ def test_postprocess_decodes_only_kept_pairs_with_torchvision_output(num_classes
     for a, b in zip(ref, out):
         for u, v in zip(a, b):
             assert u.shape == v.shape and torch.equal(u, v)
+
+
+@pytest.mark.parametrize("norm", [1.0, 2.5])
+def test_fixed_embedding_rows_are_scaled_to_embedding_norm(norm):
+    """randn rows are ~sqrt(5120) = 71.6 raw; T sees every class row at the same norm, background zero."""
+    from maskx.models.maskx_rcnn import fixed_embedding
+
+    names = ["cat", "dog", "traffic light"]
+    cfg = Config(transfer_input="randn", embedding_norm=norm)
+    emb = fixed_embedding(cfg, names)
+    assert emb.shape == (4, 5120) and torch.all(emb[0] == 0)
+    torch.testing.assert_close(emb[1:].norm(dim=1), torch.full((3,), norm))
+    raw = fixed_embedding(cfg.replace(embedding_norm=0.0), names)
+    assert 60 < raw[1:].norm(dim=1).min() and raw[1:].norm(dim=1).max() < 85
+    # the same directions: scaling only
+    torch.testing.assert_close(emb[1:], raw[1:] / raw[1:].norm(dim=1, keepdim=True) * norm)
+
+
+def test_negative_embedding_norm_is_rejected():
+    with pytest.raises(ConfigError, match="embedding_norm"):
+        Config(embedding_norm=-1.0)

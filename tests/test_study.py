@@ -382,3 +382,25 @@ def test_cli_plan_restricted_to_the_main_backbone(tmp_path, capsys):
     assert f"{second}__detector__all__s0" in capsys.readouterr().out
     assert main([*base, "--backbones", "vgg16"]) == 2
     assert "--backbones: unknown ['vgg16']" in capsys.readouterr().err
+
+
+def test_results_recorded_before_embedding_norm_are_stale_only_for_fixed_embeddings(tmp_path):
+    """embedding_norm was added after the first Table 1a runs: a recorded config without it trained
+    with raw rows (RECORDED_BEFORE), so randn/GloVe/text results are rerun; a cls+box or class-agnostic
+    result, whose model never reads the field, is not."""
+    scale = SCALES["tiny"]
+    study = Study(scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    randn, clsbox = Run("transfer_randn_2lrelu", "voc2nonvoc", 0, "resnet18"), \
+        Run("transfer_clsbox_2lrelu", "voc2nonvoc", 0, "resnet18")
+    agn = Run("agnostic", "voc2nonvoc", 0, "resnet18")
+    for run in (randn, clsbox, agn):
+        config = run.config(scale, "d").to_json()
+        del config["embedding_norm"]
+        record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION}
+        reason = study.stale_reason(run, record)
+        if run is randn:
+            assert reason == "config differs in embedding_norm (0.0 → 1.0)"
+        else:
+            assert reason is None, run.key
+        record["config"]["embedding_norm"] = 1.0
+        assert study.stale_reason(run, record) is None

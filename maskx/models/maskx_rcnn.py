@@ -94,10 +94,14 @@ class MaskXRCNN(GeneralizedRCNN):
 
 
 def fixed_embedding(config: Config, class_names: list[str]) -> torch.Tensor:
-    """The fixed input of T for transfer_input randn/glove/text: [K+1, D], row 0 (background) zero."""
+    """The fixed input of T for transfer_input randn/glove/text: [K+1, D], row 0 (background) zero;
+    class rows scaled to L2 norm ``config.embedding_norm`` (0: left as the source gives them)."""
     from .embeddings import class_embeddings
 
     emb = class_embeddings(config.transfer_input, list(class_names), seed=config.seed)
+    if config.embedding_norm > 0:
+        norms = emb.norm(dim=1, keepdim=True)
+        emb = torch.where(norms > 0, emb * (config.embedding_norm / norms.clamp_min(1e-12)), emb)
     return torch.cat([emb.new_zeros(1, emb.shape[1]), emb])
 
 
