@@ -37,6 +37,9 @@ PAPER = {
 PAPER_GAP_CLOSED = {"voc2nonvoc": 33, "nonvoc2voc": 37}  # Table 2 R-50: (Mask^X - agnostic) / (oracle - agnostic)
 GATE_MIN_GAP = 8.0  # issue 4: the oracle must lead the agnostic head by >= 8 AP on B
 MIN_MEANINGFUL_GAP = 1.0  # AP on B: below it, seed-to-seed noise (about 1 AP here) swamps the share
+# a run whose mask AP on set A is under this share of the class-agnostic head's (same split, seed, stage)
+# did not train: set A has mask labels for every model, so the class-agnostic head is a floor there
+FAILED_TRAINING_SHARE = 0.5
 ARROW = {"voc2nonvoc": "voc→non-voc", "nonvoc2voc": "non-voc→voc"}
 
 
@@ -118,6 +121,24 @@ def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: 
     return out
 
 
+def failed_trainings(results: dict) -> list[dict]:
+    """Runs whose segm AP on A is below ``FAILED_TRAINING_SHARE`` of the class-agnostic head's on the
+    same split, seed, backbone and stage (set-A evidence only): ``[{run, split, A, agnostic_A}]``."""
+    out = []
+    for key, rec in sorted(results.items()):
+        stage = rec.get("stage") or rec["config"]["stage"]
+        if stage == "detector" or rec.get("preset") in ("agnostic", "agnostic_e2e"):
+            continue
+        ref_preset = "agnostic" if stage == "mask" else "agnostic_e2e"
+        for split, m in rec["metrics"].items():
+            ref = results.get(f"{rec['backbone']}__{ref_preset}__{split}__s{rec['seed']}")
+            a = m["A"].get("segm_AP")
+            ref_a = ref["metrics"][split]["A"].get("segm_AP") if ref else None
+            if a is not None and ref_a and a < FAILED_TRAINING_SHARE * ref_a:
+                out.append({"run": key, "split": split, "A": a, "agnostic_A": ref_a})
+    return out
+
+
 def gate(results: dict, scale: StudyScale) -> Optional[dict]:
     """The data-design gate: stage-wise agnostic vs oracle, voc→non-voc, segm AP on B (first seed)."""
     det, agn, ora = table_runs("gate", scale)
@@ -177,6 +198,23 @@ def _md_table(name: str, results: dict, scale: StudyScale, backbone: str = "main
             cells += [fmt(row[f"{d}_B"], True), fmt(row[f"{d}_A"]), _paper(name, row["label"], 2 * j),
                       _paper(name, row["label"], 2 * j + 1)]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
+    """Table 1a's fixed-embedding runs trained before rows were scaled to ``embedding_norm`` (superseded)."""
+    raw = [r for r in superseded if r["config"].get("transfer_input") in ("randn", "glove", "text")
+           and r["config"].get("embedding_norm", 0.0) == 0.0 and r["superseded"]["reason"].startswith(
+               "config differs in embedding_norm")]
+    if not raw:
+        return []
+    lines = ["", "Superseded: the same fixed-embedding rows with rows as the source gives them (randn ~71.6, "
+             "GloVe 2-7, text 1; `embedding_norm=0`). segm AP on A | B per run:", ""]
+    for r in sorted(raw, key=lambda r: (r["config"]["transfer_input"], r["split"], r["seed"])):
+        d = r["split"]
+        m = r["metrics"][d]
+        lines.append(f"- {r['config']['transfer_input']}, {ARROW.get(d, d)}, seed {r['seed']}: "
+                     f"{m['A']['segm_AP']:.1f} | {m['B']['segm_AP']:.1f}")
     return lines
 
 
@@ -259,8 +297,16 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                          f"(generator version {r.get('generator_version')}, mask_lr_mult "
                          f"{r['config'].get('mask_lr_mult', 1.0)}); superseded {r['superseded']['at']}: "
                          f"{r['superseded']['reason']}")
+    failed = failed_trainings(results)
+    if failed:
+        lines += ["", f"## Runs that did not train (segm AP on A under {FAILED_TRAINING_SHARE:.0%} of the "
+                  "class-agnostic head's, same split, seed and stage)", "",
+                  "Set A has mask labels for every model, so these are failed trainings, not findings:", ""]
+        lines += [f"- {f['run']} ({f['split']}): {f['A']:.1f} vs {f['agnostic_A']:.1f}" for f in failed]
     for name in ("t1a", "t1b", "t1c", "t1d"):
         lines += ["", f"## {TABLES[name].title}", "", *_md_table(name, results, sc)]
+        if name == "t1a":
+            lines += _raw_embedding_rows(superseded)
     for bb in ("main", "second"):
         bname = sc.backbone if bb == "main" else sc.second_backbone
         lines += ["", f"## {TABLES['t2'].title}: {bname}", "", *_md_table("t2", results, sc, bb), "",

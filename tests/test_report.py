@@ -14,7 +14,9 @@ SCALE = SCALES["tiny"]
 
 def record(run: Run, b: float, a: float = 30.0, **extra) -> dict:
     per = {"A": {"segm_AP": a, "bbox_AP": a + 1}, "B": {"segm_AP": b, "bbox_AP": b + 1}}
-    return {"run": run.key, "config": run.config(SCALE, "det").to_json(), "generator_version": 1,
+    config = run.config(SCALE, "det")
+    return {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
+            "stage": config.stage, "config": config.to_json(), "generator_version": 1,
             "metrics": {d: per for d in run.eval_splits}, "train_seconds": 60.0, "eval_seconds": 30.0, **extra}
 
 
@@ -124,3 +126,35 @@ def test_headline_flags_a_tiny_gap_an_oracle_behind_on_a_and_gives_the_stage_wis
         (tmp_path / f"{r.key}.json").write_text(json.dumps(record(r, b[r.preset], a.get(r.preset, 30.0))))
     report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
     assert "below the class-agnostic head's" not in (tmp_path / "R.md").read_text()
+
+
+def test_a_run_far_below_the_class_agnostic_head_on_set_a_is_flagged_as_failed():
+    """randn at raw norm sat at zero logits: AP on A 3.9 against the agnostic head's 11.6. A weaker
+    but trained run (75 %), a detector and runs without an agnostic reference are not flagged."""
+    runs = {r.preset: r for r in table_runs("t1a", SCALE) if r.split in ("voc2nonvoc", "all") and r.seed == 0}
+    det = Run("detector", "all", 0, SCALE.backbone)
+    results = {runs["agnostic"].key: record(runs["agnostic"], 5.0, a=11.6),
+               runs["transfer_randn_2lrelu"].key: record(runs["transfer_randn_2lrelu"], 4.6, a=3.9),
+               runs["transfer_glove_2lrelu"].key: record(runs["transfer_glove_2lrelu"], 4.0, a=8.7),
+               det.key: record(det, 0.0, a=0.0)}
+    e2e = Run("transfer_clsbox_2lrelu_mlp_e2e", "voc2nonvoc", 0, SCALE.backbone)  # its reference is agnostic_e2e
+    results[e2e.key] = record(e2e, 1.0, a=1.0)
+    failed = report.failed_trainings(results)
+    assert failed == [{"run": runs["transfer_randn_2lrelu"].key, "split": "voc2nonvoc", "A": 3.9, "agnostic_A": 11.6}]
+
+
+def test_report_lists_failed_runs_and_the_superseded_raw_embedding_rows(tmp_path):
+    runs = {r.preset: r for r in table_runs("t1a", SCALE) if r.split in ("voc2nonvoc", "all") and r.seed == 0}
+    res = tmp_path / "results"
+    (res / "superseded").mkdir(parents=True)
+    agn, randn = runs["agnostic"], runs["transfer_randn_2lrelu"]
+    (res / f"{agn.key}.json").write_text(json.dumps(record(agn, 5.0, a=11.6)))
+    (res / f"{randn.key}.json").write_text(json.dumps(record(randn, 4.6, a=3.9)))
+    old = record(randn, 4.6, a=3.9)
+    old["config"]["embedding_norm"] = 0.0
+    old["superseded"] = {"reason": "config differs in embedding_norm (0.0 → 1.0)", "at": "20261130-203900"}
+    (res / "superseded" / f"{randn.key}__20261130-203900.json").write_text(json.dumps(old))
+    report.write_report(res, tmp_path / "R.md", scale="tiny")
+    text = (tmp_path / "R.md").read_text()
+    assert f"- {randn.key} (voc2nonvoc): 3.9 vs 11.6" in text
+    assert "- randn, voc→non-voc, seed 0: 3.9 | 4.6" in text
