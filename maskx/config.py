@@ -102,7 +102,8 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.embedding_norm < 0:
-            raise ConfigError(f"embedding_norm must be >= 0 (0: rows as the source gives them), got {self.embedding_norm}")
+            raise ConfigError(f"embedding_norm must be >= 0 (0: rows as the source gives them), "
+                              f"got {self.embedding_norm}")
         if self.mask_convs < 1:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
         if self.detector and self.stage == "detector":

@@ -146,7 +146,8 @@ class Study:
         want = want_config.to_json()
         try:  # fields added since the run: what was in effect then (RECORDED_BEFORE)
             recorded = record.get("config")
-            have = Config.from_json({**RECORDED_BEFORE, **recorded} if isinstance(recorded, dict) else recorded).to_json()
+            recorded = {**RECORDED_BEFORE, **recorded} if isinstance(recorded, dict) else recorded
+            have = Config.from_json(recorded).to_json()
         except ValueError as e:
             return f"unreadable config ({e})"
         # a detector trains boxes on every class whatever its split says: the split is not part of it
