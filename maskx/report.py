@@ -54,6 +54,17 @@ def _values(results: dict, runs, direction: str, set_name: str, metric: str = "s
     return out
 
 
+def _gt_box_ious(results: dict, runs, direction: str, set_name: str) -> list[float]:
+    """Mean mask IoU on ground-truth boxes and classes (``gt_box_eval``), one per run that has it."""
+    out = []
+    for r in dict.fromkeys(runs):
+        rec = results.get(r.key)
+        g = rec["metrics"].get(direction, {}).get("masks_on_gt_boxes") if rec else None
+        if g and g.get(set_name, {}).get("mean_iou") is not None:
+            out.append(g[set_name]["mean_iou"])
+    return out
+
+
 def mean_std(values: list[float]) -> Optional[tuple[float, float, int]]:
     if not values:
         return None
@@ -80,6 +91,8 @@ def table_rows(name: str, results: dict, scale: StudyScale, backbone: str = "mai
             row[f"{d}_B"] = mean_std(_values(results, mine, d, "B"))
             row[f"{d}_A"] = mean_std(_values(results, mine, d, "A"))
             row[f"{d}_B_seeds"] = _values(results, mine, d, "B")
+            for set_name in ("A", "B"):
+                row[f"{d}_gt_iou_{set_name}"] = mean_std(_gt_box_ious(results, mine, d, set_name))
         rows.append(row)
     return rows
 
@@ -192,13 +205,28 @@ def _paper(name: str, label: str, k: int) -> str:
 def _md_table(name: str, results: dict, scale: StudyScale, backbone: str = "main") -> list[str]:
     lines = ["| method | " + " | ".join(f"{ARROW[d]}: AP on B | AP on A | paper B | paper A" for d in DIRECTIONS) + " |",
              "|---|" + "---:|" * 8]
-    for row in table_rows(name, results, scale, backbone):
+    rows = table_rows(name, results, scale, backbone)
+    for row in rows:
         cells = []
         for j, d in enumerate(DIRECTIONS):
             cells += [fmt(row[f"{d}_B"], True), fmt(row[f"{d}_A"]), _paper(name, row["label"], 2 * j),
                       _paper(name, row["label"], 2 * j + 1)]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    if any(row[f"{d}_gt_iou_{x}"] for row in rows for d in DIRECTIONS for x in "AB"):
+        lines += ["", f"Detection taken out: mean mask IoU on the ground-truth boxes and classes of the first "
+                  f"{GT_BOX_IMAGES} val images (`maskx/gt_box_eval.py`), mean ± std over seeds:", "",
+                  "| method | " + " | ".join(f"{ARROW[d]}: IoU on B | IoU on A" for d in DIRECTIONS) + " |",
+                  "|---|" + "---:|" * 4]
+        for row in rows:
+            lines.append(f"| {row['label']} | " + " | ".join(
+                _fmt_iou(row[f"{d}_gt_iou_{x}"]) for d in DIRECTIONS for x in "BA") + " |")
     return lines
+
+
+def _fmt_iou(ms: Optional[tuple[float, float, int]]) -> str:
+    if ms is None:
+        return "pending"
+    return f"{ms[0]:.2f}" if ms[2] == 1 else f"{ms[0]:.2f} ± {ms[1]:.2f}"
 
 
 def _raw_embedding_rows(superseded: list[dict]) -> list[str]:

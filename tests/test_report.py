@@ -158,3 +158,24 @@ def test_report_lists_failed_runs_and_the_superseded_raw_embedding_rows(tmp_path
     text = (tmp_path / "R.md").read_text()
     assert f"- {randn.key} (voc2nonvoc): 3.9 vs 11.6" in text
     assert "- randn, voc→non-voc, seed 0: 3.9 | 4.6" in text
+
+
+def test_tables_show_mask_iou_on_ground_truth_boxes_when_runs_have_it(tmp_path):
+    runs = [r for r in table_runs("t1a", SCALE) if r.seed == 0 and r.preset in ("agnostic", "oracle")]
+    res = tmp_path / "results"
+    res.mkdir()
+    for r in runs:
+        rec = record(r, 5.0)
+        iou = 0.68 if r.preset == "oracle" else 0.46
+        for d in rec["metrics"]:
+            rec["metrics"][d] = {**rec["metrics"][d], "masks_on_gt_boxes": {
+                "A": {"mean_iou": 0.67, "ceiling": 0.93, "instances": 64},
+                "B": {"mean_iou": iou, "ceiling": 0.93, "instances": 209}}}
+        (res / f"{r.key}.json").write_text(json.dumps(rec))
+    rows = {row["preset"]: row for row in report.table_rows("t1a", report.load_results(res), SCALE)}
+    assert rows["oracle"]["voc2nonvoc_gt_iou_B"] == (pytest.approx(0.68), 0.0, 1)
+    assert rows["transfer_cls_2lrelu"]["voc2nonvoc_gt_iou_B"] is None
+    report.write_report(res, tmp_path / "R.md", scale="tiny")
+    text = (tmp_path / "R.md").read_text()
+    assert "| class-agnostic (baseline) | 0.46 | 0.67 | 0.46 | 0.67 |" in text
+    assert "| transfer w/ cls | pending | pending | pending | pending |" in text
