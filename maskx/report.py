@@ -219,11 +219,11 @@ def _md_table(name: str, results: dict, scale: StudyScale, backbone: str = "main
                   "|---|" + "---:|" * 4]
         for row in rows:
             lines.append(f"| {row['label']} | " + " | ".join(
-                _fmt_iou(row[f"{d}_gt_iou_{x}"]) for d in DIRECTIONS for x in "BA") + " |")
+                fmt_iou(row[f"{d}_gt_iou_{x}"]) for d in DIRECTIONS for x in "BA") + " |")
     return lines
 
 
-def _fmt_iou(ms: Optional[tuple[float, float, int]]) -> str:
+def fmt_iou(ms: Optional[tuple[float, float, int]]) -> str:
     if ms is None:
         return "pending"
     return f"{ms[0]:.2f}" if ms[2] == 1 else f"{ms[0]:.2f} ± {ms[1]:.2f}"
