@@ -270,6 +270,10 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                              f"(paper: {PAPER_GAP_CLOSED[d]} %; goal ≥ 60 %)"
                              + (f"; a gap under {MIN_MEANINGFUL_GAP:.0f} AP makes this share noise"
                                 if v["gap"] < MIN_MEANINGFUL_GAP else ""))
+            elif v.get("gap") is not None:
+                lines.append(f"- {name}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, Mask^X {v['transfer']:.1f}, "
+                             f"oracle {v['oracle']:.1f} AP on B: the oracle is not ahead (gap {v['gap']:.1f}), "
+                             "so no share can be stated")
             else:
                 lines.append(f"- {name}, {ARROW[d]}: pending")
         behind = {d: v["A"] for d, v in gc.items() if None not in v["A"].values()
