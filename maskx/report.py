@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, StudyScale, load_results, load_superseded,
-                    table_runs)
+from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
+                    load_superseded, table_runs)
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -43,26 +43,26 @@ FAILED_TRAINING_SHARE = 0.5
 ARROW = {"voc2nonvoc": "voc→non-voc", "nonvoc2voc": "non-voc→voc"}
 
 
-def _values(results: dict, runs, direction: str, set_name: str, metric: str = "segm_AP") -> list[float]:
+def _per_run(results: dict, runs, direction: str, pick) -> list[float]:
+    """``pick(metrics of direction)`` for each run that has a result there and a value (None: skipped)."""
     out = []
     for r in dict.fromkeys(runs):  # the oracle (split 'all') is listed under both directions
         rec = results.get(r.key)
         if rec is not None and direction in rec["metrics"]:
-            v = rec["metrics"][direction][set_name].get(metric)
+            v = pick(rec["metrics"][direction])
             if v is not None:
                 out.append(v)
     return out
 
 
+def _values(results: dict, runs, direction: str, set_name: str, metric: str = "segm_AP") -> list[float]:
+    return _per_run(results, runs, direction, lambda m: m[set_name].get(metric))
+
+
 def _gt_box_ious(results: dict, runs, direction: str, set_name: str) -> list[float]:
     """Mean mask IoU on ground-truth boxes and classes (``gt_box_eval``), one per run that has it."""
-    out = []
-    for r in dict.fromkeys(runs):
-        rec = results.get(r.key)
-        g = rec["metrics"].get(direction, {}).get("masks_on_gt_boxes") if rec else None
-        if g and g.get(set_name, {}).get("mean_iou") is not None:
-            out.append(g[set_name]["mean_iou"])
-    return out
+    return _per_run(results, runs, direction,
+                    lambda m: (m.get("masks_on_gt_boxes") or {}).get(set_name, {}).get("mean_iou"))
 
 
 def mean_std(values: list[float]) -> Optional[tuple[float, float, int]]:
@@ -71,11 +71,11 @@ def mean_std(values: list[float]) -> Optional[tuple[float, float, int]]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
-def fmt(ms: Optional[tuple[float, float, int]], with_n: bool = False) -> str:
+def fmt(ms: Optional[tuple[float, float, int]], with_n: bool = False, digits: int = 1) -> str:
     if ms is None:
         return "pending"
     m, s, n = ms
-    text = f"{m:.1f}" if n == 1 else f"{m:.1f} ± {s:.1f}"
+    text = f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
     return text + (f" (n={n})" if with_n and n > 1 else "")
 
 
@@ -144,7 +144,7 @@ def failed_trainings(results: dict) -> list[dict]:
             continue
         ref_preset = "agnostic" if stage == "mask" else "agnostic_e2e"
         for split, m in rec["metrics"].items():
-            ref = results.get(f"{rec['backbone']}__{ref_preset}__{split}__s{rec['seed']}")
+            ref = results.get(Run(ref_preset, split, rec["seed"], rec["backbone"]).key)
             a = m["A"].get("segm_AP")
             ref_a = ref["metrics"][split]["A"].get("segm_AP") if ref else None
             if a is not None and ref_a and a < FAILED_TRAINING_SHARE * ref_a:
@@ -219,14 +219,8 @@ def _md_table(name: str, results: dict, scale: StudyScale, backbone: str = "main
                   "|---|" + "---:|" * 4]
         for row in rows:
             lines.append(f"| {row['label']} | " + " | ".join(
-                fmt_iou(row[f"{d}_gt_iou_{x}"]) for d in DIRECTIONS for x in "BA") + " |")
+                fmt(row[f"{d}_gt_iou_{x}"], digits=2) for d in DIRECTIONS for x in "BA") + " |")
     return lines
-
-
-def fmt_iou(ms: Optional[tuple[float, float, int]]) -> str:
-    if ms is None:
-        return "pending"
-    return f"{ms[0]:.2f}" if ms[2] == 1 else f"{ms[0]:.2f} ± {ms[1]:.2f}"
 
 
 def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
