@@ -29,7 +29,7 @@ INFERENCE_FIELDS = ("score_thresh", "detections_per_img", "rpn_test_proposals")
 
 # What a field added later was in effect before it existed, for reading configs recorded then
 # (a result's config, not a user's file: there a missing field means today's default).
-RECORDED_BEFORE = {"embedding_norm": 0.0}
+RECORDED_BEFORE = {"embedding_norm": 0.0, "transfer_init": "torch"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class Config:
     # (~71.6 in 5120-d) are ~46x the detection weights' rows (~1.6) and collapsed T to zero logits
     # under the study's 10x mask lr (set-A AP and loss); text rows are unit-norm already.
     embedding_norm: float = 1.0
+    # T's FC layers: "torch" (nn.Linear's default, weights U(+-1/sqrt(fan_in)), small random biases) or
+    # "msra" (the official seg_every_thing code: Detectron's MSRAFill, N(0, sqrt(2 / fan_out)), zero biases)
+    transfer_init: str = "torch"
     stop_grad: bool = True  # w_seg = T(stop_grad(w_det)) (paper §3.2)
     mlp_branch: bool = False  # class-agnostic MLP mask logits added to every class (paper §3.4)
     mlp_hidden: int = 1024  # hidden width of that MLP (its first layer holds 6272 x mlp_hidden weights)
@@ -93,6 +96,7 @@ class Config:
         _check_choice("transfer_input", self.transfer_input, TRANSFER_INPUTS)
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
+        _check_choice("transfer_init", self.transfer_init, ("torch", "msra"))
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))
         if self.transfer_layers not in (1, 2, 3):
@@ -128,7 +132,8 @@ class Config:
 
     def unused_fields(self) -> set[str]:
         """Fields this config's model never reads (a difference there changes nothing trained)."""
-        return set() if self.has_fixed_embedding else {"embedding_norm"}
+        unused = set() if self.has_fixed_embedding else {"embedding_norm"}
+        return unused if self.mask_head == "transfer" else unused | {"transfer_init"}
 
     def with_inference_of(self, other: "Config") -> "Config":
         """This config with ``other``'s inference settings (``INFERENCE_FIELDS``): training unchanged."""

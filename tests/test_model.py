@@ -294,3 +294,36 @@ def test_fixed_embedding_rows_are_scaled_to_embedding_norm(norm):
 def test_negative_embedding_norm_is_rejected():
     with pytest.raises(ConfigError, match="embedding_norm"):
         Config(embedding_norm=-1.0)
+
+
+def test_transfer_msra_init_is_the_official_fill_and_torch_init_is_unchanged():
+    """init="msra": Detectron's MSRAFill (N(0, sqrt(2 / fan_out)), zero biases) in every FC of T;
+    init="torch" draws exactly what nn.Linear draws (results recorded before the option still hold)."""
+    torch.manual_seed(0)
+    t = WeightTransfer(5120, 256, layers=2, init="msra")
+    for m in (t.net[0], t.net[2]):
+        assert torch.all(m.bias == 0)
+        assert abs(m.weight.std().item() - (2.0 / 256) ** 0.5) < 0.003
+        assert abs(m.weight.mean().item()) < 0.002
+    torch.manual_seed(0)
+    default = WeightTransfer(5120, 256, layers=2)
+    torch.manual_seed(0)
+    ref = [torch.nn.Linear(5120, 256), torch.nn.Linear(256, 256)]
+    for got, want in zip((default.net[0], default.net[2]), ref):
+        assert torch.equal(got.weight, want.weight) and torch.equal(got.bias, want.bias)
+    # the msra rows make T's output about an order of magnitude larger for detection-weight-sized input
+    x = torch.randn(8, 5120) * (1.5 / 5120 ** 0.5)
+    assert t(x).std() > 5 * default(x).std()
+
+
+def test_transfer_init_is_checked_and_reaches_the_model():
+    with pytest.raises(ConfigError, match="transfer_init"):
+        Config(transfer_init="xavier")
+    with pytest.raises(ValueError, match="init"):
+        WeightTransfer(16, 8, init="xavier")
+    cfg = Config(transfer_init="msra", mask_dim=32, box_head_dim=64)
+    model = build_model(cfg, ["a", "b"], pretrained=False)
+    assert all(torch.all(m.bias == 0) for m in model.roi_heads.mask_predictor.transfer.net
+               if isinstance(m, torch.nn.Linear))
+    assert "transfer_init" in Config(mask_head="agnostic").unused_fields()
+    assert "transfer_init" not in cfg.unused_fields()

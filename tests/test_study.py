@@ -404,3 +404,17 @@ def test_results_recorded_before_embedding_norm_are_stale_only_for_fixed_embeddi
             assert reason is None, run.key
         record["config"]["embedding_norm"] = 1.0
         assert study.stale_reason(run, record) is None
+
+
+def test_results_recorded_before_transfer_init_read_as_torch_init(tmp_path):
+    """transfer_init was added after the study's runs: a recorded config without it used nn.Linear's
+    default init (RECORDED_BEFORE), so it is current while the study trains with transfer_init='torch'
+    (and becomes stale, rerun, if the study's runs switch to 'msra'); class-agnostic runs never read the field."""
+    scale = SCALES["tiny"]
+    study = Study(scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    for preset in ("transfer_clsbox_2lrelu", "agnostic"):
+        run = Run(preset, "voc2nonvoc", 0, "resnet18")
+        config = run.config(scale, "d").to_json()
+        del config["transfer_init"]
+        record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION}
+        assert study.stale_reason(run, record) is None, run.key

@@ -137,7 +137,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         else:
             in_dim = {"cls": 1, "box": 4, "cls+box": 5}[config.transfer_input] * config.box_head_dim
         transfer = WeightTransfer(in_dim, config.mask_dim, config.transfer_layers, config.transfer_hidden,
-                                  config.transfer_activation)
+                                  config.transfer_activation, config.transfer_init)
     else:
         transfer, embedding = None, None
     # same output as torchvision's pooler; "sparse" replaces its single-threaded CPU backward (and forward)

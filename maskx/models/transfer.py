@@ -18,10 +18,12 @@ class WeightTransfer(nn.Module):
 
     ``layers=1`` is an affine map D→out_dim; 2 and 3 insert hidden layers of ``hidden`` units with
     ReLU or LeakyReLU(0.1) between them. No activation after the last layer (the output is a weight).
+    ``init``: "torch" keeps nn.Linear's default; "msra" is the official code's fill (weights
+    N(0, sqrt(2 / fan_out)), biases zero), about 11x larger weights in the 5120→256 layer.
     """
 
     def __init__(self, in_dim: int, out_dim: int = 256, layers: int = 2, hidden: int = 256,
-                 activation: str = "leaky_relu"):
+                 activation: str = "leaky_relu", init: str = "torch"):
         super().__init__()
         if layers not in (1, 2, 3):
             raise ValueError(f"T has 1, 2 or 3 layers, got {layers}")
@@ -34,6 +36,13 @@ class WeightTransfer(nn.Module):
             if i < layers - 1:
                 mods.append(act())
         self.net = nn.Sequential(*mods)
+        if init == "msra":
+            for m in self.net:
+                if isinstance(m, nn.Linear):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        elif init != "torch":
+            raise ValueError(f"T's init is torch or msra, got {init!r}")
 
     def forward(self, w_det: torch.Tensor) -> torch.Tensor:
         return self.net(w_det)
