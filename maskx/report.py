@@ -260,7 +260,7 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
             v = gc[d]
             if v.get("closed_pct") is not None:
                 lines.append(f"- {name}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, Mask^X {v['transfer']:.1f}, "
-                             f"oracle {v['oracle']:.1f} AP on B: gap {v['gap']:.1f}, closed **{v['closed_pct']:.0f} %** "
+                             f"oracle {v['oracle']:.1f} AP on B: gap {v['gap']:.1f}, closed **{round(v['closed_pct'])} %** "
                              f"(paper: {PAPER_GAP_CLOSED[d]} %; goal ≥ 60 %)"
                              + (f"; a gap under {MIN_MEANINGFUL_GAP:.0f} AP makes this share noise"
                                 if v["gap"] < MIN_MEANINGFUL_GAP else ""))
@@ -288,7 +288,7 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                 lines.append(f"- {sc.backbone}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, transfer {v['transfer']:.1f}, "
                              f"oracle {v['oracle']:.1f} AP on B (set A: {v['A']['agnostic']:.1f}, "
                              f"{v['A']['transfer']:.1f}, {v['A']['oracle']:.1f}): gap {v['gap']:.1f}, closed "
-                             f"**{v['closed_pct']:.0f} %**")
+                             f"**{round(v['closed_pct'])} %**")
     lines += ["", "## Gate: does the embedded data need class knowledge for masks?", ""]
     if g is None:
         lines.append("pending (stage-wise agnostic and oracle, voc→non-voc, first seed)")
