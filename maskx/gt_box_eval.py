@@ -19,6 +19,16 @@ from tqdm import tqdm
 from .checkpoint import check_classes
 
 
+def gt_box_features(model, image: torch.Tensor, boxes: torch.Tensor) -> tuple[dict, list, list]:
+    """``model``'s features of ``image`` [3, H, W] and ``boxes`` [N, 4] (image pixels) moved into the
+    resized image the RoI heads see: (FPN features, [boxes [N, 4]], image_sizes)."""
+    h, w = image.shape[-2:]
+    batch, _ = model.transform([image])
+    (rh, rw), = batch.image_sizes
+    scaled = boxes * torch.tensor([rw / w, rh / h, rw / w, rh / h])
+    return model.backbone(batch.tensors), [scaled], batch.image_sizes
+
+
 @torch.inference_mode()
 def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None, progress: bool = False) -> dict:
     """Mean mask IoU of ``predictor``'s masks on ``dataset``'s GT boxes and classes, per set of ``split``.
@@ -41,10 +51,8 @@ def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None
             continue
         boxes, labels, gt = t["boxes"][keep], t["labels"][keep], t["masks"][keep].bool()
         h, w = image.shape[-2:]
-        batch, _ = model.transform([image])
-        (rh, rw), = batch.image_sizes
-        scaled = boxes * torch.tensor([rw / w, rh / h, rw / w, rh / h])
-        logits = model.roi_heads.mask_logits(model.backbone(batch.tensors), [scaled], labels, batch.image_sizes)
+        features, rois, sizes = gt_box_features(model, image, boxes)
+        logits = model.roi_heads.mask_logits(features, rois, labels, sizes)
         best = project_masks_on_boxes(gt.to(torch.uint8), boxes, torch.arange(len(gt)), logits.shape[-1])
         pred = paste_masks_in_image(logits.sigmoid()[:, None], boxes, (h, w))[:, 0] >= 0.5
         ceil = paste_masks_in_image(best[:, None], boxes, (h, w))[:, 0] >= 0.5

@@ -21,6 +21,7 @@ FACTORS = ("exact", "family", "base", "edge", "proportion", "predicted_in_A")
 @torch.inference_mode()
 def probe(model_path: str, data: str, images: int) -> dict:
     from maskx.data.vocab3k import classes
+    from maskx.gt_box_eval import gt_box_features
     from maskx.predictor import load
     from maskx.ship import val_split
 
@@ -30,11 +31,7 @@ def probe(model_path: str, data: str, images: int) -> dict:
     hits = collections.Counter()
     for i in range(len(val)):
         image, t = val[i]
-        h, w = image.shape[-2:]
-        batch, _ = model.transform([image])
-        (rh, rw), = batch.image_sizes
-        boxes = t["boxes"] * torch.tensor([rw / w, rh / h, rw / w, rh / h])
-        x = model.roi_heads.box_roi_pool(model.backbone(batch.tensors), [boxes], batch.image_sizes)
+        x = model.roi_heads.box_roi_pool(*gt_box_features(model, image, t["boxes"]))
         logits, _ = model.roi_heads.box_predictor(model.roi_heads.box_head(x))
         logits[:, 0] = -float("inf")
         for gt, top in zip(t["labels"].tolist(), logits.argmax(1).tolist()):
