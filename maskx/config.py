@@ -17,6 +17,7 @@ from typing import Optional
 MASK_HEADS = ("agnostic", "oracle", "transfer")
 TRANSFER_INPUTS = ("cls", "box", "cls+box", "randn", "glove", "text")
 ACTIVATIONS = ("relu", "leaky_relu")
+TRANSFER_INITS = ("torch", "msra")
 STAGES = ("e2e", "detector", "mask")
 
 
@@ -96,7 +97,7 @@ class Config:
         _check_choice("transfer_input", self.transfer_input, TRANSFER_INPUTS)
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
-        _check_choice("transfer_init", self.transfer_init, ("torch", "msra"))
+        _check_choice("transfer_init", self.transfer_init, TRANSFER_INITS)
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))
         if self.transfer_layers not in (1, 2, 3):

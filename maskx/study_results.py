@@ -57,9 +57,9 @@ def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
 
 def train_seconds(log: Path) -> float:
     """Summed step times of the run (resumed runs included; data waits counted)."""
-    if not log.is_file():
-        return 0.0
-    return round(sum(json.loads(line).get("sec", 0.0) for line in log.read_text().splitlines() if line.strip()), 3)
+    from .train import read_log  # torch-heavy; the report's readers of results/ need not import it
+
+    return round(sum(row.get("sec", 0.0) for row in read_log(log)), 3)
 
 
 def run_versions(out: Path) -> dict:

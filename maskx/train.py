@@ -81,6 +81,20 @@ def load_detector(model: torch.nn.Module, detector_dir, dataset: CocoDataset, co
     load_model_state(model, model_state(tensors), str(detector_dir), skip_prefixes=MASK_BRANCH)
 
 
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's ``log.jsonl`` (one per logged iteration), oldest first; [] when the
+    file is missing. A last line cut by a kill is skipped."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def _truncate_log(path: Path, start: int) -> None:
     """Drop log records of iterations >= ``start`` (written after the checkpoint a resume starts
     from), so that the log of a resumed run reads like that of an uninterrupted one."""

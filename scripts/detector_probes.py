@@ -31,7 +31,9 @@ def train(base_lr: float, out: Path, iters: int, warmup: int) -> None:
 
 def losses(runs: list[Path], window: int = 250) -> None:
     keys = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness")
-    logs = {r: [json.loads(line) for line in (r / "log.jsonl").read_text().splitlines() if line.strip()] for r in runs}
+    from maskx.train import read_log
+
+    logs = {r: read_log(r / "log.jsonl") for r in runs}
     print("iters | " + " | ".join(f"{r.name}: {' '.join(keys)}" for r in runs))
     for s in range(0, max(len(v) for v in logs.values()), window):
         cells = []

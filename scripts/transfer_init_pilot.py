@@ -16,12 +16,13 @@ from pathlib import Path
 
 from maskx.study import SCALES, Study
 from maskx.study_plan import Run
+from maskx.train import read_log
 
 ROOT = Path("runs/pilot-init")
 
 
 def mean_mask_loss(run_dir: Path, lo: int, hi: int) -> float:
-    rows = [json.loads(line) for line in open(run_dir / "log.jsonl") if line.strip()]
+    rows = read_log(run_dir / "log.jsonl")
     return statistics.mean(r["loss_mask"] for r in rows if "loss_mask" in r and lo <= r["iter"] < hi)
 
 

@@ -603,3 +603,12 @@ def test_evaluate_reports_a_and_b_and_matches_the_cli_path(trained_run, data64):
     for s in ("A", "B"):
         assert set(metrics[s]) >= {"bbox_AP", "segm_AP"}
     assert metrics == coco_evaluate(ds.data, preds, split)
+
+
+def test_read_log_skips_a_line_cut_by_a_kill(tmp_path):
+    from maskx.train import read_log
+
+    log = tmp_path / "log.jsonl"
+    assert read_log(log) == []
+    log.write_text('{"iter": 0, "sec": 1.5}\n{"iter": 1, "sec": 2.0}\n{"iter": 2, "se')
+    assert [r["iter"] for r in read_log(log)] == [0, 1]

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
+from ..config import TRANSFER_INITS
+
 
 class WeightTransfer(nn.Module):
     """T: [N, D] class embeddings → [N, out_dim] mask weights.
@@ -36,13 +38,13 @@ class WeightTransfer(nn.Module):
             if i < layers - 1:
                 mods.append(act())
         self.net = nn.Sequential(*mods)
+        if init not in TRANSFER_INITS:
+            raise ValueError(f"T's init is one of {TRANSFER_INITS}, got {init!r}")
         if init == "msra":
             for m in self.net:
                 if isinstance(m, nn.Linear):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                     nn.init.zeros_(m.bias)
-        elif init != "torch":
-            raise ValueError(f"T's init is torch or msra, got {init!r}")
 
     def forward(self, w_det: torch.Tensor) -> torch.Tensor:
         return self.net(w_det)
