@@ -179,3 +179,13 @@ def test_tables_show_mask_iou_on_ground_truth_boxes_when_runs_have_it(tmp_path):
     text = (tmp_path / "R.md").read_text()
     assert "| class-agnostic (baseline) | 0.46 | 0.67 | 0.46 | 0.67 |" in text
     assert "| transfer w/ cls | pending | pending | pending | pending |" in text
+
+
+def test_detector_box_ap_per_backbone_reads_voc_and_nonvoc_from_the_detector_runs():
+    scale = SCALES["study"]
+    dets = {r.detector() for r in table_runs("t2", scale, backbones=["second"])}
+    assert {d.backbone for d in dets} == {scale.second_backbone}
+    results = {d.key: record(d, b=3.0, a=2.0) for d in dets}  # voc2nonvoc: A = voc, B = non-voc
+    box = report.detector_box_ap(results, scale, "second")
+    assert box["voc"][:1] == (pytest.approx(3.0),) and box["nonvoc"][:1] == (pytest.approx(4.0),)
+    assert report.detector_box_ap(results, scale, "main") == {"voc": None, "nonvoc": None}
