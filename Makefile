@@ -7,7 +7,7 @@ DEMO_DIR ?= data/synth-default
 # CI (CI=true) runs the slow checks too; a workstation skips them unless SLOW=1.
 PYTEST_SELECT := $(if $(or $(CI),$(SLOW)),,-m "not slow")
 
-.PHONY: demo test app venv bench bench-model clean-venv
+.PHONY: demo test app venv bench bench-model bench-app bench-all clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench: $(STAMP)
 
 bench-model: $(STAMP)
 	$(PY) benchmarks/model_speed.py --out benchmarks/results/model_speed.json
+
+bench-app: $(STAMP)
+	$(PY) benchmarks/app_and_3k.py --out benchmarks/results/app_and_3k.json
+
+# every benchmark, one after another (about 15 minutes on 2 idle cores; stop other work first)
+bench-all: bench bench-model bench-app
 
 clean-venv:
 	rm -rf $(VENV)

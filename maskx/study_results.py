@@ -4,6 +4,7 @@ result keeps, folder defaults, and the time estimate of the runs left (``maskx.s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .config import get_preset
@@ -53,6 +54,32 @@ def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
     done = sum(sum(v) for v in spent.values()) + sum(caches.values())
     return {"hours_done": round(done / 3600, 2), "hours_left_estimate": round(left / 3600, 2),
             "runs_left_without_estimate": unknown, "roi_caches_left": len(caches_left)}
+
+
+STUDY_BUDGET_HOURS = 8.0  # issue 4: the whole study on this 2-core machine
+MACHINE_CORES = 2
+
+
+def wall_hours(results: dict[str, dict]) -> dict:
+    """The study's cost in wall-clock hours on a ``MACHINE_CORES``-core machine, from its result records.
+
+    A run's seconds count as ``seconds * threads / cores``: 1-thread runs ran two at a time
+    (``--jobs 2``), 2-thread runs (detectors) alone; RoI caches count whole. ``measured``: the
+    recorded times, which include slowdowns from other work sharing the machine (and pauses);
+    ``quiet_estimate``: each run kind (stage, split family, backbone) at the lower quartile of its
+    measured times (random splits grouped by |A|), what a rerun on an otherwise idle machine would take."""
+    kinds: dict[tuple, list] = {}
+    for r in results.values():
+        share = (r.get("torch_threads") or 1) / MACHINE_CORES
+        family = re.sub(r"_t\d+$", "", r.get("split", ""))  # rand20_t3 -> rand20
+        kinds.setdefault((r.get("stage"), family, r.get("backbone")), []).append(
+            (r.get("train_seconds", 0) + r.get("eval_seconds", 0)) * share)
+    caches = sum({r["roi_cache"]["detector_sha256"]: r["roi_cache"].get("build_seconds") or 0
+                  for r in results.values() if r.get("roi_cache")}.values())
+    measured = sum(sum(v) for v in kinds.values()) + caches
+    quiet = sum(len(v) * sorted(v)[(len(v) - 1) // 4] for v in kinds.values()) + caches
+    return {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
+            "budget": STUDY_BUDGET_HOURS}
 
 
 def train_seconds(log: Path) -> float:

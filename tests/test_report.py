@@ -189,3 +189,20 @@ def test_detector_box_ap_per_backbone_reads_voc_and_nonvoc_from_the_detector_run
     box = report.detector_box_ap(results, scale, "second")
     assert box["voc"][:1] == (pytest.approx(3.0),) and box["nonvoc"][:1] == (pytest.approx(4.0),)
     assert report.detector_box_ap(results, scale, "main") == {"voc": None, "nonvoc": None}
+
+
+def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile():
+    from maskx.study_results import wall_hours
+
+    def rec(split, stage, threads, seconds):
+        return {"split": split, "stage": stage, "backbone": "b", "torch_threads": threads,
+                "train_seconds": seconds, "eval_seconds": 0}
+
+    results = {f"m{i}": rec("voc2nonvoc", "mask", 1, s) for i, s in enumerate((3600, 3600, 3600, 36000))}
+    results["det"] = rec("all", "detector", 2, 7200)
+    results.update({f"r{t}": rec(f"rand20_t{t}", "mask", 1, 1800 * (t + 1)) for t in range(2)})
+    w = wall_hours(results)
+    # measured: (3 + 10) / 2 mask-hours + 2 detector-hours + (0.5 + 1) / 2 rand20-hours
+    assert w["measured"] == pytest.approx(6.5 + 2 + 0.75)
+    # quiet: 4 mask runs at their lower quartile (1 h) / 2 + the detector + 2 rand20 runs at 0.5 h / 2
+    assert w["quiet_estimate"] == pytest.approx(2 + 2 + 0.5) and w["budget"] == 8.0
