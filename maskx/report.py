@@ -293,9 +293,10 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                          "shrinks the gap on B that the share above divides by.")
         box = detector_box_ap(results, sc, bb)
         if None not in box.values():
+            seeds = " (1 seed)" if box["voc"][2] == 1 else ""
             lines.append(f"- {name}: its detectors (where each end-to-end run starts) have box AP "
-                         f"{fmt(box['voc'], with_n=True)}{' (1 seed)' if box['voc'][2] == 1 else ''} on the voc classes and {fmt(box['nonvoc'])} on the "
-                         "non-voc ones, the ceiling under which these mask heads are compared.")
+                         f"{fmt(box['voc'], with_n=True)}{seeds} on the voc classes and {fmt(box['nonvoc'])} on "
+                         "the non-voc ones, the ceiling under which these mask heads are compared.")
     sw = gap_closed(results, sc, "main", table="t1a", rows=("agnostic", "transfer_clsbox_2lrelu", "oracle"))
     if any(v.get("closed_pct") is not None for v in sw.values()):
         lines += ["", "The same share stage-wise (Table 1a: class-agnostic, transfer cls+box, oracle; "
