@@ -14,7 +14,7 @@ from typing import Optional
 
 from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
                     load_superseded, table_runs)
-from .study_results import wall_hours
+from .study_results import roi_cache_seconds, wall_hours
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -156,9 +156,7 @@ def failed_trainings(results: dict) -> list[dict]:
 def detector_box_ap(results: dict, scale: StudyScale, backbone: str = "main") -> dict:
     """Box AP of a backbone's Table-2 detectors (stage 1, where each end-to-end run starts), over
     seeds: {"voc": (mean, std, n), "nonvoc": ...} (None where no detector result is there yet)."""
-    bb = {"main": scale.backbone, "second": scale.second_backbone}[backbone]
-    dets = [r.detector() for r in table_runs("t2", scale, backbones=[backbone])]
-    dets = [r for r in dict.fromkeys(dets) if r.backbone == bb]
+    dets = list(dict.fromkeys(r.detector() for r in table_runs("t2", scale, backbones=[backbone])))
     # voc2nonvoc's set A is the voc classes, its set B the non-voc ones
     return {"voc": mean_std(_values(results, dets, "voc2nonvoc", "A", "bbox_AP")),
             "nonvoc": mean_std(_values(results, dets, "voc2nonvoc", "B", "bbox_AP"))}
@@ -366,8 +364,7 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         gain = "n/a" if p["relative_gain_pct"] is None else f"{p['relative_gain_pct']:+.0f} %"
         lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
                      f"{p['transfer_B']:.1f} | {gain} |")
-    caches = {r["roi_cache"]["detector_sha256"]: r["roi_cache"].get("build_seconds") or 0
-              for r in results.values() if r.get("roi_cache")}
+    caches = roi_cache_seconds(results)
     seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values()) + sum(caches.values())
     spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
     wall = wall_hours(results)

@@ -60,6 +60,12 @@ STUDY_BUDGET_HOURS = 8.0  # issue 4: the whole study on this 2-core machine
 MACHINE_CORES = 2
 
 
+def roi_cache_seconds(results: dict[str, dict]) -> dict[str, float]:
+    """Build seconds of each RoI cache the results used, keyed by its detector's sha256 (counted once)."""
+    return {r["roi_cache"]["detector_sha256"]: r["roi_cache"].get("build_seconds") or 0
+            for r in results.values() if r.get("roi_cache")}
+
+
 def wall_hours(results: dict[str, dict]) -> dict:
     """The study's cost in wall-clock hours on a ``MACHINE_CORES``-core machine, from its result records.
 
@@ -74,8 +80,7 @@ def wall_hours(results: dict[str, dict]) -> dict:
         family = re.sub(r"_t\d+$", "", r.get("split", ""))  # rand20_t3 -> rand20
         kinds.setdefault((r.get("stage"), family, r.get("backbone")), []).append(
             (r.get("train_seconds", 0) + r.get("eval_seconds", 0)) * share)
-    caches = sum({r["roi_cache"]["detector_sha256"]: r["roi_cache"].get("build_seconds") or 0
-                  for r in results.values() if r.get("roi_cache")}.values())
+    caches = sum(roi_cache_seconds(results).values())
     measured = sum(sum(v) for v in kinds.values()) + caches
     quiet = sum(len(v) * sorted(v)[(len(v) - 1) // 4] for v in kinds.values()) + caches
     return {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
