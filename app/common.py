@@ -8,10 +8,11 @@ missing file, a bad checkpoint or a bad upload never ends in a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,59 @@ def _predict(key: str, image_key: str, _predictor, _image):
 
 
 def image_key(image: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
+    from maskx.instances import image_key as key
+
+    return key(image)
+
+
+def newest_checkpoint_json(path: Path) -> Optional[Path]:
+    """The checkpoint JSON a model path names (itself, or a run folder's newest), without torch."""
+    if path.is_file():
+        return path
+    found = sorted(path.glob("ckpt_*.json")) if path.is_dir() else []
+    return found[-1] if found else None
+
+
+def model_summary(path: Optional[Path] = None) -> tuple[Optional[dict], Optional[str]]:
+    """What the sidebar says about the model, read from its checkpoint JSON without importing torch
+    (so it never waits for the model to load): ({classes, set_A, split, iteration}, None) or (None, why)."""
+    path = Path(path) if path is not None else model_path()
+    ckpt = newest_checkpoint_json(path)
+    if ckpt is None:
+        return None, f"no checkpoint at `{path}`"
+    try:
+        meta = json.loads(ckpt.read_text())
+        return {"classes": len(meta["class_names"]), "set_A": len(meta["set_A"]),
+                "split": (meta.get("split") or {}).get("name", "?"), "iteration": meta.get("iteration")}, None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return None, f"`{ckpt}` is unreadable ({type(e).__name__})"
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _saved(path: str, stamp: str, sha256: str) -> dict:
+    from maskx.instances import SavedPredictionsError, read_saved
+
+    try:
+        return read_saved(json.loads(Path(path).read_text()), path, sha256)
+    except (OSError, ValueError, SavedPredictionsError):  # then the model predicts, as for any image
+        traceback.print_exc()
+        return {}
+
+
+def saved_predictions(path: Optional[Path] = None) -> dict:
+    """{image_key: instances} that ``python -m maskx ship`` saved beside the model (``examples.json``)
+    for its current weights (the checkpoint JSON's SHA-256), so the first page can draw a sample image's
+    masks before torch is imported; {} when there are none."""
+    path = Path(path) if path is not None else model_path()
+    ckpt = newest_checkpoint_json(path)
+    saved = ckpt.parent / "examples.json" if ckpt is not None else None
+    if saved is None or not saved.is_file():
+        return {}
+    try:
+        sha = json.loads(ckpt.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return _saved(str(saved), f"{saved.stat().st_mtime_ns}:{ckpt.stat().st_mtime_ns}", str(sha))
 
 
 def predict(predictor, image: np.ndarray, key: Optional[str] = None) -> list:
@@ -152,47 +205,90 @@ def predict(predictor, image: np.ndarray, key: Optional[str] = None) -> list:
 
 
 def warm_up() -> None:
-    """Fill the caches the first page reads: import torch and ``maskx``, load the model, render or
-    read the sample images and segment the first one. ``app/serve.py`` runs this in a thread as the
-    server starts, so it overlaps the browser's connecting; a page that asks meanwhile waits for the
-    same cache entry (Streamlit computes each entry once) instead of starting a second load."""
+    """Fill the caches the first page reads: render or read the sample images; unless the first
+    sample's masks were saved with the model (then the page draws them and preloads the model
+    afterwards, ``preload_model``), import torch and ``maskx``, load the model and segment the first
+    sample. ``app/serve.py`` runs this in a thread as the server starts, so it overlaps the browser's
+    connecting; a page that asks meanwhile waits for the same cache entry (Streamlit computes each
+    entry once) instead of starting a second load."""
     cfg = settings()
+    first = sample_image(str(cfg.data), 0) if sample_list(str(cfg.data)) else None
+    if first is not None and image_key(first[2]) in saved_predictions(cfg.model):
+        return  # the first page draws saved masks; it preloads the model once they are shown
     predictor, error = load_model(cfg.model)
     if error is not None:  # the page stops at the same error before it reads any sample
         return
-    samples = sample_images(str(cfg.data))
-    if samples:
-        _predict(model_key(predictor), image_key(samples[0][2]), predictor, samples[0][2])
+    if first is not None:
+        _predict(model_key(predictor), image_key(first[2]), predictor, first[2])
+
+
+PRELOAD_DELAY_S = 2.0
+_preload_lock = threading.Lock()
+_preloading: set = set()  # model paths whose preload has started in this process
+
+
+def preload_model(path: Optional[Path] = None, delay: float = PRELOAD_DELAY_S) -> None:
+    """Load the model in a background thread (once per path and process), so that an upload or
+    another image after a page drawn from saved masks finds it ready. Called at the end of a page
+    run, and ``delay`` seconds later still: importing torch holds the GIL for long stretches, and
+    started at once it kept the server from sending the page's image to the browser (first result
+    0.8 s later on 2 cores, measured with benchmarks/app_and_3k.py's set-up)."""
+    path = Path(path) if path is not None else model_path()
+    with _preload_lock:
+        if str(path) in _preloading:
+            return
+        _preloading.add(str(path))
+
+    def run():
+        time.sleep(delay)
+        load_model(path)
+
+    threading.Thread(target=run, name="maskx-preload", daemon=True).start()
 
 
 # ---------------------------------------------------------------- images
 
 @st.cache_data(show_spinner=False)
-def sample_images(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, np.ndarray]]:
-    """The first ``n`` val images as (label, image id, RGB uint8); rendered when the data is absent
+def sample_list(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, str]]:
+    """The first ``n`` val images as (label, image id, file path or "" when rendered), without reading
+    a pixel: the files of ``data_dir`` when its annotations and images are there, else rendered ones
     (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
+    ann = Path(data_dir) / "annotations.json"
+    if ann.is_file():
+        try:
+            images = sorted(json.loads(ann.read_text())["images"], key=lambda im: im["id"])[:n]
+            files = [Path(data_dir) / "images" / im["file_name"] for im in images]
+            if images and all(f.is_file() for f in files):
+                return [(f"val image {im['id']} ({im['file_name']})", int(im["id"]), str(f))
+                        for im, f in zip(images, files)]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    # the embedded val sets are seed 1; image id k + 1 is render(1, k, 256)
+    return [(f"val image {k + 1} (rendered)", k + 1, "") for k in range(n)]
+
+
+@st.cache_data(show_spinner=False)
+def sample_image(data_dir: str, k: int, n: int = NUM_SAMPLES) -> tuple[str, int, np.ndarray]:
+    """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
+    its file turns out unreadable). One at a time: rendering all eight took a second of the first page."""
     from maskx.data.synthetic import render
     from maskx.data.synthetic3k import render3k
 
-    if "synth3k" in Path(data_dir).parts:
-        render = render3k  # noqa: F811
-
-    ann = Path(data_dir) / "annotations.json"
-    out = []
-    if ann.is_file():
+    label, image_id, file = sample_list(data_dir, n)[k]
+    if file:
         try:
             from PIL import Image
 
-            images = sorted(json.loads(ann.read_text())["images"], key=lambda im: im["id"])[:n]
-            for im in images:
-                rgb = np.asarray(Image.open(Path(data_dir) / "images" / im["file_name"]).convert("RGB"))
-                out.append((f"val image {im['id']} ({im['file_name']})", int(im["id"]), rgb))
-            return out
-        except (OSError, ValueError, KeyError, TypeError):
-            out = []
-    for k in range(n):  # the embedded val sets are seed 1; image id k + 1 is render(1, k, 256)
-        out.append((f"val image {k + 1} (rendered)", k + 1, render(1, k, SAMPLE_SIZE)[0]))
-    return out
+            return label, image_id, np.asarray(Image.open(file).convert("RGB"))
+        except (OSError, ValueError):
+            label = f"val image {k + 1} (rendered: {Path(file).name} is unreadable)"
+    draw = render3k if "synth3k" in Path(data_dir).parts else render
+    return label, k + 1, draw(1, k, SAMPLE_SIZE)[0]
+
+
+def sample_images(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, np.ndarray]]:
+    """Every sample of ``sample_list`` as (label, image id, RGB uint8)."""
+    return [sample_image(data_dir, k, n) for k in range(len(sample_list(data_dir, n)))]
 
 
 def read_upload(upload) -> tuple[Optional[np.ndarray], list[str], Optional[str]]:

@@ -29,13 +29,12 @@ with st.sidebar:
     st.markdown("**Mask^X R-CNN**: learning to segment every thing")
     st.text_input("Model", value=str(common.settings().model), key="model_path",
                   help="a run folder (its newest checkpoint) or a ckpt_*.json")
-    predictor, error = common.load_model()
+    info, error = common.model_summary()  # from the checkpoint's JSON: the page never waits for torch here
     if error:
-        st.warning("No usable model; see the page for what to do.")
+        st.warning(f"No usable model ({error}); see the page for what to do.")
     else:
-        st.caption(f"{len(predictor.class_names)} classes, {len(predictor.set_a)} in set A "
-                   f"(split {predictor.meta.get('split', {}).get('name', '?')}), iteration "
-                   f"{predictor.meta.get('iteration')}")
+        st.caption(f"{info['classes']} classes, {info['set_A']} in set A (split {info['split']}), "
+                   f"iteration {info['iteration']}")
     common.legend()
 
 page.run()

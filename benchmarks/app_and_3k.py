@@ -13,7 +13,9 @@ b. App cold start, side by side for the two launch scripts (``APP_SCRIPTS``, alt
    Chromium (Playwright, the system's ``chromium``; started first, as a visitor's browser is
    already open) waits for the server's health check and then opens the Segment page; the time
    from starting the process until the overlay image is on the page. ``app/serve.py`` (``make
-   app``) starts the page's work with the server. Skipped, with the reason, when Chromium or
+   app``) starts the page's work with the server; ``serve_live`` is ``serve`` on a copy of the shipped
+   model without ``examples.json`` (its masks on the sample images, saved by ``maskx ship``), so
+   its first result waits for torch's import, the model's load and a prediction. Skipped, with the reason, when Chromium or
    Playwright is missing (``.ci/install-browser``). ``--screenshot docs/app.png`` saves the first
    screen (the README's picture) of the last ``serve`` start, after the timing.
 """
@@ -26,10 +28,12 @@ import shutil
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 LOAD_SNIPPET = ("import sys, time; t=time.perf_counter(); import maskx; p=maskx.load(sys.argv[1]); "
@@ -91,10 +95,26 @@ def bench_predict(images: int, model: str = "maskx-3k") -> dict:
             "postprocess_same_detections": same, "variants": variants}
 
 
-APP_SCRIPTS = {"plain": "app/streamlit_app.py", "serve": "app/serve.py"}
+APP_SCRIPTS = {"plain": "app/streamlit_app.py", "serve": "app/serve.py", "serve_live": "app/serve.py"}
+# serve_live: the shipped model without its saved sample masks (examples.json), so the first sample is
+# segmented live, after torch's import and the model's load (how every start went before they were saved)
 
 
-def _cold_start(browser, script: str, screenshot: str = "") -> dict:
+def _model_without_examples(tmp: Path) -> Path:
+    """A folder with the shipped checkpoint (its JSON copied, its weights linked) and no examples.json."""
+    from maskx.ship import SHIPPED
+
+    out = tmp / "maskx-3k-no-examples"
+    out.mkdir()
+    for f in SHIPPED["maskx-3k"].glob("ckpt_*"):
+        if f.suffix == ".json":
+            shutil.copy(f, out / f.name)
+        else:
+            os.symlink(f.resolve(), out / f.name)
+    return out
+
+
+def _cold_start(browser, script: str, screenshot: str = "", env: Optional[dict] = None) -> dict:
     """``streamlit run SCRIPT`` in a fresh process; the open browser loads the page as soon as the
     server answers its health check. → seconds from the process start to health and to the overlay."""
     with socket.socket() as s:
@@ -105,7 +125,7 @@ def _cold_start(browser, script: str, screenshot: str = "") -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     try:
         while True:
             try:
@@ -144,7 +164,8 @@ def bench_app_cold_start(screenshot: str = "", repeats: int = 3) -> dict:
     ``streamlit run`` to the Segment page's overlay in headless Chromium. The browser is started
     before the server (a visitor's browser is already open, so its start-up is not counted).
     ``plain`` runs the page's work only when the browser connects; ``serve`` (``make app``) starts
-    it with the server (``app/serve.py``)."""
+    it with the server (``app/serve.py``); ``serve_live`` is ``serve`` with a copy of the shipped model
+    that lacks its saved sample masks, so the first result waits for the model (the before)."""
     chromium = os.environ.get("MASKX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     try:
         from playwright.sync_api import sync_playwright
@@ -153,12 +174,13 @@ def bench_app_cold_start(screenshot: str = "", repeats: int = 3) -> dict:
     if not Path(chromium).is_file():
         return {"skipped": f"no Chromium at {chromium}: run .ci/install-browser"}
     runs = {name: [] for name in APP_SCRIPTS}
-    with sync_playwright() as p:
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="maskx-bench-") as tmp:
+        live = {"MASKX_MODEL": str(_model_without_examples(Path(tmp)))}
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         for k in range(repeats):
             for name, script in APP_SCRIPTS.items():
                 last = k == repeats - 1 and name == "serve"
-                r = _cold_start(browser, script, screenshot if last else "")
+                r = _cold_start(browser, script, screenshot if last else "", live if name == "serve_live" else None)
                 if "skipped" in r:
                     return r
                 runs[name].append(r)
@@ -167,7 +189,8 @@ def bench_app_cold_start(screenshot: str = "", repeats: int = 3) -> dict:
                   "server_healthy_s": round(statistics.median(r["server_healthy_s"] for r in rs), 2),
                   "runs": rs} for name, rs in runs.items()}
     return {"repeats": repeats, "browser_started_before_server": True, **out,
-            "serve_x_plain": round(out["serve"]["first_result_s"] / out["plain"]["first_result_s"], 2)}
+            "serve_x_plain": round(out["serve"]["first_result_s"] / out["plain"]["first_result_s"], 2),
+            "serve_x_serve_live": round(out["serve"]["first_result_s"] / out["serve_live"]["first_result_s"], 2)}
 
 
 def main(argv=None) -> int:
@@ -196,7 +219,7 @@ def main(argv=None) -> int:
     if "skipped" in a:
         print(f"| app cold start | {a['skipped']} |")
     for name in () if "skipped" in a else APP_SCRIPTS:
-        print(f"| app cold start, `streamlit run {APP_SCRIPTS[name]}` | first result on the page "
+        print(f"| app cold start, {name}: `streamlit run {APP_SCRIPTS[name]}` | first result on the page "
               f"{a[name]['first_result_s']} s (median of {a['repeats']}; server healthy at "
               f"{a[name]['server_healthy_s']} s) |")
     return 0

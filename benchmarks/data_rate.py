@@ -7,7 +7,13 @@
 - load: ``CocoDataset.__getitem__`` over the generated folder under the voc2nonvoc split
   (JPEG decode to a float tensor, set-A RLE masks decoded, set-B masks left zero), one
   process, median of ``--load-passes`` full passes; with 1 torch thread (what a DataLoader
-  worker uses) and with torch's default thread count.
+  worker uses) and with torch's default thread count;
+- train: ``maskx.train.run_training`` (the real loop: DataLoader with ``num_workers`` = 1 loading
+  ahead, 2 torch threads) of the study's Mask^X R-CNN (``transfer_clsbox_2lrelu_mlp_e2e`` with the
+  study scale's settings, EfficientNet-Lite0, batch 2) on the same folder, ``--train-steps``
+  steps from a random-init head; images/s from the median logged step time after 2 warm-up
+  steps. The ratio load / train is the target of issue 7 (>= 5x): one loader worker must keep
+  far ahead of training.
 
 Everything is written to a temporary folder that is removed afterwards. Writes the results as
 JSON (atomically) and prints a markdown table.
@@ -32,7 +38,28 @@ from maskx.data.synthetic import GENERATOR_VERSION, generate
 DEFAULT_IMAGES = {256: 200, 512: 60}
 
 
-def bench_size(root: Path, size: int, images: int, load_passes: int) -> dict:
+def train_rate(data_dir: Path, size: int, steps: int, work: Path) -> dict:
+    """Training images/s of the study's Mask^X R-CNN on ``data_dir`` at ``size`` px (median step)."""
+    import torch
+
+    from maskx.config import get_preset
+    from maskx.study_plan import SCALES
+    from maskx.train import read_log, run_training
+
+    scale = SCALES["study"]
+    config = get_preset("transfer_clsbox_2lrelu_mlp_e2e").with_overrides(list(scale.overrides)).replace(
+        split="voc2nonvoc", backbone=scale.backbone, image_size=size, iters=steps, checkpoint_every=10 ** 6,
+        mask_lr_mult=scale.mask_lr_mult, seed=0)
+    threads = torch.get_num_threads()
+    run_training(config, data_dir, work / f"train-{size}", progress=False)
+    secs = [r["sec"] for r in read_log(work / f"train-{size}" / "log.jsonl")][2:]
+    step = statistics.median(secs)
+    return {"train_steps_timed": len(secs), "train_step_s": round(step, 3), "train_threads": threads,
+            "train_batch": config.batch_size, "train_images_per_s": round(config.batch_size / step, 3),
+            "train_num_workers": config.num_workers}
+
+
+def bench_size(root: Path, size: int, images: int, load_passes: int, train_steps: int = 0) -> dict:
     import torch
 
     from maskx.data.coco import CocoDataset
@@ -64,6 +91,9 @@ def bench_size(root: Path, size: int, images: int, load_passes: int) -> dict:
             cpu_rates.append(len(ds) / (time.process_time() - c0))
         load[threads], load_cpu[threads] = statistics.median(rates), statistics.median(cpu_rates)
     torch.set_num_threads(default_threads)
+    train = train_rate(data_dir, size, train_steps, root) if train_steps else {}
+    if train:  # the loader's rate over training's, both wall clock (target >= 5)
+        train["load_over_train"] = round(load[1] / train["train_images_per_s"], 1)
     return {
         "image_size": size,
         "images": images,
@@ -81,6 +111,7 @@ def bench_size(root: Path, size: int, images: int, load_passes: int) -> dict:
         "generate_images_per_cpu_s_1_worker": round(gen_cpu, 2),
         "load_images_per_cpu_s": round(load_cpu[1], 1),
         "load_passes": load_passes,
+        **train,
     }
 
 
@@ -96,6 +127,14 @@ def table(results: list[dict]) -> str:
     rows.append("")
     rows.append("images/s. Wall clock, except the last two columns: per second of the benchmark process's "
                 "CPU time (1 worker, 1 torch thread).")
+    trained = [r for r in results if "train_images_per_s" in r]
+    if trained:
+        rows += ["", "| px | train step (s, batch 2) | train images/s | load images/s (1 thread) | load / train "
+                 "| target >= 5 |", "|---:|---:|---:|---:|---:|---|"]
+        for r in trained:
+            rows.append(f"| {r['image_size']} | {r['train_step_s']:.2f} | {r['train_images_per_s']:.2f} "
+                        f"| {r['load_images_per_s']:.0f} | {r['load_over_train']:.0f}x "
+                        f"| {'met' if r['load_over_train'] >= 5 else 'NOT met'} |")
     return "\n".join(rows)
 
 
@@ -105,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=sorted(DEFAULT_IMAGES))
     p.add_argument("--images", type=int, help="images per size (default: 200 at 256 px, 60 at 512 px)")
     p.add_argument("--load-passes", type=int, default=3)
+    p.add_argument("--train-steps", type=int, default=8,
+                   help="training steps timed per size (the first 2 are warm-up; 0: skip training)")
     args = p.parse_args(argv)
     import torch
 
@@ -116,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="maskx-bench-") as tmp:
         for size in args.sizes:
             n = args.images or DEFAULT_IMAGES.get(size, 16)
-            results.append(bench_size(Path(tmp), size, n, args.load_passes))
+            results.append(bench_size(Path(tmp), size, n, args.load_passes, args.train_steps))
             print(f"{size} px done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
     report = {
         "benchmark": "data_rate",

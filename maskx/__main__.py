@@ -139,8 +139,10 @@ def _cmd_demo(args) -> dict:
 
 
 def _cmd_ship(args) -> dict:
-    from .ship import build_shipped
+    from .ship import build_shipped, write_examples
 
+    if args.examples_only:
+        return {"examples": str(write_examples(args.out))}
     return build_shipped(out=args.out, data=args.data, runs=args.runs, preset=args.preset, iters=args.iters,
                          progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), size=args.size,
                          overrides=tuple(args.set or ()))
@@ -327,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--preset", default="maskx_3k", help="maskx_3k (Mask^X) or agnostic_mlp_3k (its baseline)")
     sh.add_argument("--iters", type=int)
     sh.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    sh.add_argument("--examples-only", action="store_true",
+                    help="only (re)write OUT/examples.json: the model's masks on the app's sample images")
     sh.add_argument("--quiet", action="store_true")
     sh.set_defaults(func=_cmd_ship)
 

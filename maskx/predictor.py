@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -17,20 +16,9 @@ from PIL import Image
 from .checkpoint import CheckpointError, find_checkpoint, load_model_state, model_state
 from .config import Config, ConfigError
 from .data.coco import load_image
-from .evaluate import encode_masks
+from .instances import Instance, coco_entries  # noqa: F401 (re-exported: maskx.predictor.Instance)
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
-
-
-@dataclass
-class Instance:
-    box: list[float]  # xyxy pixels of the input image
-    score: float
-    label: int  # 1..K
-    category_id: int
-    class_name: str
-    in_A: bool  # the class had mask labels in training (set A)
-    mask: Optional[np.ndarray]  # bool [H, W], None for a detector-only model
 
 
 def to_image_tensor(image: ImageLike) -> torch.Tensor:
@@ -95,20 +83,6 @@ class Predictor:
     def predict_coco(self, image: ImageLike, image_id: int, score_thresh: float = 0.0) -> list[dict]:
         """COCO results entries (real category ids, xywh boxes, RLE masks) for one image."""
         return coco_entries(self.predict(image, score_thresh), image_id)
-
-
-def coco_entries(inst: list[Instance], image_id: int) -> list[dict]:
-    """Instances of one image → COCO results entries (xywh boxes, RLE masks when present)."""
-    rles = encode_masks(np.stack([i.mask for i in inst])) if inst and inst[0].mask is not None else None
-    out = []
-    for k, i in enumerate(inst):
-        x0, y0, x1, y1 = i.box
-        entry = {"image_id": image_id, "category_id": i.category_id, "score": round(i.score, 5),
-                 "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]}
-        if rles is not None:
-            entry["segmentation"] = rles[k]
-        out.append(entry)
-    return out
 
 
 def load(path, class_names: Optional[list[str]] = None, device: str = "cpu",

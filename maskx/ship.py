@@ -7,7 +7,9 @@ Steps (each skipped when its output is already there): generate the embedded 300
 (``data/synth3k``), train preset ``maskx_3k`` into ``runs/maskx-3k`` (CPU, deterministic: the
 same weights on every run on the same machine type), export the last checkpoint's model weights
 to ``models/maskx-3k`` (fp16 when that keeps AP; no optimizer state), and evaluate fp32 and the
-export on the val split (masks for every class), written to ``models/maskx-3k/eval.json``.
+export on the val split (masks for every class), written to ``models/maskx-3k/eval.json``; last,
+its masks on the app's sample images, ``models/maskx-3k/examples.json`` (``write_examples``), which
+the app draws before torch is imported.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ MAX_BYTES = 40 * 1024 * 1024
 FP16_MAX_AP_DROP = 0.1  # ship fp16 when segm AP on A and on B drop by at most this much ...
 FP16_CHECK_IMAGES = 200  # ... on the first 200 val images
 GT_BOX_IMAGES = 300  # masks on ground-truth boxes and classes: the first 300 val images (~1500 instances)
+# The app's sample images when data/synth3k is absent (app/common.py: NUM_SAMPLES, SAMPLE_SIZE): val
+# image k + 1 rendered as render3k(1, k, 256); predicted as the app predicts (sparse RoIAlign forward).
+EXAMPLE_IMAGES, EXAMPLE_SIZE, APP_ROI_ALIGN_FORWARD = 8, 256, "sparse"
 
 
 def resolve_shipped(path) -> Path:
@@ -133,7 +138,31 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
                "A": shipped["A"], "B": shipped["B"], "masks_on_gt_boxes": gt_boxes, "per_class": shipped["per_class"], "split": shipped["split"],
                "num_images": shipped["num_images"]}
     write_json_atomic(summary, out / "eval.json")
+    log(f"the model's masks on the app's {EXAMPLE_IMAGES} sample images → {out / 'examples.json'}")
+    write_examples(out)
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
+
+
+def example_images(n: int = EXAMPLE_IMAGES) -> list:
+    """[(image id, RGB uint8 [256, 256, 3])]: the 3000-class val images the app shows as samples."""
+    from .data.synthetic3k import render3k
+
+    return [(k + 1, render3k(1, k, EXAMPLE_SIZE)[0]) for k in range(n)]
+
+
+def write_examples(out="models/maskx-3k", n: int = EXAMPLE_IMAGES) -> Path:
+    """``out/examples.json``: the model's instances (score floor 0, as the app asks) on the app's
+    sample images, keyed by its weights' SHA-256 (``maskx.instances.write_saved``)."""
+    from .instances import write_saved
+    from .predictor import load
+
+    out = resolve_shipped(out)
+    predictor = load(out, roi_align_forward=APP_ROI_ALIGN_FORWARD)
+    images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(n)]
+    made_with = {"images": f"render3k(1, k, {EXAMPLE_SIZE}) for k < {n} (val image k + 1)", "score_thresh": 0.0,
+                 "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
+                 "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
+    return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)
 
 
 def _headline(m: dict) -> dict:

@@ -144,6 +144,47 @@ def test_warm_up_without_a_model_leaves_the_page_its_message(env):
     assert "No model at" in texts(at.error)
 
 
+def test_samples_are_listed_without_pixels_and_read_one_at_a_time(tmp_path):
+    import common
+
+    folder = tmp_path / "val"
+    (folder / "images").mkdir(parents=True)
+    images = [{"id": i, "file_name": f"{i}.png", "height": 8, "width": 8} for i in (3, 1, 2)]
+    (folder / "annotations.json").write_text(json.dumps({"images": images}))
+    for i in (1, 2):
+        (folder / "images" / f"{i}.png").write_bytes(png(np.full((8, 8, 3), 40 * i, np.uint8)))
+    # a listed file is missing: every sample is rendered instead (the 80-class world's, 256 px)
+    listed = common.sample_list(str(folder), 3)
+    assert [s[1] for s in listed] == [1, 2, 3] and all(s[2] == "" for s in listed)
+    assert common.sample_image(str(folder), 0, 3)[2].shape == (256, 256, 3)
+    (folder / "images" / "3.png").write_bytes(b"not a png")
+    common.sample_list.clear()  # cached per folder, as in the app
+    common.sample_image.clear()
+    listed = common.sample_list(str(folder), 3)
+    assert [Path(s[2]).name for s in listed] == ["1.png", "2.png", "3.png"]
+    label, image_id, rgb = common.sample_image(str(folder), 1, 3)
+    assert image_id == 2 and rgb.shape == (8, 8, 3) and rgb[0, 0, 0] == 80
+    label, image_id, rgb = common.sample_image(str(folder), 2, 3)  # unreadable: rendered, and said so
+    assert "3.png is unreadable" in label and rgb.shape == (256, 256, 3)
+
+
+def test_preload_model_loads_each_model_once_in_the_background(env, monkeypatch, tmp_path):
+    import threading
+
+    import common
+
+    seen, done = [], threading.Event()
+    monkeypatch.setattr(common, "load_model", lambda path: seen.append(path) or done.set())
+    monkeypatch.setattr(common, "_preloading", set())
+    for _ in range(3):
+        common.preload_model(tmp_path / "a", delay=0.0)
+    assert done.wait(30)
+    common.preload_model(tmp_path / "b", delay=0.0)
+    for t in [t for t in threading.enumerate() if t.name == "maskx-preload"]:
+        t.join(30)
+    assert sorted(seen) == [tmp_path / "a", tmp_path / "b"]
+
+
 # ------------------------------------------------------------------ slow: a tiny trained model
 
 @pytest.fixture
@@ -209,6 +250,42 @@ def test_warm_up_fills_the_caches_the_first_page_reads(model_env, monkeypatch):
     assert calls == {"load": 1, "predict": 1}
     at.selectbox(key="seg_sample").set_value(1).run()  # another image: segmented now
     assert calls == {"load": 1, "predict": 2}
+
+
+@pytest.mark.slow
+def test_segment_draws_saved_masks_without_loading_the_model(model_env, tiny_model, tmp_path, monkeypatch):
+    """A sample image whose masks were saved beside the model for its weights (examples.json, as
+    `maskx ship` writes for the shipped model) is drawn without loading the model; another runs it."""
+    import shutil
+
+    import common
+    import maskx
+    from maskx.instances import Instance, write_saved
+
+    run = tmp_path / "run-with-examples"
+    shutil.copytree(tiny_model, run)
+    sha = json.loads(sorted(run.glob("ckpt_*.json"))[-1].read_text())["sha256"]
+    _, image_id, rgb = common.sample_images(model_env["MASKX_DATA"])[0]
+    mask = np.zeros(rgb.shape[:2], bool)
+    mask[10:30, 10:40] = True
+    write_saved(run / "examples.json", sha, [(image_id, rgb, [Instance([10.0, 10.0, 40.0, 30.0], 0.9, 1, 7,
+                                                                      "saved thing", True, mask)])], {})
+    monkeypatch.setenv("MASKX_MODEL", str(run))
+    calls = []
+    load = maskx.load
+    monkeypatch.setattr(maskx, "load", lambda *a, **k: calls.append(a) or load(*a, **k))
+    preloads = []
+    monkeypatch.setattr(common, "preload_model", lambda *a: preloads.append(a))
+    common._load_model.clear()
+    common.warm_up()  # app/serve.py at start: the samples only, no model
+    assert calls == []
+    at = open_page("segment")
+    assert not at.error and calls == [] and len(preloads) == 1  # drawn first, the model loads after
+    assert "Masks saved with this model's weights" in texts(at.caption)
+    assert list(at.dataframe[0].value["class"]) == ["saved thing"]
+    at.selectbox(key="seg_sample").set_value(1).run()  # not saved: the model runs
+    assert not at.exception and not at.error and len(calls) == 1
+    assert "Masks saved" not in texts(at.caption)
 
 
 @pytest.mark.slow

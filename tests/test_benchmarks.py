@@ -58,9 +58,12 @@ def test_model_speed_quick_writes_expected_json(tmp_path):
         assert row["detections"] == 100 and {"median_s", "ratio_vs_stock", "gflop_per_image"} <= set(row)
     for mode in ("inference", "training"):
         rows = res["mask_predictor"][mode]
-        assert set(rows) == {f"{m}_K{k}" for m in ("stock", "ours") for k in (81, 1001, 3001)}
+        assert set(rows) == {f"{m}_K{k}" for m in ("stock", "ours", "ours_uniform") for k in (81, 1001, 3001)}
         for row in rows.values():
-            assert {"median_s", "peak_mb", "logits_mb_analytic", "ratio_vs_K81"} <= set(row)
+            assert {"median_s", "peak_mb", "logits_mb_analytic", "ratio_vs_K81", "distinct_labels"} <= set(row)
+        # stock and ours see one label pattern at every K; uniform labels have more distinct classes at larger K
+        assert len({rows[f"ours_K{k}"]["distinct_labels"] for k in (81, 1001, 3001)}) == 1
+        assert rows["ours_uniform_K3001"]["distinct_labels"] > rows["ours_K3001"]["distinct_labels"]
     assert {"train_maskx_mlp_nocap_met", "inference_maskx_mlp_met", "predictor_inference_ours_K3001_over_K81_met",
             "predictor_training_ours_K3001_over_K81_met"} <= set(res["targets"])
     profile = (out.parent / "profile_train_step.txt").read_text()

@@ -32,3 +32,7 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path):
     assert "optim." not in " ".join(meta.get("tensors", [])) and meta["exported_from"]["iteration"] == 2
     with pytest.raises(CheckpointError, match="classes"):
         maskx.load(tmp_path / "out", class_names=predictor.class_names[:-1])
+    from maskx.instances import read_saved
+
+    examples = tmp_path / "out" / "examples.json"  # the app's sample images, for these weights
+    assert len(read_saved(json.loads(examples.read_text()), str(examples), meta["sha256"])) == 8

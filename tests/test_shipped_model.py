@@ -62,3 +62,24 @@ def test_sparse_roi_align_forward_predicts_the_same_instances(shipped):
     assert np.array_equal(a["labels"][:n].numpy(), b["labels"][:n].numpy())
     assert np.allclose(a["boxes"][:n].numpy(), b["boxes"][:n].numpy(), atol=1e-2)
     assert np.abs(a["masks"][:n].numpy() - b["masks"][:n].numpy()).max() < 1e-3
+
+
+def test_saved_examples_are_this_models_masks_on_the_app_samples():
+    """models/maskx-3k/examples.json (the app draws it before torch loads) holds what the model, loaded
+    as the app loads it, predicts on the app's sample images, for the shipped weights."""
+    from maskx.instances import image_key, read_saved
+    from maskx.ship import APP_ROI_ALIGN_FORWARD, example_images
+
+    fast = maskx.load("maskx-3k", roi_align_forward=APP_ROI_ALIGN_FORWARD)
+    path = SHIPPED["maskx-3k"] / "examples.json"
+    saved = read_saved(json.loads(path.read_text()), str(path), fast.meta["sha256"])
+    samples = example_images()
+    assert set(saved) == {image_key(rgb) for _, rgb in samples}
+    for _, rgb in samples[:2]:
+        want, got = fast.predict(rgb, score_thresh=0.0), saved[image_key(rgb)]
+        assert len(got) == len(want) > 0
+        top = [i for i in want if i.score > 0.5 * want[0].score]  # near-ties among faint ones may swap
+        for g, w in zip(got[:len(top)], top):
+            assert (g.class_name, g.in_A) == (w.class_name, w.in_A) and abs(g.score - w.score) < 1e-3
+            assert np.allclose(g.box, w.box, atol=0.05)
+            assert (g.mask & w.mask).sum() >= 0.98 * (g.mask | w.mask).sum()

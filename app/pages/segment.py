@@ -28,23 +28,30 @@ def choose_image():
         for note in notes:
             st.caption(f"Note: {note}.")
         return rgb, upload.name, 1
-    samples = common.sample_images(str(cfg.data))
-    labels = [s[0] for s in samples]
-    k = st.selectbox("Sample", range(len(samples)), format_func=lambda i: labels[i], key="seg_sample")
-    _, image_id, rgb = samples[k]
+    labels = [s[0] for s in common.sample_list(str(cfg.data))]
+    k = st.selectbox("Sample", range(len(labels)), format_func=lambda i: labels[i], key="seg_sample")
+    _, image_id, rgb = common.sample_image(str(cfg.data), k)
     return rgb, f"val-{image_id}.png", image_id
 
 
 def main():
     st.title("Segment")
-    predictor = common.require_model()
+    saved = common.saved_predictions()
+    if not saved:  # no saved masks: the model is needed for every image, say so before anything else
+        common.require_model()
     controls, view = st.columns([1, 3])
     with controls:
         rgb, name, image_id = choose_image()
         thresh = st.slider("Score threshold", 0.0, 1.0, common.settings().score, 0.01, key="seg_thresh")
         show_a = st.toggle("Set A (green)", value=True, key="seg_show_a")
         show_b = st.toggle("Set B (red)", value=True, key="seg_show_b")
-    found = common.predict(predictor, rgb)
+    found = saved.get(common.image_key(rgb))
+    if found is None:
+        predictor = common.require_model()
+        found = common.predict(predictor, rgb)
+    else:  # drawn without the model: saved by `python -m maskx ship` for these weights
+        view.caption("Masks saved with this model's weights (`examples.json`, written by `python -m maskx ship`); "
+                     "uploads and other images run the model.")
     above = [i for i in found if i.score >= thresh]
     with controls:
         names = sorted({i.class_name for i in above})
@@ -72,13 +79,15 @@ def main():
                               for i in sorted(shown, key=lambda i: -i.score)])
         st.subheader("Instances")
         st.dataframe(table, hide_index=True)
-    from maskx.predictor import coco_entries
+    from maskx.instances import coco_entries
 
     left, right = st.columns(2)
     stem = Path(name).stem
     left.download_button("Download overlay (PNG)", common.png_bytes(picture), f"{stem}-maskx.png", "image/png")
     right.download_button("Download results (COCO JSON)", json.dumps(coco_entries(shown, image_id)),
                           f"{stem}-maskx.json", "application/json")
+    if saved:  # drawn from saved masks: load the model now, for uploads and other images
+        common.preload_model()
 
 
 common.guard(main)
