@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -84,14 +85,31 @@ class DetectionCache:
                                 f"cache's {self.settings} (score_thresh, nms, detections_per_img, image size, RPN proposals)")
 
     @torch.inference_mode()
-    def predict_masks(self, predictor: Predictor, source: str = "model") -> list[dict]:
-        """COCO results (boxes and masks) of ``predictor``'s model, its mask branch run on the cache."""
+    def predict_masks(self, predictor: Predictor, source: str = "model",
+                      present: Optional[dict[int, set]] = None) -> list[dict]:
+        """COCO results (boxes and masks) of ``predictor``'s model, its mask branch run on the cache.
+
+        ``present`` (image id → the category ids with ground truth in that image), when given, skips
+        the mask branch for detections of a class absent from their image: they get an empty mask.
+        COCOeval matches a detection only to ground truth of its own class in its own image, so such a
+        detection is a false positive whatever its mask: segm AP, AP50, AP75, AR and per-class AP (area
+        'all') stay as computed with every mask (up to the mask head's float rounding for another batch
+        size); APs, APm and APl do not (an unmatched detection's area range is its mask's area).
+        """
         model = predictor.model.eval()
         self.check(model, source)
         preds = []
         for im in self.images:
-            logits = model.roi_heads.mask_logits_from_pooled(im.pooled, im.labels)
-            det = {"boxes": im.boxes, "labels": im.labels, "scores": im.scores, "masks": logits.sigmoid()[:, None]}
+            if present is None:
+                probs = model.roi_heads.mask_logits_from_pooled(im.pooled, im.labels).sigmoid()
+            else:
+                ids = present.get(im.image_id, set())
+                keep = torch.tensor([predictor.category_ids[int(k) - 1] in ids for k in im.labels], dtype=torch.bool)
+                side = 2 * im.pooled.shape[-1]  # the mask head upsamples its pooled input 2x
+                probs = torch.zeros(len(im.labels), side, side)
+                if keep.any():
+                    probs[keep] = model.roi_heads.mask_logits_from_pooled(im.pooled[keep], im.labels[keep]).sigmoid()
+            det = {"boxes": im.boxes, "labels": im.labels, "scores": im.scores, "masks": probs[:, None]}
             det = model.transform.postprocess([det], [im.image_size], [im.original_size])[0]
             preds.extend(coco_entries(predictor.instances(det), im.image_id))
         return preds

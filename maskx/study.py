@@ -334,6 +334,7 @@ class Study:
 
         val = CocoDataset.from_dir(Path(self.scale.data) / "val")
         predictor = load(out, inference=config)
+        skip = self.scale.eval_skip_absent_masks and config.stage == "mask"
         if config.stage == "e2e":
             from .engine import evaluate as full_evaluate
 
@@ -349,12 +350,21 @@ class Study:
             cache = self._detections[1]
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
+            elif skip:
+                present: dict[int, set] = {}
+                for a in val.data["annotations"]:
+                    present.setdefault(a["image_id"], set()).add(a["category_id"])
+                preds = cache.predict_masks(predictor, source=str(out), present=present)
+                how = "mask head on cached detections of classes present in their image"
             else:
                 preds, how = cache.predict_masks(predictor, source=str(out)), "mask head on cached detections"
         metrics = {}
         for name in run.eval_splits:
             split = _val_split(val, name, run.seed)
             metrics[name] = coco_evaluate(val.data, preds, split)
+            if skip:  # the masks of detections of absent classes were not computed
+                for s in ("A", "B"):
+                    metrics[name][s].update({f"segm_{k}": None for k in ("APs", "APm", "APl")})
             if config.stage != "detector":
                 metrics[name]["masks_on_gt_boxes"] = gt_box_eval.masks_on_gt_boxes(predictor, val, split,
                                                                                     GT_BOX_IMAGES)

@@ -31,6 +31,10 @@ class StudyScale:
     mask_roi_cache: int = 0  # Config.mask_roi_cache of the stage-wise runs (RoIs cached per image; 0: off)
     detector_overrides: tuple = ()  # Config field=value for the detectors only (after ``overrides``)
     second_backbone_seeds: Optional[tuple] = None  # Table 2's seeds on the second backbone (None: ``seeds``)
+    # stage-wise evaluation skips the masks of detections whose class is absent from their image
+    # (``cached_eval.DetectionCache.predict_masks``): AP/AP50/AP75 and per-class AP unchanged, APs/m/l not
+    # computed (Tables 1a-d and Figure 3 report AP, AP50, AP75, as the paper's Table 1)
+    eval_skip_absent_masks: bool = False
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}

@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import pytest
+from pycocotools import mask as mask_utils
 import torch
 
 from maskx.cached_eval import CacheMismatch, DetectionCache
@@ -282,6 +283,59 @@ def test_cached_evaluation_equals_the_full_model(tiny_study):
         next(predictor.model.backbone.parameters()).add_(1.0)
     with pytest.raises(CacheMismatch, match="detector weights differ"):
         cache.predict_masks(predictor)
+
+
+@pytest.mark.slow  # trains 4 tiny runs (about a minute; shared with the tests above)
+def test_skipping_masks_of_absent_classes_keeps_ap_and_per_class_ap(tiny_study):
+    """A detection of a class with no ground truth in its image is a false positive whatever its mask:
+    evaluating without those masks gives the same segm AP, AP50, AP75 and per-class AP."""
+    from maskx.evaluate import evaluate as coco_evaluate
+
+    study, runs, _ = tiny_study
+    val = CocoDataset.from_dir(f"{study.scale.data}/val")
+    split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
+    detector = load(study.run_dir(runs[0])).model
+    predictor = load(study.run_dir(Run("agnostic", "voc2nonvoc", 0, study.scale.backbone)))
+    for m in (detector, predictor.model):
+        m.roi_heads.score_thresh = 0.0
+    present: dict = {}
+    for a in val.data["annotations"]:
+        present.setdefault(a["image_id"], set()).add(a["category_id"])
+    cache = DetectionCache(detector, val, progress=False)
+    full = cache.predict_masks(predictor)
+    # an untrained detector names no class of its image: count half of its detected classes as present
+    # too (a superset of the ground truth's classes keeps the result), so both branches run
+    for p in full[::2]:
+        present.setdefault(p["image_id"], set()).add(p["category_id"])
+    skipped = cache.predict_masks(predictor, present=present)
+    assert [(p["image_id"], p["category_id"], p["score"]) for p in full] == \
+        [(p["image_id"], p["category_id"], p["score"]) for p in skipped]
+    absent = [k for k, p in enumerate(full) if p["category_id"] not in present.get(p["image_id"], set())]
+    assert 0 < len(absent) < len(full)  # both kinds occur, so the comparison means something
+    for k, (f, s) in enumerate(zip(full, skipped)):
+        if k in set(absent):
+            assert mask_utils.area(s["segmentation"]) == 0
+        else:
+            assert s["segmentation"] == f["segmentation"]
+    a, b = coco_evaluate(val.data, full, split), coco_evaluate(val.data, skipped, split)
+    for s in ("A", "B"):
+        for k in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"):
+            assert a[s][k] == b[s][k], (s, k)
+    assert {n: v["segm_AP"] for n, v in a["per_class"].items()} == {n: v["segm_AP"] for n, v in b["per_class"].items()}
+
+
+@pytest.mark.slow  # reuses the tiny study's runs: evaluation only
+def test_a_scale_that_skips_absent_class_masks_reports_no_area_stats(tiny_study, tmp_path):
+    study, _, _ = tiny_study
+    scale = dataclasses.replace(study.scale, eval_skip_absent_masks=True)
+    other = Study(scale, results_dir=tmp_path / "results", runs_dir=study.runs_dir, progress=False, log=lambda m: None)
+    run = Run("agnostic", "voc2nonvoc", 0, scale.backbone)
+    det_dir = other.run_dir(run.detector())
+    metrics, how, _, _ = other.evaluate(run, run.config(scale, det_dir), other.run_dir(run), det_dir)
+    assert how == "mask head on cached detections of classes present in their image"
+    for s in ("A", "B"):  # masks of unmatched detections were not computed: their area ranges are unknown
+        assert all(metrics["voc2nonvoc"][s][f"segm_{k}"] is None for k in ("APs", "APm", "APl"))
+        assert "segm_AP" in metrics["voc2nonvoc"][s] and "bbox_APs" in metrics["voc2nonvoc"][s]
 
 
 def test_a_detector_whose_weights_here_differ_is_evaluated_again_and_its_runs_rerun(tmp_path):
