@@ -156,6 +156,16 @@ def newest_checkpoint_json(path: Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _checkpoint_meta(ckpt: str, stamp: int) -> dict:
+    return json.loads(Path(ckpt).read_text())
+
+
+def checkpoint_meta(ckpt: Path) -> dict:
+    """A checkpoint JSON, parsed once per file version (the sidebar and the Segment page both read it)."""
+    return _checkpoint_meta(str(ckpt), ckpt.stat().st_mtime_ns)
+
+
 def model_summary(path: Optional[Path] = None) -> tuple[Optional[dict], Optional[str]]:
     """What the sidebar says about the model, read from its checkpoint JSON without importing torch
     (so it never waits for the model to load): ({classes, set_A, split, iteration}, None) or (None, why)."""
@@ -164,7 +174,7 @@ def model_summary(path: Optional[Path] = None) -> tuple[Optional[dict], Optional
     if ckpt is None:
         return None, f"no checkpoint at `{path}`"
     try:
-        meta = json.loads(ckpt.read_text())
+        meta = checkpoint_meta(ckpt)
         return {"classes": len(meta["class_names"]), "set_A": len(meta["set_A"]),
                 "split": (meta.get("split") or {}).get("name", "?"), "iteration": meta.get("iteration")}, None
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -192,7 +202,7 @@ def saved_predictions(path: Optional[Path] = None) -> dict:
     if saved is None or not saved.is_file():
         return {}
     try:
-        sha = json.loads(ckpt.read_text())["sha256"]
+        sha = checkpoint_meta(ckpt)["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return _saved(str(saved), f"{saved.stat().st_mtime_ns}:{ckpt.stat().st_mtime_ns}", str(sha))

@@ -42,14 +42,12 @@ def train_rate(data_dir: Path, size: int, steps: int, work: Path) -> dict:
     """Training images/s of the study's Mask^X R-CNN on ``data_dir`` at ``size`` px (median step)."""
     import torch
 
-    from maskx.config import get_preset
-    from maskx.study_plan import SCALES
+    from maskx.study_plan import SCALES, Run
     from maskx.train import read_log, run_training
 
-    scale = SCALES["study"]
-    config = get_preset("transfer_clsbox_2lrelu_mlp_e2e").with_overrides(list(scale.overrides)).replace(
-        split="voc2nonvoc", backbone=scale.backbone, image_size=size, iters=steps, checkpoint_every=10 ** 6,
-        mask_lr_mult=scale.mask_lr_mult, seed=0)
+    scale = SCALES["study"]  # the study's run config, from a random-init head (no detector to start from)
+    config = Run("transfer_clsbox_2lrelu_mlp_e2e", "voc2nonvoc", 0, scale.backbone).config(scale).replace(
+        detector=None, image_size=size, iters=steps, checkpoint_every=10 ** 6)
     threads = torch.get_num_threads()
     run_training(config, data_dir, work / f"train-{size}", progress=False)
     secs = [r["sec"] for r in read_log(work / f"train-{size}" / "log.jsonl")][2:]

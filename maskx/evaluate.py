@@ -37,6 +37,12 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return list(rles)
 
 
+def decode_mask(seg: dict) -> np.ndarray:
+    """A COCO RLE (``counts`` as str, as ``encode_masks`` writes, or bytes) → bool mask [H, W]."""
+    counts = seg["counts"].encode("ascii") if isinstance(seg["counts"], str) else seg["counts"]
+    return mask_utils.decode({"size": seg["size"], "counts": counts}).astype(bool)
+
+
 def gt_as_predictions(gt: dict) -> list[dict]:
     """Every non-crowd ground-truth instance as a score-1 prediction (evaluation sanity check)."""
     heights = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}

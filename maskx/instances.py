@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from .atomic import write_json_atomic
-from .evaluate import encode_masks
+from .evaluate import decode_mask, encode_masks
 
 SAVED_FORMAT = "maskx-saved-predictions-1"
 
@@ -90,7 +89,7 @@ def read_saved(data: dict, source: str, weights_sha256: Optional[str] = None) ->
                 if rle is not None:
                     if list(rle.get("size", [])) != [h, w]:
                         raise ValueError(f"mask size {rle.get('size')} is not the image's {[h, w]}")
-                    mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+                    mask = decode_mask(rle)
                 inst.append(Instance([float(v) for v in e["box_xyxy"]], float(e["score"]), int(e["label"]),
                                      int(e["category_id"]), str(e["class_name"]), bool(e["in_A"]), mask))
             out[str(im["image_key"])] = inst

@@ -9,7 +9,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pycocotools import mask as mask_utils
+
+from .evaluate import decode_mask
 
 GREEN = (40, 200, 70)  # set A: trained with masks
 RED = (235, 50, 45)  # set B: boxes only in training; masks come from transfer (or the agnostic head)
@@ -35,9 +36,7 @@ def from_coco(preds: Iterable[dict], image_id: int, categories: dict[int, str], 
         seg = p.get("segmentation")
         mask = None
         if seg is not None:
-            rle = {"size": seg["size"], "counts": seg["counts"].encode("ascii") if isinstance(seg["counts"], str)
-                   else seg["counts"]}
-            mask = mask_utils.decode(rle).astype(bool)
+            mask = decode_mask(seg)
         out.append(Drawn([x, y, x + w, y + h], mask, categories.get(p["category_id"], str(p["category_id"])),
                          float(p["score"]), p["category_id"] in set_a))
     return out
