@@ -334,13 +334,16 @@ class Study:
 
         val = CocoDataset.from_dir(Path(self.scale.data) / "val")
         predictor = load(out, inference=config)
-        skip = self.scale.eval_skip_absent_masks and config.stage == "mask"
+        skip = self.scale.eval_skip_absent_masks and config.stage != "detector"
+        present: dict[int, set] = {}
+        for a in val.data["annotations"]:
+            present.setdefault(a["image_id"], set()).add(a["category_id"])
         if config.stage == "e2e":
             from .engine import evaluate as full_evaluate
 
             _, preds = full_evaluate(predictor, val, _val_split(val, run.eval_splits[0], run.seed),
-                                     progress=self.progress)
-            how = "full model"
+                                     progress=self.progress, present=present if skip else None)
+            how = "full model" + (", masks of classes present in their image" if skip else "")
         else:
             key = f"{det_dir} {[getattr(config, f) for f in INFERENCE_FIELDS]}"
             if self._detections[0] != key:  # one detector's cache at a time (about 1-2 GB)
@@ -351,9 +354,6 @@ class Study:
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
             elif skip:
-                present: dict[int, set] = {}
-                for a in val.data["annotations"]:
-                    present.setdefault(a["image_id"], set()).add(a["category_id"])
                 preds = cache.predict_masks(predictor, source=str(out), present=present)
                 how = "mask head on cached detections of classes present in their image"
             else:

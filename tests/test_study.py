@@ -325,6 +325,41 @@ def test_skipping_masks_of_absent_classes_keeps_ap_and_per_class_ap(tiny_study):
 
 
 @pytest.mark.slow  # reuses the tiny study's runs: evaluation only
+def test_the_full_model_skips_masks_of_absent_classes_and_keeps_ap(tiny_study):
+    """End-to-end runs are evaluated with the full model: ``evaluate(present=)`` computes no mask for a
+    detection of a class absent from its image and leaves AP, AP50, AP75 and per-class AP as they were."""
+    from maskx.evaluate import evaluate as coco_evaluate
+
+    study, _, _ = tiny_study
+    val = CocoDataset.from_dir(f"{study.scale.data}/val")
+    split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
+    predictor = load(study.run_dir(Run("agnostic_e2e", "voc2nonvoc", 0, study.scale.backbone)))
+    predictor.model.roi_heads.score_thresh = 0.0
+    _, full = evaluate(predictor, val, split, progress=False)
+    present: dict = {}
+    for a in val.data["annotations"]:
+        present.setdefault(a["image_id"], set()).add(a["category_id"])
+    for p in full[::2]:  # as above: a superset of the ground truth's classes, so both branches run
+        present.setdefault(p["image_id"], set()).add(p["category_id"])
+    _, skipped = evaluate(predictor, val, split, progress=False, present=present)
+    assert [(p["image_id"], p["category_id"], p["bbox"]) for p in full] == \
+        [(p["image_id"], p["category_id"], p["bbox"]) for p in skipped]
+    absent = {k for k, p in enumerate(full) if p["category_id"] not in present.get(p["image_id"], set())}
+    assert 0 < len(absent) < len(full)
+    for k, (f, s) in enumerate(zip(full, skipped)):
+        if k in absent:
+            assert mask_utils.area(s["segmentation"]) == 0
+        else:
+            assert mask_utils.area(mask_utils.merge([s["segmentation"], f["segmentation"]], intersect=True)) >= \
+                0.99 * mask_utils.area(f["segmentation"])  # same mask (another batch: float rounding)
+    a, b = coco_evaluate(val.data, full, split), coco_evaluate(val.data, skipped, split)
+    for s in ("A", "B"):
+        for k in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"):
+            assert a[s][k] == pytest.approx(b[s][k], abs=1e-9), (s, k)
+    assert predictor.model.roi_heads._mask_only_labels is None  # the filter ends with the image
+
+
+@pytest.mark.slow  # reuses the tiny study's runs: evaluation only
 def test_a_scale_that_skips_absent_class_masks_reports_no_area_stats(tiny_study, tmp_path):
     study, _, _ = tiny_study
     scale = dataclasses.replace(study.scale, eval_skip_absent_masks=True)

@@ -12,7 +12,8 @@ be read side by side.
 """
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch.nn import functional as F
@@ -70,6 +71,19 @@ class MaskXRoIHeads(RoIHeads):
         self.mask_mlp = mask_mlp
         self.mask_rois_per_image = mask_rois_per_image
         self.train_boxes, self.train_masks = train_boxes, train_masks
+        self._mask_only_labels: Optional[torch.Tensor] = None
+
+    @contextmanager
+    def masks_only_for(self, labels: torch.Tensor) -> Iterator[None]:
+        """Inference inside computes masks only for detections whose label (contiguous index) is in
+        ``labels`` [L]; the others get all-zero masks. For evaluation: a detection of a class with no
+        ground truth in its image is a false positive whatever its mask, so segm AP/AP50/AP75 and
+        per-class AP are unchanged (APs/m/l are not: an unmatched detection's area range is its mask's)."""
+        self._mask_only_labels = torch.as_tensor(labels, dtype=torch.int64)
+        try:
+            yield
+        finally:
+            self._mask_only_labels = None
 
     def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: torch.Tensor,
                     image_shapes: list[tuple[int, int]]) -> torch.Tensor:
@@ -138,8 +152,17 @@ class MaskXRoIHeads(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         result = [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(boxes, labels, scores)]
         if self.train_masks:
-            logits = self.mask_logits(features, boxes, torch.cat(labels), image_shapes)
-            probs = logits.sigmoid()[:, None].split([len(l) for l in labels])
+            flat = torch.cat(labels)
+            if self._mask_only_labels is None:
+                probs = self.mask_logits(features, boxes, flat, image_shapes).sigmoid()
+            else:
+                keep = [torch.isin(l, self._mask_only_labels.to(l.device)) for l in labels]
+                side = 2 * self.mask_roi_pool.output_size[0]  # the mask head upsamples its pooled input 2x
+                probs = torch.zeros(len(flat), side, side, device=flat.device)
+                if any(k.any() for k in keep):
+                    probs[torch.cat(keep)] = self.mask_logits(
+                        features, [b[k] for b, k in zip(boxes, keep)], flat[torch.cat(keep)], image_shapes).sigmoid()
+            probs = probs[:, None].split([len(l) for l in labels])
             for r, p in zip(result, probs):
                 r["masks"] = p
         return result, {}
