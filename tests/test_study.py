@@ -226,6 +226,8 @@ def test_a_fresh_clone_restores_the_detector_bit_for_bit_or_supersedes(tiny_stud
     assert clone.run(runs + [new]) == [clone.result_path(det), clone.result_path(new)]
     assert any("restored bit for bit" in m for m in logs)
     after = load_results(tmp_path / "results")
+    restores = after[det.key].pop("restores")  # the same training timed again (the report's idle estimate)
+    assert len(restores) == 1 and restores[0]["train_seconds"] > 0
     assert {k: after[k] for k in before} == before  # every result stands, the detector's included
     assert after[new.key]["detector_sha256"] == before[det.key]["checkpoint_sha256"]
 
