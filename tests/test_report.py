@@ -7,7 +7,7 @@ import json
 import pytest
 
 from maskx import report
-from maskx.study import DIRECTIONS, SCALES, Run, table_runs
+from maskx.study import DIRECTIONS, SCALES, Run, plan, table_runs
 
 SCALE = SCALES["tiny"]
 
@@ -86,6 +86,8 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     assert "superseded runs cost another 0.03 h" in text
     assert "0.15 h (training steps + evaluation + 1 RoI cache, 0.10 h" in text  # the shared cache counted once
     assert "pending" in text  # every table is rendered, unmeasured cells say so
+    n = len(plan(SCALE))  # a partial study within the budget so far is not called within it
+    assert f"Budget: 8 h (so far; {n - 2} of {n} runs to go, so not yet known)." in text
 
 
 def test_earlier_gates_pair_the_runs_superseded_together():
