@@ -306,8 +306,11 @@ class Study:
             restores = record.get("restores", []) + [{"train_seconds": seconds, "at": time.strftime("%Y%m%d-%H%M%S")}]
             write_json_atomic({**record, "checkpoint_sha256": got, "restores": restores}, path)
             return True
+        from .train import cpu_signature
+
         reason = (f"retrained where its weights were missing, and the checkpoint differs from the recorded one "
-                  f"(sha256 {str(want)[:12]}… → {str(got)[:12]}…)")
+                  f"(sha256 {str(want)[:12]}… → {str(got)[:12]}…; trained on {record.get('cpu') or 'an unrecorded CPU'}, "
+                  f"retrained on {cpu_signature()} with {self.restore_threads(run)} threads)")
         self.log(f"{run.key}: WARNING {reason}; the results built on it will be superseded and rerun")
         self._move_aside(run, record, reason, keep_run_dir=True)
         return False

@@ -102,7 +102,7 @@ def train_seconds(log: Path) -> float:
 
 def run_versions(out: Path) -> dict:
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
-    return {k: meta.get(k) for k in ("generator_version", "maskx_version", "torch_version", "torch_threads")}
+    return {k: meta.get(k) for k in ("generator_version", "maskx_version", "torch_version", "torch_threads", "cpu")}
 
 
 def load_superseded(results_dir="results") -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Optional
@@ -58,12 +59,28 @@ def resolve_data(data, split_name: str, seed: int, images=None) -> tuple[CocoDat
     return CocoDataset(image_dir, ann, mask_category_ids=split.a_ids, data=parsed), split
 
 
+def cpu_signature() -> str:
+    """The CPU a run trained on: model name, family/model/stepping and the kernels torch picked. CPU
+    training is bit-reproducible for a given torch version and thread count on one kind of CPU; a
+    restore on another kind may differ (measured: a detector restored on two machines gave two sha256)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    ids = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    return f"{name} ({ids}; torch {torch.backends.cpu.get_cpu_capability()})"
+
+
 def run_meta(config: Config, dataset: CocoDataset, split: Split, world_size: int) -> dict:
     return {"config": config.to_json(), "class_names": list(dataset.categories.names),
             "category_ids": list(dataset.categories.ids), "set_A": list(split.a_ids), "split": split.to_json(),
             "data": str(dataset.ann_file), "world_size": world_size, "maskx_version": __version__,
-            # CPU training is bit-reproducible for a given torch version and thread count (not across counts)
-            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+            # CPU training is bit-reproducible for a given torch version, thread count and kind of CPU
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu": cpu_signature(),
             "generator_version": dataset.data.get("info", {}).get("generator_version")}
 
 

@@ -233,3 +233,13 @@ def test_malformed_categories_are_a_clear_error(data, tmp_path, capsys):
     assert main(["train", "--preset", "agnostic_e2e", "--data", str(bad), "--images", str(data / "images"),
                  "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "categories[3]" in capsys.readouterr().err
+
+
+def test_cpu_signature_names_the_cpu_and_torchs_kernels():
+    """Recorded in run.json: bit-for-bit restores hold on one kind of CPU only."""
+    import torch
+
+    from maskx.train import cpu_signature
+
+    sig = cpu_signature()
+    assert sig.endswith(f"torch {torch.backends.cpu.get_cpu_capability()})") and len(sig) > 20

@@ -14,6 +14,7 @@ from maskx.data.coco import CocoDataset
 from maskx.data.splits import resolve_split
 from maskx.engine import evaluate
 from maskx.predictor import load
+from maskx.train import cpu_signature
 from maskx.data.synthetic import GENERATOR_VERSION
 from maskx.study import DIRECTIONS, SCALES, Run, Study, plan
 
@@ -222,6 +223,7 @@ def test_a_fresh_clone_restores_the_detector_bit_for_bit_or_supersedes(tiny_stud
     det, new = runs[0], Run("agnostic_mlp", "voc2nonvoc", 0, study.scale.backbone)
     before = load_results(tmp_path / "results")
     assert before[det.key]["torch_threads"] == torch.get_num_threads() and before[det.key]["checkpoint_sha256"]
+    assert before[det.key]["cpu"] == cpu_signature()  # bit-for-bit holds on one kind of CPU
     assert clone.run(runs) == []  # nothing pending: nothing retrained
     assert clone.run(runs + [new]) == [clone.result_path(det), clone.result_path(new)]
     assert any("restored bit for bit" in m for m in logs)
@@ -243,6 +245,7 @@ def test_a_fresh_clone_restores_the_detector_bit_for_bit_or_supersedes(tiny_stud
     assert any("WARNING" in m and "differs from the recorded one" in m for m in logs)
     reasons = [json.loads(p.read_text())["superseded"]["reason"] for p in (tmp_path / "results/superseded").glob("*")]
     assert sum("differs from the recorded one" in r for r in reasons) == 1
+    assert sum(f"trained on {cpu_signature()}, retrained on {cpu_signature()}" in r for r in reasons) == 1
     assert sum("detector was retrained" in r for r in reasons) == len(runs) - 1  # the gate's mask runs, the e2e run
     assert {r["detector_sha256"] for k, r in load_results(tmp_path / "results").items() if k != det.key} == \
         {before[det.key]["checkpoint_sha256"]}
