@@ -211,8 +211,8 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             load_model_state(model, model_state(tensors), str(out_dir))
             load_optimizer_state(optimizer, model, tensors)
             start = int(ck_meta["iteration"])
-            if rank == 0:
-                _truncate_log(out_dir / "log.jsonl", start)
+        if rank == 0:  # also a run killed before its first checkpoint: its records are redone from 0
+            _truncate_log(out_dir / "log.jsonl", start)
         net = model
         if world_size > 1:
             # a detector run leaves the (untrained) mask branch unused

@@ -367,6 +367,17 @@ def test_resume_may_change_the_inference_settings(trained_run, data64, tmp_path)
     assert json.loads((run / "run.json").read_text())["config"]["rpn_test_proposals"] == 50
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_a_fresh_log(data64, tmp_path):
+    """Its log's records (no checkpoint to resume from) are dropped, not appended to: the study
+    sums a run's step times from the log."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"iter": 0, "sec": 100.0}\n{"iter": 1, "sec": 100.0}\n{"iter": 2, "se')
+    run_training(tiny_config(iters=2, checkpoint_every=2, score_thresh=0.0), data64, run, resume=True,
+                 progress=False)
+    assert [r["iter"] for r in read_log(run)] == [0, 1] and all(r["sec"] < 100 for r in read_log(run))
+
+
 def test_resume_when_already_done_changes_nothing(trained_run, data64, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
