@@ -9,6 +9,7 @@ a run's mask branch on them. The predictions equal the full model's (tests/test_
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional
 
@@ -100,15 +101,9 @@ class DetectionCache:
         self.check(model, source)
         preds = []
         for im in self.images:
-            if present is None:
-                probs = model.roi_heads.mask_logits_from_pooled(im.pooled, im.labels).sigmoid()
-            else:
-                ids = present.get(im.image_id, set())
-                keep = torch.tensor([predictor.category_ids[int(k) - 1] in ids for k in im.labels], dtype=torch.bool)
-                side = 2 * im.pooled.shape[-1]  # the mask head upsamples its pooled input 2x
-                probs = torch.zeros(len(im.labels), side, side)
-                if keep.any():
-                    probs[keep] = model.roi_heads.mask_logits_from_pooled(im.pooled[keep], im.labels[keep]).sigmoid()
+            with (nullcontext() if present is None else
+                  model.roi_heads.masks_only_for(predictor.labels_of(present.get(im.image_id, ())))):
+                probs = model.roi_heads.mask_probs_from_pooled(im.pooled, im.labels)
             det = {"boxes": im.boxes, "labels": im.labels, "scores": im.scores, "masks": probs[:, None]}
             det = model.transform.postprocess([det], [im.image_size], [im.original_size])[0]
             preds.extend(coco_entries(predictor.instances(det), im.image_id))

@@ -168,7 +168,6 @@ def evaluate(predictor, dataset, split, progress: bool = True,
     masks of detections of a class absent from their image (``MaskXRoIHeads.masks_only_for``: empty
     masks; segm AP/AP50/AP75 and per-class AP unchanged, APs/m/l not)."""
     preds = []
-    label_of = {c: k + 1 for k, c in enumerate(predictor.category_ids)} if present is not None else {}
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, dynamic_ncols=True):
         image_id = dataset.ids[i]
         im = dataset.images[image_id]
@@ -176,7 +175,6 @@ def evaluate(predictor, dataset, split, progress: bool = True,
         if present is None:
             preds.extend(predictor.predict_coco(image, image_id))
             continue
-        labels = sorted(label_of[c] for c in present.get(image_id, ()) if c in label_of)
-        with predictor.model.roi_heads.masks_only_for(torch.tensor(labels, dtype=torch.int64)):
+        with predictor.model.roi_heads.masks_only_for(predictor.labels_of(present.get(image_id, ()))):
             preds.extend(predictor.predict_coco(image, image_id))
     return coco_evaluate(dataset.data, preds, split), preds

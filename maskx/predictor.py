@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -54,6 +54,11 @@ class Predictor:
     def config(self) -> Config:
         """As built: the checkpoint's config with ``load``'s inference settings and RoIAlign forward."""
         return self._config if self._config is not None else Config.from_json(self.meta["config"])
+
+    def labels_of(self, category_ids: Iterable[int]) -> torch.Tensor:
+        """The model's contiguous labels [L] (1-based, sorted) of those of ``category_ids`` it knows."""
+        ids = set(category_ids)
+        return torch.tensor([k + 1 for k, c in enumerate(self.category_ids) if c in ids], dtype=torch.int64)
 
     @torch.inference_mode()
     def predict_raw(self, image: ImageLike) -> dict[str, torch.Tensor]:

@@ -340,14 +340,16 @@ class Study:
         val = CocoDataset.from_dir(Path(self.scale.data) / "val")
         predictor = load(out, inference=config)
         skip = self.scale.eval_skip_absent_masks and config.stage != "detector"
-        present: dict[int, set] = {}
-        for a in val.data["annotations"]:
-            present.setdefault(a["image_id"], set()).add(a["category_id"])
+        present: Optional[dict[int, set]] = None
+        if skip:  # image id -> the categories with ground truth there
+            present = {}
+            for a in val.data["annotations"]:
+                present.setdefault(a["image_id"], set()).add(a["category_id"])
         if config.stage == "e2e":
             from .engine import evaluate as full_evaluate
 
             _, preds = full_evaluate(predictor, val, _val_split(val, run.eval_splits[0], run.seed),
-                                     progress=self.progress, present=present if skip else None)
+                                     progress=self.progress, present=present)
             how = "full model" + (", masks of classes present in their image" if skip else "")
         else:
             key = f"{det_dir} {[getattr(config, f) for f in INFERENCE_FIELDS]}"
@@ -358,11 +360,9 @@ class Study:
             cache = self._detections[1]
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
-            elif skip:
-                preds = cache.predict_masks(predictor, source=str(out), present=present)
-                how = "mask head on cached detections of classes present in their image"
             else:
-                preds, how = cache.predict_masks(predictor, source=str(out)), "mask head on cached detections"
+                preds = cache.predict_masks(predictor, source=str(out), present=present)
+                how = "mask head on cached detections" + (" of classes present in their image" if skip else "")
         metrics = {}
         for name in run.eval_splits:
             split = _val_split(val, name, run.seed)

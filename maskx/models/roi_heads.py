@@ -85,6 +85,17 @@ class MaskXRoIHeads(RoIHeads):
         finally:
             self._mask_only_labels = None
 
+    def mask_probs_from_pooled(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pooled RoI features [R, 256, 14, 14] and labels [R] → own-class mask probabilities [R, 28, 28];
+        inside ``masks_only_for``, rows of other labels are zeros and skip the mask branch."""
+        if self._mask_only_labels is None:
+            return self.mask_logits_from_pooled(x, labels).sigmoid()
+        keep = torch.isin(labels, self._mask_only_labels.to(labels.device))
+        probs = x.new_zeros(len(labels), 2 * x.shape[-2], 2 * x.shape[-1])  # the mask head upsamples 2x
+        if keep.any():
+            probs[keep] = self.mask_logits_from_pooled(x[keep], labels[keep]).sigmoid()
+        return probs
+
     def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: torch.Tensor,
                     image_shapes: list[tuple[int, int]]) -> torch.Tensor:
         """Logits of each box for its class: boxes per image [R_i, 4], labels [R] → [R, 28, 28]."""
@@ -152,17 +163,8 @@ class MaskXRoIHeads(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         result = [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(boxes, labels, scores)]
         if self.train_masks:
-            flat = torch.cat(labels)
-            if self._mask_only_labels is None:
-                probs = self.mask_logits(features, boxes, flat, image_shapes).sigmoid()
-            else:
-                keep = [torch.isin(l, self._mask_only_labels.to(l.device)) for l in labels]
-                side = 2 * self.mask_roi_pool.output_size[0]  # the mask head upsamples its pooled input 2x
-                probs = torch.zeros(len(flat), side, side, device=flat.device)
-                if any(k.any() for k in keep):
-                    probs[torch.cat(keep)] = self.mask_logits(
-                        features, [b[k] for b, k in zip(boxes, keep)], flat[torch.cat(keep)], image_shapes).sigmoid()
-            probs = probs[:, None].split([len(l) for l in labels])
+            pooled = self.mask_roi_pool(features, boxes, image_shapes)
+            probs = self.mask_probs_from_pooled(pooled, torch.cat(labels))[:, None].split([len(l) for l in labels])
             for r, p in zip(result, probs):
                 r["masks"] = p
         return result, {}
