@@ -74,6 +74,9 @@ class Study:
                 break
             ready = [r for r in todo if (r.preset == "detector" and self._can_restore(r)) or
                      (r.preset != "detector" and self._finished(r.detector()))]
+            # a stage-wise run that would wait for the RoI cache another worker is building goes last:
+            # this worker runs something else meanwhile (an end-to-end run) instead of idling
+            ready.sort(key=lambda r: self._waits_for_roi_cache(r, todo))
             run = next((r for r in ready if self._claim(r)), None)
             if run is None:
                 busy = any(self._locked(r) or self._locked(r.detector()) for r in todo)
@@ -89,6 +92,18 @@ class Study:
             if run.preset == "detector" and self.supersede_stale(runs):  # a restore that came out different
                 todo = self._todo(runs)
         return written
+
+    def _waits_for_roi_cache(self, run: Run, todo: list[Run]) -> bool:
+        """A stage-wise run whose detector's RoI cache (``maskx.roi_cache``) is not built yet while
+        another stage-wise run of that detector is claimed (its worker is building the cache)."""
+        from .config import get_preset
+
+        def cached(r: Run) -> bool:
+            return r.preset != "detector" and get_preset(r.preset).stage == "mask" and self.scale.mask_roi_cache > 0
+
+        if not cached(run) or (self.run_dir(run.detector()) / "roi_cache" / "meta.json").is_file():
+            return False
+        return any(r != run and cached(r) and r.detector() == run.detector() and self._locked(r) for r in todo)
 
     def _can_restore(self, run: Run) -> bool:
         """A detector to train (no result), or to restore with no more threads than this process has:

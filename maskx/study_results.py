@@ -70,7 +70,9 @@ def wall_hours(results: dict[str, dict]) -> dict:
     """The study's cost in wall-clock hours on a ``MACHINE_CORES``-core machine, from its result records.
 
     A run's seconds count as ``seconds * threads / cores``: 1-thread runs ran two at a time
-    (``--jobs 2``), 2-thread runs (detectors) alone; RoI caches count whole. ``measured``: the
+    (``--jobs 2``), 2-thread runs (detectors) alone; a RoI cache is built by one 1-thread worker while
+    the others run other runs (``Study.run`` defers the stage-wise runs that would wait for it), so it
+    counts like a 1-thread run. ``measured``: the
     recorded times, which include slowdowns from other work sharing the machine (and pauses);
     ``quiet_estimate``: each run kind (stage, split family, backbone) at the lower quartile of its
     measured times (random splits grouped by |A|), what a rerun on an otherwise idle machine would take;
@@ -86,7 +88,7 @@ def wall_hours(results: dict[str, dict]) -> dict:
         kinds.setdefault(key, []).append((train + r.get("eval_seconds", 0)) * share)
         fastest = min([train] + [x["train_seconds"] for x in r.get("restores", [])])
         quiet_kinds.setdefault(key, []).append((fastest + r.get("eval_seconds", 0)) * share)
-    caches = sum(roi_cache_seconds(results).values())
+    caches = sum(roi_cache_seconds(results).values()) / MACHINE_CORES
     measured = sum(sum(v) for v in kinds.values()) + caches
     quiet = sum(len(v) * sorted(v)[(len(v) - 1) // 4] for v in quiet_kinds.values()) + caches
     return {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),

@@ -213,3 +213,8 @@ def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile()
     w = wall_hours(results)
     assert w["measured"] == pytest.approx(6.5 + 2 + 0.75)
     assert w["quiet_estimate"] == pytest.approx(2 + 1.5 + 0.5)
+    # a RoI cache (one per detector, however many runs used it) is built by one 1-thread worker
+    results["m0"]["roi_cache"] = results["m1"]["roi_cache"] = {"detector_sha256": "d", "build_seconds": 3600}
+    w = wall_hours(results)
+    assert w["measured"] == pytest.approx(6.5 + 2 + 0.75 + 0.5)
+    assert w["quiet_estimate"] == pytest.approx(2 + 1.5 + 0.5 + 0.5)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 from pycocotools import mask as mask_utils
@@ -422,6 +423,41 @@ def test_claims_are_exclusive_and_stale_locks_are_reclaimed(tmp_path):
     study._lock_path(run).write_text("999999999")  # a pid that cannot exist: its process died
     assert not study._locked(run) and study._claim(run)
     study._release(run)
+
+
+def test_a_worker_runs_something_else_while_another_builds_the_roi_cache(tmp_path, monkeypatch):
+    """While one worker's stage-wise run builds its detector's RoI cache, another worker takes an
+    end-to-end run rather than a stage-wise one that would wait for the cache; once the cache is
+    built (or when nothing else is ready), stage-wise runs are taken in plan order again."""
+    scale = dataclasses.replace(SCALES["tiny"], data=str(tmp_path / "data"))
+    assert scale.mask_roi_cache > 0
+    study = Study(scale, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", progress=False, log=lambda m: None)
+    det = Run("detector", "all", 0, "resnet18")
+    sw1, sw2 = Run("agnostic", "voc2nonvoc", 0, "resnet18"), Run("oracle", "all", 0, "resnet18")
+    e2e = Run("agnostic_e2e", "voc2nonvoc", 0, "resnet18")
+    other = Run("agnostic", "voc2nonvoc", 1, "resnet18")  # another detector's: no cache of its own built
+    det_dir = study.run_dir(det)
+    det_dir.mkdir(parents=True)
+    (det_dir / "done.json").write_text("{}")
+    study.result_path(det).parent.mkdir(parents=True)
+    study.result_path(det).write_text(json.dumps({"run": det.key}))
+    todo = [sw1, sw2, e2e, other]
+    assert not study._waits_for_roi_cache(sw2, todo)  # nobody is building it
+    study._lock_path(sw1).write_text(str(os.getppid()))  # another live process claimed sw1: it builds the cache
+    assert study._waits_for_roi_cache(sw2, todo)
+    assert not study._waits_for_roi_cache(e2e, todo) and not study._waits_for_roi_cache(other, todo)
+    monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(Study, "supersede_stale", lambda self, runs: [])
+    monkeypatch.setattr(Study, "add_gt_box_ious", lambda self, runs: [])
+    taken = []
+    monkeypatch.setattr(Study, "run_one", lambda self, run: taken.append(run) or self.result_path(run))
+    study.run([det, sw1, sw2, e2e], max_runs=1, poll_seconds=0.01)
+    assert taken == [e2e]
+    (det_dir / "roi_cache").mkdir()
+    (det_dir / "roi_cache" / "meta.json").write_text("{}")  # built: plan order again
+    assert not study._waits_for_roi_cache(sw2, todo)
+    study.run([det, sw1, sw2, e2e], max_runs=1, poll_seconds=0.01)
+    assert taken == [e2e, sw2]
 
 
 def test_a_run_whose_detector_is_not_planned_does_not_hang(tmp_path):
