@@ -10,6 +10,7 @@ the ground-truth mask itself squeezed through the 28 x 28 grid.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -29,7 +30,65 @@ def gt_box_features(model, image: torch.Tensor, boxes: torch.Tensor) -> tuple[di
     return model.backbone(batch.tensors), [scaled], batch.image_sizes
 
 
+@dataclass
+class GtBoxInput:
+    """One val image's instances with a mask, as the mask branch sees them."""
+    pooled: torch.Tensor  # [N, 256, 14, 14] mask RoI features of the ground-truth boxes
+    labels: torch.Tensor  # [N] contiguous class labels
+    boxes: torch.Tensor  # [N, 4] in image pixels
+    gt: torch.Tensor  # [N, H, W] bool ground-truth masks
+    category_ids: list  # [N]
+
+
 @torch.inference_mode()
+def gt_box_inputs(model, dataset, images: Optional[int] = None, progress: bool = False) -> list[GtBoxInput]:
+    """``model``'s mask RoI features of every ground-truth instance with a mask on ``dataset``'s first
+    ``images`` images. Stage-wise runs of one frozen detector share them (``Study.evaluate``): their
+    mask branches differ, the features do not."""
+    model = model.eval()
+    n = len(dataset) if images is None else min(images, len(dataset))
+    out = []
+    for i in tqdm(range(n), desc="masks on GT boxes", disable=not progress, dynamic_ncols=True):
+        image, t = dataset[i]
+        keep = t["has_mask"]
+        if not bool(keep.any()):
+            continue
+        boxes, labels = t["boxes"][keep], t["labels"][keep]
+        features, rois, sizes = gt_box_features(model, image, boxes)
+        out.append(GtBoxInput(model.roi_heads.mask_roi_pool(features, rois, sizes), labels, boxes,
+                              t["masks"][keep].bool(), [dataset.categories.category_id(int(c)) for c in labels]))
+    return out
+
+
+@torch.inference_mode()
+def instance_ious(model, inputs: list[GtBoxInput]) -> list[tuple[int, float, float]]:
+    """(category id, IoU of ``model``'s mask, IoU of the 28 x 28 ceiling) of each instance of ``inputs``."""
+    model, rows = model.eval(), []
+    for x in inputs:
+        h, w = x.gt.shape[-2:]
+        logits = model.roi_heads.mask_logits_from_pooled(x.pooled, x.labels)
+        best = project_masks_on_boxes(x.gt.to(torch.uint8), x.boxes, torch.arange(len(x.gt)), logits.shape[-1])
+        pred = paste_masks_in_image(logits.sigmoid()[:, None], x.boxes, (h, w))[:, 0] >= 0.5
+        ceil = paste_masks_in_image(best[:, None], x.boxes, (h, w))[:, 0] >= 0.5
+        rows += [(cid, _iou(pred[k], x.gt[k]), _iou(ceil[k], x.gt[k])) for k, cid in enumerate(x.category_ids)]
+    return rows
+
+
+def summarize(rows: list[tuple[int, float, float]], split) -> dict:
+    """``instance_ious`` rows → ``{"A": {"mean_iou", "ceiling", "instances"}, "B": ..., "per_class": {id: mean IoU}}``."""
+    ious: dict[str, list[float]] = {"A": [], "B": []}
+    ceilings: dict[str, list[float]] = {"A": [], "B": []}
+    per_class: dict[int, list[float]] = {}
+    for cid, iou, ceil in rows:
+        s = split.set_of(cid)
+        ious[s].append(iou)
+        ceilings[s].append(ceil)
+        per_class.setdefault(cid, []).append(iou)
+    out = {s: {"mean_iou": _mean(ious[s]), "ceiling": _mean(ceilings[s]), "instances": len(ious[s])} for s in ("A", "B")}
+    out["per_class"] = {c: _mean(v) for c, v in sorted(per_class.items())}
+    return out
+
+
 def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None, progress: bool = False) -> dict:
     """Mean mask IoU of ``predictor``'s masks on ``dataset``'s GT boxes and classes, per set of ``split``.
 
@@ -39,42 +98,24 @@ def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None
     """
     check_classes(predictor.meta, list(dataset.categories.names), list(dataset.categories.ids),
                   "mask IoU on ground-truth boxes")
-    model = predictor.model.eval()
     n = len(dataset) if images is None else min(images, len(dataset))
-    ious: dict[str, list[float]] = {"A": [], "B": []}
-    ceilings: dict[str, list[float]] = {"A": [], "B": []}
-    per_class: dict[int, list[float]] = {}
-    for i in tqdm(range(n), desc="masks on GT boxes", disable=not progress, dynamic_ncols=True):
-        image, t = dataset[i]
-        keep = t["has_mask"]
-        if not bool(keep.any()):
-            continue
-        boxes, labels, gt = t["boxes"][keep], t["labels"][keep], t["masks"][keep].bool()
-        h, w = image.shape[-2:]
-        features, rois, sizes = gt_box_features(model, image, boxes)
-        logits = model.roi_heads.mask_logits(features, rois, labels, sizes)
-        best = project_masks_on_boxes(gt.to(torch.uint8), boxes, torch.arange(len(gt)), logits.shape[-1])
-        pred = paste_masks_in_image(logits.sigmoid()[:, None], boxes, (h, w))[:, 0] >= 0.5
-        ceil = paste_masks_in_image(best[:, None], boxes, (h, w))[:, 0] >= 0.5
-        for k, label in enumerate(labels.tolist()):
-            cid = dataset.categories.category_id(label)
-            s = split.set_of(cid)
-            iou = _iou(pred[k], gt[k])
-            ious[s].append(iou)
-            ceilings[s].append(_iou(ceil[k], gt[k]))
-            per_class.setdefault(cid, []).append(iou)
-    out = {s: {"mean_iou": _mean(ious[s]), "ceiling": _mean(ceilings[s]), "instances": len(ious[s])} for s in ("A", "B")}
-    out["per_class"] = {c: _mean(v) for c, v in sorted(per_class.items())}
-    out["images"] = n
+    rows = instance_ious(predictor.model, gt_box_inputs(predictor.model, dataset, n, progress))
+    return {**summarize(rows, split), "images": n}
+
+
+def masks_on_gt_boxes(predictor, val, splits: dict, images: int, inputs: Optional[list[GtBoxInput]] = None) -> dict:
+    """The study's summary of mask IoU on ground-truth boxes (detection taken out: the mask branch
+    given each ground-truth box and class) on the first ``images`` val images, for each split of
+    ``splits`` ({name: split}): per set, the mean IoU, the 28 x 28 ceiling and the instance count.
+    ``inputs``: ``gt_box_inputs`` of these images computed before (by the same frozen detector)."""
+    check_classes(predictor.meta, list(val.categories.names), list(val.categories.ids),
+                  "mask IoU on ground-truth boxes")
+    rows = instance_ious(predictor.model, inputs if inputs is not None else gt_box_inputs(predictor.model, val, images))
+    out = {}
+    for name, split in splits.items():
+        r = summarize(rows, split)
+        out[name] = {s: {k: r[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
     return out
-
-
-def masks_on_gt_boxes(predictor, val, split, images: int) -> dict:
-    """The study's summary of ``mask_iou_on_gt_boxes`` (detection taken out: the mask branch given
-    each ground-truth box and class) on the first ``images`` val images: per set, the mean IoU, the
-    28 x 28 ceiling and the instance count."""
-    r = mask_iou_on_gt_boxes(predictor, val, split, images=images)
-    return {s: {k: r[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -46,7 +46,8 @@ class Study:
     progress: bool = True
     log: Callable[[str], None] = print
     _train_annotations: Optional[dict] = field(default=None, repr=False)
-    _detections: tuple = field(default=(None, None), repr=False)  # (detector folder, its DetectionCache)
+    # (detector folder and inference settings, its DetectionCache, its gt_box_eval.gt_box_inputs)
+    _detections: tuple = field(default=(None, None, None), repr=False)
 
     def result_path(self, run: Run) -> Path:
         return Path(self.results_dir) / f"{run.key}.json"
@@ -356,6 +357,7 @@ class Study:
         predictor = load(out, inference=config)
         skip = self.scale.eval_skip_absent_masks and config.stage != "detector"
         present: Optional[dict[int, set]] = None
+        gt_inputs = None
         if skip:  # image id -> the categories with ground truth there
             present = {}
             for a in val.data["annotations"]:
@@ -369,25 +371,28 @@ class Study:
         else:
             key = f"{det_dir} {[getattr(config, f) for f in INFERENCE_FIELDS]}"
             if self._detections[0] != key:  # one detector's cache at a time (about 1-2 GB)
-                self._detections = (None, None)
-                self._detections = (key, DetectionCache(load(det_dir, inference=config).model, val,
-                                                                   progress=self.progress))
-            cache = self._detections[1]
+                self._detections = (None, None, None)
+                detector = load(det_dir, inference=config).model
+                self._detections = (key, DetectionCache(detector, val, progress=self.progress),
+                                    gt_box_eval.gt_box_inputs(detector, val, GT_BOX_IMAGES))
+            cache, gt_inputs = self._detections[1], self._detections[2]
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
             else:
                 preds = cache.predict_masks(predictor, source=str(out), present=present)
                 how = "mask head on cached detections" + (" of classes present in their image" if skip else "")
         metrics = {}
-        for name in run.eval_splits:
-            split = _val_split(val, name, run.seed)
+        splits = {name: _val_split(val, name, run.seed) for name in run.eval_splits}
+        for name, split in splits.items():
             metrics[name] = coco_evaluate(val.data, preds, split)
             if skip:  # the masks of detections of absent classes were not computed
                 for s in ("A", "B"):
                     metrics[name][s].update({f"segm_{k}": None for k in ("APs", "APm", "APl")})
-            if config.stage != "detector":
-                metrics[name]["masks_on_gt_boxes"] = gt_box_eval.masks_on_gt_boxes(predictor, val, split,
-                                                                                    GT_BOX_IMAGES)
+        if config.stage != "detector":  # stage-wise: the detector's features of the GT boxes, computed once
+            ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, GT_BOX_IMAGES,
+                                                 inputs=gt_inputs)
+            for name in splits:
+                metrics[name]["masks_on_gt_boxes"] = ious[name]
         return metrics, how, preds, list(val.ids)
 
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
@@ -406,9 +411,10 @@ class Study:
                 continue
             val = val or CocoDataset.from_dir(Path(self.scale.data) / "val")
             predictor = load(out)
+            ious = gt_box_eval.masks_on_gt_boxes(
+                predictor, val, {name: _val_split(val, name, run.seed) for name in record["metrics"]}, GT_BOX_IMAGES)
             for name, m in record["metrics"].items():
-                m["masks_on_gt_boxes"] = gt_box_eval.masks_on_gt_boxes(
-                    predictor, val, _val_split(val, name, run.seed), GT_BOX_IMAGES)
+                m["masks_on_gt_boxes"] = ious[name]
             write_json_atomic(record, path)
             done.append(path)
         return done

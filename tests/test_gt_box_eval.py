@@ -13,7 +13,7 @@ from maskx.checkpoint import CheckpointError
 from maskx.config import get_preset
 from maskx.data.coco import CocoDataset
 from maskx.data.splits import info_split_args, resolve_split
-from maskx.gt_box_eval import mask_iou_on_gt_boxes
+from maskx.gt_box_eval import gt_box_features, gt_box_inputs, mask_iou_on_gt_boxes, masks_on_gt_boxes
 from maskx.train import run_training
 
 
@@ -46,7 +46,7 @@ def test_a_mask_branch_that_returns_the_ground_truth_reaches_the_ceiling(setup, 
     predictor, val, split = setup
     gts = iter([val[i][1] for i in range(len(val))])
 
-    def oracle_logits(features, boxes, labels, image_shapes):
+    def oracle_logits(pooled, labels):
         t = next(gts)
         while not bool(t["has_mask"].any()):
             t = next(gts)
@@ -54,7 +54,7 @@ def test_a_mask_branch_that_returns_the_ground_truth_reaches_the_ceiling(setup, 
                                    torch.arange(len(labels)), 28)
         return torch.logit(m, eps=1e-6)  # sigmoid gives m back: the same map the ceiling pastes
 
-    monkeypatch.setattr(predictor.model.roi_heads, "mask_logits", oracle_logits)
+    monkeypatch.setattr(predictor.model.roi_heads, "mask_logits_from_pooled", oracle_logits)
     r = mask_iou_on_gt_boxes(predictor, val, split)
     for s in ("A", "B"):
         if r[s]["instances"]:
@@ -68,3 +68,24 @@ def test_another_class_list_is_refused(setup, tmp_path, data64):
     other = CocoDataset(data64 / "images", data64 / "annotations.json", data=data)
     with pytest.raises(CheckpointError, match="classes"):
         mask_iou_on_gt_boxes(predictor, other, split)
+
+
+def test_features_computed_once_give_the_same_ious_for_every_split(setup):
+    """The study computes a frozen detector's GT-box features once for all its stage-wise runs, and
+    each run's IoUs once for both directions: the numbers equal a fresh computation per split."""
+    predictor, val, split = setup
+    other = resolve_split("nonvoc2voc", val.data["categories"], **info_split_args(val.data.get("info")))
+    inputs = gt_box_inputs(predictor.model, val, 3)
+    image, t = val[0]
+    keep = t["has_mask"]
+    features, rois, sizes = gt_box_features(predictor.model, image, t["boxes"][keep])
+    with torch.inference_mode():
+        direct = predictor.model.roi_heads.mask_logits(features, rois, t["labels"][keep], sizes)
+        assert torch.equal(direct, predictor.model.roi_heads.mask_logits_from_pooled(inputs[0].pooled, inputs[0].labels))
+    both = {"voc2nonvoc": split, "nonvoc2voc": other}
+    cached = masks_on_gt_boxes(predictor, val, both, 3, inputs=inputs)
+    assert cached == masks_on_gt_boxes(predictor, val, both, 3)
+    for name, sp in both.items():
+        fresh = mask_iou_on_gt_boxes(predictor, val, sp, images=3)
+        assert cached[name] == {s: {k: fresh[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
+    assert cached["voc2nonvoc"]["A"] == cached["nonvoc2voc"]["B"]  # the sets swap, the instances do not
