@@ -367,8 +367,8 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
     caches = roi_cache_seconds(results)
     seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values()) + sum(caches.values())
     spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
-    wall = wall_hours(results)
     planned = plan(sc)
+    wall = wall_hours(results, planned)
     left = sum(r.key not in results for r in planned)
     lines += ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
               "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation"
@@ -379,7 +379,10 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
               f"machine; the measured times include other work sharing the cores). Budget: {wall['budget']:.0f} h"
               + (f" (not met: {wall['quiet_estimate'] / wall['budget'] - 1:.0%} over even on an idle machine)."
                  if wall["quiet_estimate"] > wall["budget"] else
-                 f" (so far; {left} of {len(planned)} runs to go, so not yet known)." if left else " (met)."), ""]
+                 f" (so far; {left} of {len(planned)} runs to go: at the lower quartile of their kinds' times they add"
+                 f" ≈ {wall['left']:.1f} h, ≈ {wall['quiet_estimate'] + wall['left']:.1f} h in all"
+                 + (f", not counting {wall['left_unmeasured']} run(s) of kinds not measured yet" if wall["left_unmeasured"] else "")
+                 + ")." if left else " (met)."), ""]
     text = "\n".join(lines)
     atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
     return {"out": str(out), "runs": len(results), "gate": g, "hours": round(seconds / 3600, 2)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Optional
 
 from .config import get_preset
 
@@ -66,33 +67,57 @@ def roi_cache_seconds(results: dict[str, dict]) -> dict[str, float]:
             for r in results.values() if r.get("roi_cache")}
 
 
-def wall_hours(results: dict[str, dict]) -> dict:
+def _kind(stage, split: str, backbone) -> tuple:
+    """A run's kind for timing: (stage, split family, backbone); random splits grouped by |A|."""
+    return stage, re.sub(r"_t\d+$", "", split or ""), backbone  # rand20_t3 -> rand20
+
+
+def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict:
     """The study's cost in wall-clock hours on a ``MACHINE_CORES``-core machine, from its result records.
 
     A run's seconds count as ``seconds * threads / cores``: 1-thread runs ran two at a time
     (``--jobs 2``), 2-thread runs (detectors) alone; a RoI cache is built by one 1-thread worker while
     the others run other runs (``Study.run`` defers the stage-wise runs that would wait for it), so it
-    counts like a 1-thread run. ``measured``: the
-    recorded times, which include slowdowns from other work sharing the machine (and pauses);
-    ``quiet_estimate``: each run kind (stage, split family, backbone) at the lower quartile of its
-    measured times (random splits grouped by |A|), what a rerun on an otherwise idle machine would take;
-    a detector restored bit for bit (``Study._restored``: the same training again) counts its lower
-    training time there."""
+    counts like a 1-thread run. ``measured``: the recorded times, which include slowdowns from other
+    work sharing the machine (and pauses); ``quiet_estimate``: each run kind (stage, split family,
+    backbone) at the lower quartile of its measured times, what a rerun on an otherwise idle machine
+    would take; a detector restored bit for bit (``Study._restored``: the same training again) counts
+    its lower training time there. With ``planned`` (``study_plan.Run`` list): ``left``, the planned
+    runs without a result at their kind's lower quartile (plus a RoI cache for each detector whose
+    stage-wise runs have not built one), and ``left_unmeasured``, those of a kind not measured yet."""
     kinds: dict[tuple, list] = {}
     quiet_kinds: dict[tuple, list] = {}
     for r in results.values():
         share = (r.get("torch_threads") or 1) / MACHINE_CORES
-        family = re.sub(r"_t\d+$", "", r.get("split", ""))  # rand20_t3 -> rand20
-        key = (r.get("stage"), family, r.get("backbone"))
+        key = _kind(r.get("stage"), r.get("split", ""), r.get("backbone"))
         train = r.get("train_seconds", 0)
         kinds.setdefault(key, []).append((train + r.get("eval_seconds", 0)) * share)
         fastest = min([train] + [x["train_seconds"] for x in r.get("restores", [])])
         quiet_kinds.setdefault(key, []).append((fastest + r.get("eval_seconds", 0)) * share)
-    caches = sum(roi_cache_seconds(results).values()) / MACHINE_CORES
+    cache_seconds = roi_cache_seconds(results)
+    caches = sum(cache_seconds.values()) / MACHINE_CORES
     measured = sum(sum(v) for v in kinds.values()) + caches
-    quiet = sum(len(v) * sorted(v)[(len(v) - 1) // 4] for v in quiet_kinds.values()) + caches
-    return {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
-            "budget": STUDY_BUDGET_HOURS}
+    quarter = {k: sorted(v)[(len(v) - 1) // 4] for k, v in quiet_kinds.items()}
+    quiet = sum(len(quiet_kinds[k]) * q for k, q in quarter.items()) + caches
+    out = {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
+           "budget": STUDY_BUDGET_HOURS}
+    if planned is not None:
+        left, unmeasured, cached, uncached = 0.0, 0, set(), set()
+        for r in results.values():
+            if r.get("roi_cache"):
+                cached.add((r.get("backbone"), r.get("seed")))
+        for run in planned:
+            stage = get_preset(run.preset).stage
+            if stage == "mask" and (run.backbone, run.seed) not in cached:
+                uncached.add((run.backbone, run.seed))
+            if run.key in results:
+                continue
+            q = quarter.get(_kind(stage, run.split, run.backbone))
+            left, unmeasured = (left + q, unmeasured) if q is not None else (left, unmeasured + 1)
+        if uncached and cache_seconds:
+            left += len(uncached) * min(cache_seconds.values()) / MACHINE_CORES
+        out.update(left=round(left / 3600, 2), left_unmeasured=unmeasured)
+    return out
 
 
 def train_seconds(log: Path) -> float:

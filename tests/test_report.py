@@ -87,7 +87,8 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     assert "0.15 h (training steps + evaluation + 1 RoI cache, 0.10 h" in text  # the shared cache counted once
     assert "pending" in text  # every table is rendered, unmeasured cells say so
     n = len(plan(SCALE))  # a partial study within the budget so far is not called within it
-    assert f"Budget: 8 h (so far; {n - 2} of {n} runs to go, so not yet known)." in text
+    assert f"Budget: 8 h (so far; {n - 2} of {n} runs to go: at the lower quartile of their kinds' times they add ≈ " in text
+    assert "run(s) of kinds not measured yet)." in text
 
 
 def test_earlier_gates_pair_the_runs_superseded_together():
@@ -218,3 +219,21 @@ def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile()
     w = wall_hours(results)
     assert w["measured"] == pytest.approx(6.5 + 2 + 0.75 + 0.5)
     assert w["quiet_estimate"] == pytest.approx(2 + 1.5 + 0.5 + 0.5)
+
+
+def test_wall_hours_projects_the_runs_left_at_their_kinds_lower_quartile():
+    from maskx.study_results import wall_hours
+
+    det0, agn0 = Run("detector", "all", 0, "b"), Run("agnostic", "voc2nonvoc", 0, "b")
+    agn1, ora0, e2e0 = Run("agnostic", "voc2nonvoc", 1, "b"), Run("oracle", "all", 0, "b"), Run("agnostic_e2e", "voc2nonvoc", 0, "b")
+    results = {det0.key: {"split": "all", "stage": "detector", "backbone": "b", "seed": 0, "torch_threads": 2,
+                          "train_seconds": 7200, "eval_seconds": 0},
+               agn0.key: {"split": "voc2nonvoc", "stage": "mask", "backbone": "b", "seed": 0, "torch_threads": 1,
+                          "train_seconds": 3000, "eval_seconds": 600,
+                          "roi_cache": {"detector_sha256": "d0", "build_seconds": 3600}}}
+    w = wall_hours(results, [det0, agn0, agn1, ora0, e2e0])
+    assert w["quiet_estimate"] == pytest.approx(2 + 0.5 + 0.5)
+    # agn1 at agn0's 0.5 h, plus seed 1's RoI cache (0.5 h as a 1-thread build); the oracle (stage-wise on
+    # split "all") and the end-to-end run are kinds not measured yet
+    assert w["left"] == pytest.approx(1.0) and w["left_unmeasured"] == 2
+    assert "left" not in wall_hours(results)
