@@ -167,6 +167,14 @@ def evaluate(predictor, dataset, split, progress: bool = True,
     ``present`` (image id → the category ids with ground truth in that image), when given, skips the
     masks of detections of a class absent from their image (``MaskXRoIHeads.masks_only_for``: empty
     masks; segm AP/AP50/AP75 and per-class AP unchanged, APs/m/l not)."""
+    preds = predict_dataset(predictor, dataset, progress, present)
+    return coco_evaluate(dataset.data, preds, split), preds
+
+
+@torch.inference_mode()
+def predict_dataset(predictor, dataset, progress: bool = True, present: Optional[dict[int, set]] = None) -> list[dict]:
+    """``predictor``'s predictions on every image of ``dataset``, in the COCO results format
+    (``present``: as in ``evaluate``)."""
     preds = []
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, dynamic_ncols=True):
         image_id = dataset.ids[i]
@@ -177,4 +185,4 @@ def evaluate(predictor, dataset, split, progress: bool = True,
             continue
         with predictor.model.roi_heads.masks_only_for(predictor.labels_of(present.get(image_id, ()))):
             preds.extend(predictor.predict_coco(image, image_id))
-    return coco_evaluate(dataset.data, preds, split), preds
+    return preds

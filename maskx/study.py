@@ -363,10 +363,9 @@ class Study:
             for a in val.data["annotations"]:
                 present.setdefault(a["image_id"], set()).add(a["category_id"])
         if config.stage == "e2e":
-            from .engine import evaluate as full_evaluate
+            from .engine import predict_dataset
 
-            _, preds = full_evaluate(predictor, val, _val_split(val, run.eval_splits[0], run.seed),
-                                     progress=self.progress, present=present)
+            preds = predict_dataset(predictor, val, progress=self.progress, present=present)  # scored below
             how = "full model" + (", masks of classes present in their image" if skip else "")
         else:
             key = f"{det_dir} {[getattr(config, f) for f in INFERENCE_FIELDS]}"
