@@ -77,7 +77,8 @@ class Study:
                      (r.preset != "detector" and self._finished(r.detector()))]
             # a stage-wise run that would wait for the RoI cache another worker is building goes last:
             # this worker runs something else meanwhile (an end-to-end run) instead of idling
-            ready.sort(key=lambda r: self._waits_for_roi_cache(r, todo))
+            building = self._roi_caches_being_built(todo)
+            ready.sort(key=lambda r: self._uses_roi_cache(r) and r.detector() in building)
             run = next((r for r in ready if self._claim(r)), None)
             if run is None:
                 busy = any(self._locked(r) or self._locked(r.detector()) for r in todo)
@@ -94,17 +95,16 @@ class Study:
                 todo = self._todo(runs)
         return written
 
-    def _waits_for_roi_cache(self, run: Run, todo: list[Run]) -> bool:
-        """A stage-wise run whose detector's RoI cache (``maskx.roi_cache``) is not built yet while
-        another stage-wise run of that detector is claimed (its worker is building the cache)."""
+    def _uses_roi_cache(self, run: Run) -> bool:
         from .config import get_preset
 
-        def cached(r: Run) -> bool:
-            return r.preset != "detector" and get_preset(r.preset).stage == "mask" and self.scale.mask_roi_cache > 0
+        return run.preset != "detector" and self.scale.mask_roi_cache > 0 and get_preset(run.preset).stage == "mask"
 
-        if not cached(run) or (self.run_dir(run.detector()) / "roi_cache" / "meta.json").is_file():
-            return False
-        return any(r != run and cached(r) and r.detector() == run.detector() and self._locked(r) for r in todo)
+    def _roi_caches_being_built(self, todo: list[Run]) -> set[Run]:
+        """The detectors whose RoI cache (``maskx.roi_cache``) is not built yet while a stage-wise run
+        on them is claimed: its worker is building the cache, which the others would wait for."""
+        claimed = {r.detector() for r in todo if self._uses_roi_cache(r) and self._locked(r)}
+        return {d for d in claimed if not (self.run_dir(d) / "roi_cache" / "meta.json").is_file()}
 
     def _can_restore(self, run: Run) -> bool:
         """A detector to train (no result), or to restore with no more threads than this process has:

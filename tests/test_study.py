@@ -442,10 +442,12 @@ def test_a_worker_runs_something_else_while_another_builds_the_roi_cache(tmp_pat
     study.result_path(det).parent.mkdir(parents=True)
     study.result_path(det).write_text(json.dumps({"run": det.key}))
     todo = [sw1, sw2, e2e, other]
-    assert not study._waits_for_roi_cache(sw2, todo)  # nobody is building it
+    assert study._roi_caches_being_built(todo) == set()  # nobody is building it
     study._lock_path(sw1).write_text(str(os.getppid()))  # another live process claimed sw1: it builds the cache
-    assert study._waits_for_roi_cache(sw2, todo)
-    assert not study._waits_for_roi_cache(e2e, todo) and not study._waits_for_roi_cache(other, todo)
+    study._lock_path(e2e).write_text(str(os.getppid()))  # an end-to-end run claimed builds no cache
+    assert study._roi_caches_being_built(todo) == {det}  # not seed 1's detector
+    study._lock_path(e2e).unlink()
+    assert study._uses_roi_cache(sw2) and not study._uses_roi_cache(e2e) and not study._uses_roi_cache(det)
     monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
     monkeypatch.setattr(Study, "supersede_stale", lambda self, runs: [])
     monkeypatch.setattr(Study, "add_gt_box_ious", lambda self, runs: [])
@@ -455,7 +457,7 @@ def test_a_worker_runs_something_else_while_another_builds_the_roi_cache(tmp_pat
     assert taken == [e2e]
     (det_dir / "roi_cache").mkdir()
     (det_dir / "roi_cache" / "meta.json").write_text("{}")  # built: plan order again
-    assert not study._waits_for_roi_cache(sw2, todo)
+    assert study._roi_caches_being_built(todo) == set()
     study.run([det, sw1, sw2, e2e], max_runs=1, poll_seconds=0.01)
     assert taken == [e2e, sw2]
 
