@@ -98,6 +98,11 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
     return out_dir
 
 
+def roi_cache_dir(detector_dir) -> Path:
+    """Where the RoI cache of the detector trained in ``detector_dir`` lives."""
+    return Path(detector_dir) / "roi_cache"
+
+
 def cache_matches(cache_dir, meta: dict) -> bool:
     path = Path(cache_dir) / "meta.json"
     if not path.is_file():
@@ -211,7 +216,7 @@ def cached_training(model, dataset, split, config, detector_dir, progress: bool 
     ckpt, _ = find_checkpoint(detector_dir)
     every_mask = CocoDataset(dataset.images_dir, dataset.ann_file, data=dataset.data)
     meta = cache_meta(ckpt, every_mask, config, config.mask_roi_cache)
-    cache = ensure_roi_cache(model, every_mask, Path(detector_dir) / "roi_cache", meta, progress)
+    cache = ensure_roi_cache(model, every_mask, roi_cache_dir(detector_dir), meta, progress)
     a_labels = [dataset.categories.label(c) for c in split.a_ids if c in set(dataset.categories.ids)]
     return CachedMaskTraining(model, config.mask_rois_per_image), CachedRoIs(cache, a_labels)
 

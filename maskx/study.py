@@ -96,15 +96,15 @@ class Study:
         return written
 
     def _uses_roi_cache(self, run: Run) -> bool:
-        from .config import get_preset
-
-        return run.preset != "detector" and self.scale.mask_roi_cache > 0 and get_preset(run.preset).stage == "mask"
+        return run.config(self.scale).mask_roi_cache > 0
 
     def _roi_caches_being_built(self, todo: list[Run]) -> set[Run]:
         """The detectors whose RoI cache (``maskx.roi_cache``) is not built yet while a stage-wise run
         on them is claimed: its worker is building the cache, which the others would wait for."""
+        from .roi_cache import roi_cache_dir
+
         claimed = {r.detector() for r in todo if self._uses_roi_cache(r) and self._locked(r)}
-        return {d for d in claimed if not (self.run_dir(d) / "roi_cache" / "meta.json").is_file()}
+        return {d for d in claimed if not (roi_cache_dir(self.run_dir(d)) / "meta.json").is_file()}
 
     def _can_restore(self, run: Run) -> bool:
         """A detector to train (no result), or to restore with no more threads than this process has:
@@ -267,6 +267,7 @@ class Study:
 
     def run_one(self, run: Run) -> Path:
         from .checkpoint import list_checkpoints
+        from .roi_cache import roi_cache_dir
         from .train import run_training
 
         out = self.run_dir(run)
@@ -295,7 +296,7 @@ class Study:
                   "eval_seconds": round(time.perf_counter() - t0, 1), **run_versions(out),
                   "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids)}
         record["detector_sha256" if config.stage != "detector" else "checkpoint_sha256"] = self.detector_sha256(run)
-        cache = det_dir / "roi_cache" / "meta.json"
+        cache = roi_cache_dir(det_dir) / "meta.json"
         if config.mask_roi_cache and cache.is_file():  # built once per detector: counted once by the report
             c = json.loads(cache.read_text())
             record["roi_cache"] = {k: c.get(k) for k in ("detector_sha256", "per_image", "rois", "build_seconds")}

@@ -39,7 +39,6 @@ def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
             if rec.get("roi_cache"):
                 caches[r.detector().key] = rec["roi_cache"].get("build_seconds") or 0.0
     left, unknown = 0.0, 0
-    caches_left = set()
     for r in runs:
         if r.key in results:
             continue
@@ -48,8 +47,7 @@ def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
             left += sum(seconds) / len(seconds)
         else:
             unknown += 1
-        if kind(r) == ("mask",) and r.detector().key not in caches:
-            caches_left.add(r.detector().key)
+    caches_left = roi_caches_left(runs, results)
     if caches_left and caches:
         left += len(caches_left) * sum(caches.values()) / len(caches)
     done = sum(sum(v) for v in spent.values()) + sum(caches.values())
@@ -65,6 +63,14 @@ def roi_cache_seconds(results: dict[str, dict]) -> dict[str, float]:
     """Build seconds of each RoI cache the results used, keyed by its detector's sha256 (counted once)."""
     return {r["roi_cache"]["detector_sha256"]: r["roi_cache"].get("build_seconds") or 0
             for r in results.values() if r.get("roi_cache")}
+
+
+def roi_caches_left(runs: list, results: dict[str, dict]) -> set[str]:
+    """The detectors (run keys) with stage-wise runs left among ``runs`` and no RoI cache recorded by
+    any of their finished ones: each cache is still to be built, once."""
+    built = {r.detector().key for r in runs if (results.get(r.key) or {}).get("roi_cache")}
+    return {r.detector().key for r in runs
+            if r.key not in results and get_preset(r.preset).stage == "mask" and r.detector().key not in built}
 
 
 def _kind(stage, split: str, backbone) -> tuple:
@@ -83,8 +89,8 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     backbone) at the lower quartile of its measured times, what a rerun on an otherwise idle machine
     would take; a detector restored bit for bit (``Study._restored``: the same training again) counts
     its lower training time there. With ``planned`` (``study_plan.Run`` list): ``left``, the planned
-    runs without a result at their kind's lower quartile (plus a RoI cache for each detector whose
-    stage-wise runs have not built one), and ``left_unmeasured``, those of a kind not measured yet."""
+    runs without a result at their kind's lower quartile (plus the RoI caches still to build,
+    ``roi_caches_left``), and ``left_unmeasured``, those of a kind not measured yet."""
     kinds: dict[tuple, list] = {}
     quiet_kinds: dict[tuple, list] = {}
     for r in results.values():
@@ -102,20 +108,18 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     out = {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
            "budget": STUDY_BUDGET_HOURS}
     if planned is not None:
-        left, unmeasured, cached, uncached = 0.0, 0, set(), set()
-        for r in results.values():
-            if r.get("roi_cache"):
-                cached.add((r.get("backbone"), r.get("seed")))
+        left, unmeasured = 0.0, 0
         for run in planned:
-            stage = get_preset(run.preset).stage
-            if stage == "mask" and (run.backbone, run.seed) not in cached:
-                uncached.add((run.backbone, run.seed))
             if run.key in results:
                 continue
-            q = quarter.get(_kind(stage, run.split, run.backbone))
-            left, unmeasured = (left + q, unmeasured) if q is not None else (left, unmeasured + 1)
-        if uncached and cache_seconds:
-            left += len(uncached) * min(cache_seconds.values()) / MACHINE_CORES
+            q = quarter.get(_kind(get_preset(run.preset).stage, run.split, run.backbone))
+            if q is None:
+                unmeasured += 1
+            else:
+                left += q
+        caches_left = roi_caches_left(planned, results)
+        if caches_left and cache_seconds:
+            left += len(caches_left) * min(cache_seconds.values()) / MACHINE_CORES
         out.update(left=round(left / 3600, 2), left_unmeasured=unmeasured)
     return out
 
