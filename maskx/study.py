@@ -37,6 +37,15 @@ from .study_plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES,
                          Table, plan, table_runs)
 
 
+@dataclass(frozen=True)
+class _DetectorEval:
+    """What the stage-wise runs on one frozen detector share at evaluation: its val detections
+    and its features of the val GT boxes, keyed by detector folder and inference settings."""
+    key: str
+    cache: "DetectionCache"
+    gt_inputs: object  # gt_box_eval.gt_box_inputs
+
+
 @dataclass
 class Study:
     """Runs the plan: trains what is missing, evaluates, writes ``results_dir/<run>.json``."""
@@ -46,8 +55,7 @@ class Study:
     progress: bool = True
     log: Callable[[str], None] = print
     _train_annotations: Optional[dict] = field(default=None, repr=False)
-    # (detector folder and inference settings, its DetectionCache, its gt_box_eval.gt_box_inputs)
-    _detections: tuple = field(default=(None, None, None), repr=False)
+    _detections: Optional["_DetectorEval"] = field(default=None, repr=False)
 
     def result_path(self, run: Run) -> Path:
         return Path(self.results_dir) / f"{run.key}.json"
@@ -370,12 +378,12 @@ class Study:
             how = "full model" + (", masks of classes present in their image" if skip else "")
         else:
             key = f"{det_dir} {[getattr(config, f) for f in INFERENCE_FIELDS]}"
-            if self._detections[0] != key:  # one detector's cache at a time (about 1-2 GB)
-                self._detections = (None, None, None)
+            if self._detections is None or self._detections.key != key:
+                self._detections = None  # one detector's cache at a time (about 1-2 GB)
                 detector = load(det_dir, inference=config).model
-                self._detections = (key, DetectionCache(detector, val, progress=self.progress),
-                                    gt_box_eval.gt_box_inputs(detector, val, GT_BOX_IMAGES))
-            cache, gt_inputs = self._detections[1], self._detections[2]
+                self._detections = _DetectorEval(key, DetectionCache(detector, val, progress=self.progress),
+                                                 gt_box_eval.gt_box_inputs(detector, val, GT_BOX_IMAGES))
+            cache, gt_inputs = self._detections.cache, self._detections.gt_inputs
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
             else:
