@@ -33,21 +33,13 @@ from .config import INFERENCE_FIELDS, RECORDED_BEFORE, Config
 from .run_lock import lock_held, release_lock, take_lock
 from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
+from .study_eval import GT_BOX_IMAGES, StudyEvaluation, _val_split  # noqa: F401
 from .study_plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
                          Table, plan, table_runs)
 
 
-@dataclass(frozen=True)
-class _DetectorEval:
-    """What the stage-wise runs on one frozen detector share at evaluation: its val detections
-    and its features of the val GT boxes, keyed by detector folder and inference settings."""
-    key: str
-    cache: "DetectionCache"
-    gt_inputs: object  # gt_box_eval.gt_box_inputs
-
-
 @dataclass
-class Study:
+class Study(StudyEvaluation):
     """Runs the plan: trains what is missing, evaluates, writes ``results_dir/<run>.json``."""
     scale: StudyScale
     results_dir: Path = Path("results")
@@ -340,97 +332,8 @@ class Study:
         self._move_aside(run, record, reason, keep_run_dir=True)
         return False
 
-    def masks_per_a_class(self, run: Run) -> Optional[float]:
-        """Mask-labelled training instances per set-A class (Figure 3's x axis)."""
-        from .data.coco import read_json
-        from .data.splits import info_split_args, resolve_split
-
-        if self._train_annotations is None:
-            self._train_annotations = read_json(Path(self.scale.data) / "train" / "annotations.json")
-        data = self._train_annotations
-        if run.preset == "detector":
-            return None
-        split = resolve_split(run.split, data["categories"], seed=run.seed, require_b=False,
-                              **info_split_args(data.get("info")))
-        a = set(split.a_ids)
-        return round(sum(x["category_id"] in a for x in data["annotations"]) / len(a), 2)
-
-    def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
-        from . import gt_box_eval
-        from .cached_eval import DetectionCache
-        from .data.coco import CocoDataset
-        from .evaluate import evaluate as coco_evaluate
-        from .predictor import load
-
-        val = CocoDataset.from_dir(Path(self.scale.data) / "val")
-        predictor = load(out, inference=config)
-        skip = self.scale.eval_skip_absent_masks and config.stage != "detector"
-        present: Optional[dict[int, set]] = None
-        gt_inputs = None
-        if skip:  # image id -> the categories with ground truth there
-            present = {}
-            for a in val.data["annotations"]:
-                present.setdefault(a["image_id"], set()).add(a["category_id"])
-        if config.stage == "e2e":
-            from .engine import predict_dataset
-
-            preds = predict_dataset(predictor, val, progress=self.progress, present=present)  # scored below
-            how = "full model" + (", masks of classes present in their image" if skip else "")
-        else:
-            key = f"{det_dir} {[getattr(config, f) for f in INFERENCE_FIELDS]}"
-            if self._detections is None or self._detections.key != key:
-                self._detections = None  # one detector's cache at a time (about 1-2 GB)
-                detector = load(det_dir, inference=config).model
-                self._detections = _DetectorEval(key, DetectionCache(detector, val, progress=self.progress),
-                                                 gt_box_eval.gt_box_inputs(detector, val, GT_BOX_IMAGES))
-            cache, gt_inputs = self._detections.cache, self._detections.gt_inputs
-            if config.stage == "detector":
-                preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
-            else:
-                preds = cache.predict_masks(predictor, source=str(out), present=present)
-                how = "mask head on cached detections" + (" of classes present in their image" if skip else "")
-        metrics = {}
-        splits = {name: _val_split(val, name, run.seed) for name in run.eval_splits}
-        for name, split in splits.items():
-            metrics[name] = coco_evaluate(val.data, preds, split)
-            if skip:  # the masks of detections of absent classes were not computed
-                for s in ("A", "B"):
-                    metrics[name][s].update({f"segm_{k}": None for k in ("APs", "APm", "APl")})
-        if config.stage != "detector":  # stage-wise: the detector's features of the GT boxes, computed once
-            ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, GT_BOX_IMAGES,
-                                                 inputs=gt_inputs)
-            for name in splits:
-                metrics[name]["masks_on_gt_boxes"] = ious[name]
-        return metrics, how, preds, list(val.ids)
-
-    def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
-        """Results written before ``masks_on_gt_boxes`` was measured get it (evaluation only)."""
-        from . import gt_box_eval
-        from .data.coco import CocoDataset
-        from .predictor import load
-
-        done, val = [], None
-        for run in runs:
-            path, out = self.result_path(run), self.run_dir(run)
-            if run.preset == "detector" or not path.is_file() or not (out / "done.json").is_file():
-                continue
-            record = json.loads(path.read_text())
-            if all("masks_on_gt_boxes" in m for m in record["metrics"].values()):
-                continue
-            val = val or CocoDataset.from_dir(Path(self.scale.data) / "val")
-            predictor = load(out)
-            ious = gt_box_eval.masks_on_gt_boxes(
-                predictor, val, {name: _val_split(val, name, run.seed) for name in record["metrics"]}, GT_BOX_IMAGES)
-            for name, m in record["metrics"].items():
-                m["masks_on_gt_boxes"] = ious[name]
-            write_json_atomic(record, path)
-            done.append(path)
-        return done
-
-
 # The detectors trained before results recorded their thread count ran alone on this 2-core machine.
 LEGACY_DETECTOR_THREADS = 2
-GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
 
 
 @contextmanager
@@ -445,13 +348,6 @@ def _threads(n: Optional[int]):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _val_split(val, name: str, seed: int):
-    """The split ``name`` of the val set's categories (voc-like ids from its ``info``)."""
-    from .data.splits import info_split_args, resolve_split
-
-    return resolve_split(name, val.data["categories"], seed=seed, **info_split_args(val.data.get("info")))
 
 
 def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study", results_dir=None,
