@@ -367,7 +367,9 @@ def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study"
     root = Path(root) if root else next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "maskx").is_dir()),
                                         Path.cwd())
     sc = SCALES[scale]
-    if iters:
+    if iters:  # detector_iters given alone sets every detector's (second backbone's too)
+        if "detector_iters" in iters:
+            iters = {"second_backbone_detector_iters": None, **iters}
         sc = dataclasses.replace(sc, **iters)
     if seeds:
         sc = dataclasses.replace(sc, seeds=tuple(seeds))

@@ -64,13 +64,26 @@ def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
 
 def test_run_configs_follow_the_scale():
     scale = SCALES["study"]
-    det = Run("detector", "all", 1, "resnet18").config(scale)
+    det = Run("detector", "all", 1, scale.backbone).config(scale)
     sw = Run("transfer_glove_2lrelu", "nonvoc2voc", 1, "resnet18").config(scale, "runs/x")
     e2e = Run("agnostic_e2e", "voc2nonvoc", 1, "resnet18").config(scale, "runs/x")
     assert (det.stage, det.iters, det.detector) == ("detector", scale.detector_iters, None)
     assert (sw.stage, sw.iters, sw.detector, sw.split, sw.seed) == ("mask", scale.mask_iters, "runs/x", "nonvoc2voc", 1)
     assert (e2e.stage, e2e.iters, e2e.detector) == ("e2e", scale.e2e_iters, "runs/x")
     assert sw.rois_per_image == 128 and sw.mask_dim == 128
+
+
+def test_the_second_backbone_detector_has_its_own_iterations_and_nothing_else_does():
+    scale = dataclasses.replace(SCALES["study"], second_backbone_detector_iters=7)
+    main, second = scale.backbone, scale.second_backbone
+    assert Run("detector", "all", 0, second).config(scale).iters == 7
+    assert Run("detector", "all", 0, main).config(scale).iters == scale.detector_iters
+    assert Run("agnostic_e2e", "voc2nonvoc", 0, second).config(scale, "runs/x").iters == scale.e2e_iters
+    unset = dataclasses.replace(scale, second_backbone_detector_iters=None)
+    assert Run("detector", "all", 0, second).config(unset).iters == scale.detector_iters
+    # one backbone in both roles (the tiny scale): the main backbone's count
+    same = dataclasses.replace(scale, second_backbone=main)
+    assert Run("detector", "all", 0, main).config(same).iters == scale.detector_iters
 
 
 def test_estimate_counts_each_roi_cache_once_and_the_caches_left():
@@ -550,3 +563,15 @@ def test_results_recorded_before_transfer_init_read_as_torch_init(tmp_path):
         del config["transfer_init"]
         record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION}
         assert study.stale_reason(run, record) is None, run.key
+
+
+def test_notebook_iteration_overrides_reach_the_second_backbone_detector(tmp_path):
+    from maskx.study import rerun_or_load
+
+    sc, _ = rerun_or_load(["t2"], scale="study", iters={"detector_iters": 5}, results_dir="r", root=tmp_path)
+    assert (sc.detector_iters, sc.second_backbone_detector_iters) == (5, None)
+    sc, _ = rerun_or_load(["t2"], scale="study", iters={"detector_iters": 5, "second_backbone_detector_iters": 3},
+                          results_dir="r", root=tmp_path)
+    assert sc.second_backbone_detector_iters == 3
+    assert rerun_or_load(["t2"], scale="study", results_dir="r", root=tmp_path)[0] == SCALES["study"].__class__(
+        **{**SCALES["study"].__dict__, "data": str(tmp_path / SCALES["study"].data)})
