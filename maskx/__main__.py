@@ -199,7 +199,7 @@ def _cmd_study_run(args) -> dict:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         study, runs = _study(args)
         study.supersede_stale(runs)  # once, before the workers look at results/
-        study.restore_wide_detectors(runs, threads)  # detectors trained with more threads than a worker gets
+        study.train_detectors_first(runs, threads)  # new detectors, and restores wider than a worker
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         procs = [subprocess.Popen([sys.executable, "-m", "maskx", *argv], env=env) for _ in range(args.jobs)]
         codes = [p.wait() for p in procs]

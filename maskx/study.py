@@ -108,25 +108,31 @@ class Study(StudyEvaluation):
 
     def _can_restore(self, run: Run) -> bool:
         """A detector to train (no result), or to restore with no more threads than this process has:
-        more would oversubscribe the cores beside the other workers (``restore_wide_detectors``)."""
+        more would oversubscribe the cores beside the other workers (``train_detectors_first``)."""
         import torch
 
         return not self.result_path(run).is_file() or self.restore_threads(run) <= torch.get_num_threads()
 
-    def restore_wide_detectors(self, runs: list[Run], threads: int) -> list[Path]:
-        """Restore, one after another in this process, the detectors ``runs`` need that trained with
-        more than ``threads`` threads (what each ``--jobs`` worker gets); run before the workers start."""
+    def train_detectors_first(self, runs: list[Run], threads: int) -> list[Path]:
+        """Train, one after another in this process and before the ``--jobs`` workers start (each of
+        which gets ``threads``), the detectors ``runs`` need that a worker should not: new ones, with all
+        of this process's threads (a 1-thread worker would take about twice as long while the other
+        waits for it), and restores of those that trained with more than ``threads`` (they would
+        oversubscribe the cores beside the other worker)."""
         from .data.synthetic import ensure_dataset
 
-        wide = [d for d in self._todo(runs)
-                if d.preset == "detector" and self.result_path(d).is_file() and self.restore_threads(d) > threads]
-        if wide:
+        first = [d for d in self._todo(runs) if d.preset == "detector" and
+                 (not self.result_path(d).is_file() or self.restore_threads(d) > threads)]
+        if first:
             ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
         done = []
-        for det in wide:
+        for det in first:
             if self._claim(det):
                 try:
-                    self.log(f"restoring {det.key} with {self.restore_threads(det)} threads before the workers start")
+                    restoring = self.result_path(det).is_file()
+                    self.log(f"{'restoring' if restoring else 'training'} {det.key} with "
+                             f"{self.restore_threads(det) if restoring else _torch_threads()} threads "
+                             "before the workers start")
                     done.append(self.run_one(det))
                 finally:
                     self._release(det)
@@ -334,6 +340,12 @@ class Study(StudyEvaluation):
 
 # The detectors trained before results recorded their thread count ran alone on this 2-core machine.
 LEGACY_DETECTOR_THREADS = 2
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 @contextmanager

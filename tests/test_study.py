@@ -407,23 +407,24 @@ def test_a_detector_whose_weights_here_differ_is_evaluated_again_and_its_runs_re
     assert (det_dir / "done.json").is_file()  # kept: only evaluated again
 
 
-def test_workers_leave_wide_restores_to_the_parent(tmp_path, monkeypatch):
+def test_workers_leave_new_detectors_and_wide_restores_to_the_parent(tmp_path, monkeypatch):
     """A detector that trained with more threads than a ``--jobs`` worker has is not restored by a
-    worker (it would oversubscribe the cores): the parent restores it first, alone; narrow ones are
-    left to the workers."""
+    worker (it would oversubscribe the cores), and a new one is not trained by a 1-thread worker while
+    the other waits for it: the parent trains both first, alone; narrow restores are left to the workers."""
     study = Study(SCALES["tiny"], results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", log=lambda m: None)
-    wide, narrow = Run("detector", "all", 0, "resnet18"), Run("detector", "all", 1, "resnet18")
-    runs = [wide, Run("agnostic", "voc2nonvoc", 0, "resnet18"), narrow, Run("agnostic", "voc2nonvoc", 1, "resnet18")]
+    wide, narrow, new = (Run("detector", "all", s, "resnet18") for s in (0, 1, 2))
+    runs = [wide, Run("agnostic", "voc2nonvoc", 0, "resnet18"), narrow, Run("agnostic", "voc2nonvoc", 1, "resnet18"),
+            new, Run("agnostic", "voc2nonvoc", 2, "resnet18")]
     study.result_path(wide).parent.mkdir(parents=True)
     for det, threads in ((wide, torch.get_num_threads() + 1), (narrow, 1)):
         study.result_path(det).write_text(json.dumps({"run": det.key, "torch_threads": threads}))
-    assert study._todo(runs) == runs  # each pending run preceded by its detector, to restore
+    assert study._todo(runs) == runs  # each pending run preceded by its detector, to restore or train
     assert not study._can_restore(wide) and study._can_restore(narrow)
-    restored = []
+    trained = []
     monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
-    monkeypatch.setattr(Study, "run_one", lambda self, run: restored.append(run) or self.result_path(run))
-    assert study.restore_wide_detectors(runs, threads=1) == [study.result_path(wide)]
-    assert restored == [wide] and not study._locked(wide)
+    monkeypatch.setattr(Study, "run_one", lambda self, run: trained.append(run) or self.result_path(run))
+    assert study.train_detectors_first(runs, threads=1) == [study.result_path(wide), study.result_path(new)]
+    assert trained == [wide, new] and not study._locked(wide) and not study._locked(new)
 
 
 def test_claims_are_exclusive_and_stale_locks_are_reclaimed(tmp_path):
