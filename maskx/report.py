@@ -14,7 +14,7 @@ from typing import Optional
 
 from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
                     load_superseded, plan, table_runs)
-from .study_results import roi_cache_seconds, wall_hours
+from .study_results import MACHINE_CORES, roi_cache_seconds, roi_caches_left, wall_hours
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -250,6 +250,15 @@ def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
     return lines
 
 
+def _cache_row(caches: dict, left: int) -> list[str]:
+    """The budget table's RoI-cache row: built as 1-thread runs; those left at the fastest build."""
+    if not caches:
+        return []
+    done_h, each_h = sum(caches.values()) / MACHINE_CORES / 3600, min(caches.values()) / MACHINE_CORES / 3600
+    return [f"| RoI cache (one per detector, 1 thread) | {len(caches)} | {left} | {each_h * 60:.1f} | "
+            f"{done_h + left * each_h:.2f} |"]
+
+
 def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") -> dict:
     """Render every table from ``results_dir`` into ``out`` (atomically); returns a summary."""
     from .atomic import atomic_write
@@ -382,7 +391,11 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                  f" (so far; {left} of {len(planned)} runs to go: at the lower quartile of their kinds' times they add"
                  f" ≈ {wall['left']:.1f} h, ≈ {wall['quiet_estimate'] + wall['left']:.1f} h in all"
                  + (f", not counting {wall['left_unmeasured']} run(s) of kinds not measured yet" if wall["left_unmeasured"] else "")
-                 + ")." if left else " (met)."), ""]
+                 + ")." if left else " (met)."), "",
+              "| run kind (stage, split, backbone) | done | left | wall min per run (lower quartile) | hours |",
+              "|---|---:|---:|---:|---:|",
+              *(f"| {k['kind']} | {k['done']} | {k['left']} | {k['minutes']:.1f} | {k['hours']:.2f} |" for k in wall["by_kind"]),
+              *_cache_row(caches, len(roi_caches_left(planned, results))), ""]
     text = "\n".join(lines)
     atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
     return {"out": str(out), "runs": len(results), "gate": g, "hours": round(seconds / 3600, 2)}

@@ -90,7 +90,8 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     would take; a detector restored bit for bit (``Study._restored``: the same training again) counts
     its lower training time there. With ``planned`` (``study_plan.Run`` list): ``left``, the planned
     runs without a result at their kind's lower quartile (plus the RoI caches still to build,
-    ``roi_caches_left``), and ``left_unmeasured``, those of a kind not measured yet."""
+    ``roi_caches_left``), and ``left_unmeasured``, those of a kind not measured yet. ``by_kind``: per
+    kind, runs done and left, the lower-quartile wall minutes per run and the hours they come to."""
     kinds: dict[tuple, list] = {}
     quiet_kinds: dict[tuple, list] = {}
     for r in results.values():
@@ -107,20 +108,27 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     quiet = sum(len(quiet_kinds[k]) * q for k, q in quarter.items()) + caches
     out = {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
            "budget": STUDY_BUDGET_HOURS}
+    # where the time goes: per kind, its runs done (and left), the lower-quartile minutes per run
+    by_kind = {k: {"kind": " ".join(str(x) for x in k), "done": len(quiet_kinds[k]), "left": 0,
+                   "minutes": round(q / 60, 1)} for k, q in quarter.items()}
     if planned is not None:
         left, unmeasured = 0.0, 0
         for run in planned:
             if run.key in results:
                 continue
-            q = quarter.get(_kind(get_preset(run.preset).stage, run.split, run.backbone))
+            kind = _kind(get_preset(run.preset).stage, run.split, run.backbone)
+            q = quarter.get(kind)
             if q is None:
                 unmeasured += 1
             else:
                 left += q
+                by_kind[kind]["left"] += 1
         caches_left = roi_caches_left(planned, results)
         if caches_left and cache_seconds:
             left += len(caches_left) * min(cache_seconds.values()) / MACHINE_CORES
         out.update(left=round(left / 3600, 2), left_unmeasured=unmeasured)
+    out["by_kind"] = [{**v, "hours": round((v["done"] + v["left"]) * v["minutes"] / 60, 2)}
+                      for _, v in sorted(by_kind.items(), key=lambda kv: [str(x) for x in kv[0]])]
     return out
 
 

@@ -89,6 +89,9 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     n = len(plan(SCALE))  # a partial study within the budget so far is not called within it
     assert f"Budget: 8 h (so far; {n - 2} of {n} runs to go: at the lower quartile of their kinds' times they add ≈ " in text
     assert "run(s) of kinds not measured yet)." in text
+    # where the time goes: one kind measured (2 runs), the shared RoI cache once (360 s as a 1-thread build)
+    assert "| mask voc2nonvoc resnet18 | 1 | " in text and "| mask all resnet18 | 1 | " in text
+    assert "| RoI cache (one per detector, 1 thread) | 1 | 0 | 3.0 | 0.05 |" in text
 
 
 def test_earlier_gates_pair_the_runs_superseded_together():
@@ -236,4 +239,7 @@ def test_wall_hours_projects_the_runs_left_at_their_kinds_lower_quartile():
     # agn1 at agn0's 0.5 h, plus seed 1's RoI cache (0.5 h as a 1-thread build); the oracle (stage-wise on
     # split "all") and the end-to-end run are kinds not measured yet
     assert w["left"] == pytest.approx(1.0) and w["left_unmeasured"] == 2
+    # where the time goes, per measured kind: runs done and left, minutes per run, hours in all
+    assert w["by_kind"] == [{"kind": "detector all b", "done": 1, "left": 0, "minutes": 120.0, "hours": 2.0},
+                            {"kind": "mask voc2nonvoc b", "done": 1, "left": 1, "minutes": 30.0, "hours": 1.0}]
     assert "left" not in wall_hours(results)
