@@ -98,15 +98,22 @@ def table_rows(name: str, results: dict, scale: StudyScale, backbone: str = "mai
     return rows
 
 
+def table2_stats(scale: StudyScale) -> tuple:
+    """The paper's Table 2 columns; APs/m/l only where evaluation computes every mask (not under
+    ``eval_skip_absent_masks``, which keeps AP, AP50 and AP75 exact)."""
+    return ("AP", "AP50", "AP75") + (() if scale.eval_skip_absent_masks else ("APs", "APm", "APl"))
+
+
 def table2_detail(results: dict, scale: StudyScale, backbone: str) -> list[dict]:
-    """Table 2 rows: segm AP, AP50, AP75, APs, APm, APl on set B per direction (mean over seeds)."""
+    """Table 2 rows: segm ``table2_stats`` (AP, AP50, AP75[, APs, APm, APl]) on set B per direction
+    (mean over seeds)."""
     runs = table_runs("t2", scale, backbones=[backbone])
     rows = []
     for label, preset in TABLES["t2"].rows:
         row = {"label": label}
         for d in DIRECTIONS:
             mine = [r for r in runs if r.preset == preset and (r.split == d or r.split == "all")]
-            for stat in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+            for stat in table2_stats(scale):
                 row[f"{d}_{stat}"] = mean_std(_values(results, mine, d, "B", f"segm_{stat}"))
         rows.append(row)
     return rows
@@ -361,11 +368,14 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
     for bb in ("main", "second"):
         bname = sc.backbone if bb == "main" else sc.second_backbone
         lines += ["", f"## {TABLES['t2'].title}: {bname}", "", *_md_table("t2", results, sc, bb), "",
-                  "| method | " + " | ".join(f"{ARROW[d]} {s}" for d in DIRECTIONS for s in ("AP", "AP50", "AP75", "APs", "APm", "APl")) + " |",
-                  "|---|" + "---:|" * 12]
+                  "| method | " + " | ".join(f"{ARROW[d]} {s}" for d in DIRECTIONS for s in table2_stats(sc)) + " |",
+                  "|---|" + "---:|" * (2 * len(table2_stats(sc)))]
         for row in table2_detail(results, sc, bb):
             lines.append(f"| {row['label']} | " + " | ".join(fmt(row[f"{d}_{s}"]) for d in DIRECTIONS
-                                                            for s in ("AP", "AP50", "AP75", "APs", "APm", "APl")) + " |")
+                                                            for s in table2_stats(sc)) + " |")
+        if sc.eval_skip_absent_masks:
+            lines += ["", "APs/m/l are not computed: evaluation skips the masks of detections whose class has no "
+                      "ground truth in their image (false positives whatever their mask), which keeps AP, AP50 and AP75 exact."]
     lines += ["", f"## {TABLES['deep'].title}", "", *_md_table("deep", results, sc), "",
               "## Figure 3: random A/B splits (relative AP gain on B of transfer over class-agnostic)", "",
               "| split | masks per A class | agnostic B | transfer B | relative gain |", "|---|---:|---:|---:|---:|"]

@@ -243,3 +243,15 @@ def test_wall_hours_projects_the_runs_left_at_their_kinds_lower_quartile():
     assert w["by_kind"] == [{"kind": "detector all b", "done": 1, "left": 0, "minutes": 120.0, "hours": 2.0},
                             {"kind": "mask voc2nonvoc b", "done": 1, "left": 1, "minutes": 30.0, "hours": 1.0}]
     assert "left" not in wall_hours(results)
+
+
+def test_table_2_shows_size_aps_only_where_every_mask_was_computed():
+    import dataclasses
+
+    skip = dataclasses.replace(SCALE, eval_skip_absent_masks=True)
+    every = dataclasses.replace(SCALE, eval_skip_absent_masks=False)
+    assert report.table2_stats(skip) == ("AP", "AP50", "AP75")
+    assert report.table2_stats(every) == ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    row = report.table2_detail({}, skip, "main")[0]
+    assert "voc2nonvoc_AP75" in row and not any(k.endswith(("APs", "APm", "APl")) for k in row)
+    assert "nonvoc2voc_APl" in report.table2_detail({}, every, "main")[0]
