@@ -33,7 +33,7 @@ from .config import INFERENCE_FIELDS, RECORDED_BEFORE, Config
 from .run_lock import lock_held, release_lock, take_lock
 from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
-from .study_eval import GT_BOX_IMAGES, StudyEvaluation, _val_split  # noqa: F401
+from .study_eval import GT_BOX_IMAGES, StudyEvaluation, _DetectorEval, _val_split  # noqa: F401
 from .study_plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
                          Table, plan, table_runs)
 

@@ -1,6 +1,7 @@
 """The study's evaluation of a trained run: AP on A and B (bbox, segm, per class) and mask IoU on
 ground-truth boxes. Stage-wise runs share their frozen detector's val detections and GT-box features
-(computed once per detector); end-to-end runs run their full model. A mixin of ``study.Study``."""
+(computed once per detector in each process); end-to-end runs run their full model. A mixin of
+``study.Study``."""
 from __future__ import annotations
 
 import json
@@ -84,7 +85,7 @@ class StudyEvaluation:
             if skip:  # the masks of detections of absent classes were not computed
                 for s in ("A", "B"):
                     metrics[name][s].update({f"segm_{k}": None for k in ("APs", "APm", "APl")})
-        if config.stage != "detector":  # stage-wise: the detector's features of the GT boxes, computed once
+        if config.stage != "detector":  # stage-wise: the shared GT-box features; end-to-end: its own (None)
             ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, GT_BOX_IMAGES,
                                                  inputs=gt_inputs)
             for name in splits:
