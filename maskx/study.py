@@ -116,8 +116,8 @@ class Study(StudyEvaluation):
     def train_detectors_first(self, runs: list[Run], threads: int) -> list[Path]:
         """Train, one after another in this process and before the ``--jobs`` workers start (each of
         which gets ``threads``), the detectors ``runs`` need that a worker should not: new ones, with all
-        of this process's threads (a 1-thread worker would take about twice as long while the other
-        waits for it), and restores of those that trained with more than ``threads`` (they would
+        of this process's threads (a 1-thread worker takes about 1.4x as long while the other waits
+        for it), and restores of those that trained with more than ``threads`` (they would
         oversubscribe the cores beside the other worker)."""
         from .data.synthetic import ensure_dataset
 
