@@ -143,9 +143,16 @@ def _cmd_ship(args) -> dict:
 
     if args.examples_only:
         return {"examples": str(write_examples(args.out))}
-    return build_shipped(out=args.out, data=args.data, runs=args.runs, preset=args.preset, iters=args.iters,
-                         progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), size=args.size,
-                         overrides=tuple(args.set or ()))
+    if args.compare and Path(args.out).resolve() == Path(args.compare).resolve():
+        raise ValueError("--compare needs another --out than the folder it compares with (e.g. --out runs/repro-3k)")
+    summary = build_shipped(out=args.out, data=args.data, runs=args.runs, preset=args.preset, iters=args.iters,
+                            progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), size=args.size,
+                            overrides=tuple(args.set or ()))
+    if args.compare:
+        from .ship import compare_shipped
+
+        summary["compare"] = {"with": args.compare, **compare_shipped(args.out, args.compare)}
+    return summary
 
 
 def _study(args):
@@ -331,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     sh.add_argument("--examples-only", action="store_true",
                     help="only (re)write OUT/examples.json: the model's masks on the app's sample images")
+    sh.add_argument("--compare", metavar="DIR",
+                    help="after shipping into --out, compare it file by file with DIR (e.g. models/maskx-3k)")
     sh.add_argument("--quiet", action="store_true")
     sh.set_defaults(func=_cmd_ship)
 
@@ -359,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one result on stdout
         print(json.dumps(result, indent=2))
-    return 0
+    # ship --compare: a reproduction that differs exits 1
+    return 1 if isinstance(result, dict) and (result.get("compare") or {}).get("identical") is False else 0
 
 
 if __name__ == "__main__":

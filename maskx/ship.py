@@ -136,7 +136,9 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
                "train_seconds_this_call": train_seconds, "eval_seconds": shipped["eval_seconds"],
                "fp16_check": {"images": FP16_CHECK_IMAGES, "fp32": _headline(fp32), "fp16": _headline(fp16)},
                "A": shipped["A"], "B": shipped["B"], "masks_on_gt_boxes": gt_boxes, "per_class": shipped["per_class"], "split": shipped["split"],
-               "num_images": shipped["num_images"]}
+               "num_images": shipped["num_images"],
+               # bit for bit holds on this kind of CPU (README): the one the training ran on
+               "trained_on_cpu": json.loads((runs / "run.json").read_text()).get("cpu")}
     write_json_atomic(summary, out / "eval.json")
     log(f"the model's masks on the app's {EXAMPLE_IMAGES} sample images → {out / 'examples.json'}")
     write_examples(out)
@@ -163,6 +165,39 @@ def write_examples(out="models/maskx-3k", n: int = EXAMPLE_IMAGES) -> Path:
                  "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
     return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)
+
+
+# What a reproduction may change without changing the model: times and the paths it was given
+# (the checkpoint's training data file and, below, the training folder it was exported from).
+VOLATILE = {"eval.json": ("train_seconds_this_call", "eval_seconds", "checkpoint", "trained_on_cpu"),
+            "ckpt_*.json": ("data",)}
+
+
+def compare_shipped(out, reference="models/maskx-3k") -> dict:
+    """Whether ``out`` (written by a fresh ``ship``) holds the same model as ``reference``: every file of
+    either folder, weights byte for byte, JSON files equal but for ``VOLATILE`` fields and the training
+    folder the export names (``exported_from.run``). ``{"identical": bool, "files": {name: verdict}}``."""
+    out, ref = Path(out), resolve_shipped(reference)
+    files = {}
+    for name in sorted({p.name for d in (out, ref) if d.is_dir() for p in d.iterdir() if p.is_file()}):
+        a, b = out / name, ref / name
+        if not (a.is_file() and b.is_file()):
+            files[name] = f"only in {a.parent if a.is_file() else b.parent}"
+        elif name.endswith(".json"):
+            da, db = (_comparable(name, json.loads(f.read_text())) for f in (a, b))
+            diff = sorted(k for k in set(da) | set(db) if da.get(k) != db.get(k))
+            files[name] = "same" if not diff else "differs in " + ", ".join(diff)
+        else:
+            files[name] = "same" if a.read_bytes() == b.read_bytes() else "differs"
+    return {"identical": bool(files) and all(v == "same" for v in files.values()), "files": files}
+
+
+def _comparable(name: str, data: dict) -> dict:
+    drop = VOLATILE.get("ckpt_*.json" if name.startswith("ckpt_") else name, ())
+    data = {k: v for k, v in data.items() if k not in drop}
+    if isinstance(data.get("exported_from"), dict):
+        data["exported_from"] = {k: v for k, v in data["exported_from"].items() if k != "run"}
+    return data
 
 
 def _headline(m: dict) -> dict:

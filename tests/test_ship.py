@@ -7,7 +7,7 @@ import pytest
 
 import maskx
 from maskx.checkpoint import CheckpointError
-from maskx.ship import SHIPPED, build_shipped, resolve_shipped
+from maskx.ship import SHIPPED, build_shipped, compare_shipped, resolve_shipped
 
 TINY = ("image_size=128", "box_head_dim=64", "mask_dim=32", "mlp_hidden=32", "num_workers=0")
 
@@ -24,6 +24,7 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path):
     assert summary["dtype"] in ("float16", "float32") and summary["megabytes"] > 0
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert set(ev["A"]) >= {"segm_AP", "bbox_AP"} and len(ev["per_class"]) == 3000
+    assert "torch" in ev["trained_on_cpu"]  # bit for bit holds per kind of CPU: the one it trained on
     gt = ev["masks_on_gt_boxes"]
     assert gt["A"]["instances"] + gt["B"]["instances"] > 0 and gt["images"] > 0
     predictor = maskx.load(tmp_path / "out")
@@ -53,3 +54,36 @@ def test_ship_reproduces_the_same_weights_from_scratch(tmp_path):
 
     first, second = ship("a"), ship("b")
     assert first == second
+    # every file the command writes, not only the weights (times and the folders it was given aside)
+    same = compare_shipped(tmp_path / "a" / "out", tmp_path / "b" / "out")
+    assert same["identical"], same["files"]
+
+
+def _fake_shipped(root, weights=b"w" * 8, ap=1.0, seconds=5.0, run="runs/a"):
+    root.mkdir(parents=True)
+    (root / "ckpt_0000004.safetensors").write_bytes(weights)
+    (root / "ckpt_0000004.json").write_text(json.dumps({"sha256": "s", "data": f"{run}/data.json",
+                                                        "exported_from": {"run": run, "sha256": "t"}}))
+    (root / "eval.json").write_text(json.dumps({"A": {"segm_AP": ap}, "eval_seconds": seconds,
+                                                "train_seconds_this_call": seconds, "checkpoint": str(root)}))
+    return root
+
+
+def test_compare_shipped_tells_a_reproduction_from_another_model(tmp_path):
+    ref = _fake_shipped(tmp_path / "ref")
+    same = _fake_shipped(tmp_path / "same", seconds=9.0, run="runs/b")  # other times and folders only
+    assert compare_shipped(same, ref) == {"identical": True, "files": {
+        "ckpt_0000004.json": "same", "ckpt_0000004.safetensors": "same", "eval.json": "same"}}
+    other = compare_shipped(_fake_shipped(tmp_path / "w", weights=b"x" * 8, ap=0.5), ref)
+    assert not other["identical"] and other["files"]["ckpt_0000004.safetensors"] == "differs"
+    assert other["files"]["eval.json"] == "differs in A"
+    (tmp_path / "same" / "examples.json").write_text("{}")
+    assert compare_shipped(same, ref)["files"]["examples.json"] == f"only in {same}"
+    assert not compare_shipped(tmp_path / "empty", tmp_path / "none")["identical"]  # nothing is not a match
+
+
+def test_ship_compare_refuses_to_compare_a_folder_with_itself(tmp_path, capsys):
+    from maskx.__main__ import main
+
+    assert main(["ship", "--out", str(tmp_path), "--compare", str(tmp_path), "--quiet"]) == 2
+    assert "--compare needs another --out" in capsys.readouterr().err
