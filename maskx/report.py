@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Optional
 
 from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
-                    load_superseded, plan, table_runs)
-from .study_results import MACHINE_CORES, roi_cache_seconds, roi_caches_left, wall_hours
+                    load_superseded, table_runs)
+from .report_cost import cost_section
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -257,15 +257,6 @@ def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
     return lines
 
 
-def _cache_row(caches: dict, left: int) -> list[str]:
-    """The budget table's RoI-cache row: built as 1-thread runs; those left at the fastest build."""
-    if not caches:
-        return []
-    done_h, each_h = sum(caches.values()) / MACHINE_CORES / 3600, min(caches.values()) / MACHINE_CORES / 3600
-    return [f"| RoI cache (one per detector, 1 thread) | {len(caches)} | {left} | {each_h * 60:.1f} | "
-            f"{done_h + left * each_h:.2f} |"]
-
-
 def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") -> dict:
     """Render every table from ``results_dir`` into ``out`` (atomically); returns a summary."""
     from .atomic import atomic_write
@@ -383,29 +374,8 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         gain = "n/a" if p["relative_gain_pct"] is None else f"{p['relative_gain_pct']:+.0f} %"
         lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
                      f"{p['transfer_B']:.1f} | {gain} |")
-    caches = roi_cache_seconds(results)
-    seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values()) + sum(caches.values())
-    spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
-    planned = plan(sc)
-    wall = wall_hours(results, planned)
-    left = sum(r.key not in results for r in planned)
-    lines += ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
-              "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation"
-              + (f" + {len(caches)} RoI cache{'s' * (len(caches) > 1)}, {sum(caches.values()) / 3600:.2f} h" if caches else "")
-              + ", summed over runs: worker-hours)" + (f"; superseded runs cost another {spent / 3600:.2f} h." if spent else "."),
-              "", f"As wall-clock time on the 2 cores (1-thread runs two at a time, detectors alone): {wall['measured']:.1f} h "
-              f"measured, {wall['quiet_estimate']:.1f} h at the lower quartile of each run kind's times (an otherwise idle "
-              f"machine; the measured times include other work sharing the cores). Budget: {wall['budget']:.0f} h"
-              + (f" (not met: {wall['quiet_estimate'] / wall['budget'] - 1:.0%} over even on an idle machine)."
-                 if wall["quiet_estimate"] > wall["budget"] else
-                 f" (so far; {left} of {len(planned)} runs to go: at the lower quartile of their kinds' times they add"
-                 f" ≈ {wall['left']:.1f} h, ≈ {wall['quiet_estimate'] + wall['left']:.1f} h in all"
-                 + (f", not counting {wall['left_unmeasured']} run(s) of kinds not measured yet" if wall["left_unmeasured"] else "")
-                 + ")." if left else " (met)."), "",
-              "| run kind (stage, split, backbone) | done | left | wall min per run (lower quartile) | hours |",
-              "|---|---:|---:|---:|---:|",
-              *(f"| {k['kind']} | {k['done']} | {k['left']} | {k['minutes']:.1f} | {k['hours']:.2f} |" for k in wall["by_kind"]),
-              *_cache_row(caches, len(roi_caches_left(planned, results))), ""]
+    cost, seconds = cost_section(sc, results, superseded)
+    lines += cost
     text = "\n".join(lines)
     atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
     return {"out": str(out), "runs": len(results), "gate": g, "hours": round(seconds / 3600, 2)}

@@ -1,0 +1,49 @@
+"""RESULTS.md's "Scale and cost" section: compute spent, wall-clock hours against the 8-hour budget
+(``study_results.wall_hours``) and where they go, per kind of run."""
+from __future__ import annotations
+
+from .study_plan import StudyScale, plan
+from .study_results import MACHINE_CORES, roi_cache_seconds, roi_caches_left, wall_hours
+
+
+def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple[list[str], float]:
+    """The section's markdown lines, and the measured worker-seconds of ``results`` (RoI caches included)."""
+    caches = roi_cache_seconds(results)
+    seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values()) + sum(caches.values())
+    spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
+    planned = plan(sc)
+    wall = wall_hours(results, planned)
+    left = sum(r.key not in results for r in planned)
+    budget, quiet = wall["budget"], wall["quiet_estimate"]
+    if quiet > budget:
+        verdict = f" (not met: {quiet / budget - 1:.0%} over even on an idle machine)."
+    elif not left:
+        verdict = " (met)."
+    else:
+        total = quiet + wall["left"]
+        verdict = (f" (so far; {left} of {len(planned)} runs to go: at the lower quartile of their kinds' times they add"
+                   f" ≈ {wall['left']:.1f} h, ≈ {total:.1f} h in all"
+                   + (f", {total / budget - 1:.0%} over" if total > budget else "")
+                   + (f", not counting {wall['left_unmeasured']} run(s) of kinds not measured yet"
+                      if wall["left_unmeasured"] else "") + ").")
+    lines = ["", "## Scale and cost", "", f"Scale `{sc.name}`: " + ", ".join(f"{k}={v}" for k, v in sc.to_json().items()),
+             "", f"Measured compute of the runs so far: {seconds / 3600:.2f} h (training steps + evaluation"
+             + (f" + {len(caches)} RoI cache{'s' * (len(caches) > 1)}, {sum(caches.values()) / 3600:.2f} h" if caches else "")
+             + ", summed over runs: worker-hours)" + (f"; superseded runs cost another {spent / 3600:.2f} h." if spent else "."),
+             "", f"As wall-clock time on the 2 cores (1-thread runs two at a time, detectors alone): {wall['measured']:.1f} h "
+             f"measured, {quiet:.1f} h at the lower quartile of each run kind's times (an otherwise idle machine; the "
+             f"measured times include other work sharing the cores). Budget: {budget:.0f} h" + verdict, "",
+             "| run kind (stage, split, backbone) | done | left | wall min per run (lower quartile) | hours |",
+             "|---|---:|---:|---:|---:|",
+             *(f"| {k['kind']} | {k['done']} | {k['left']} | {k['minutes']:.1f} | {k['hours']:.2f} |" for k in wall["by_kind"]),
+             *_cache_row(caches, len(roi_caches_left(planned, results))), ""]
+    return lines, seconds
+
+
+def _cache_row(caches: dict, left: int) -> list[str]:
+    """The budget table's RoI-cache row: built as 1-thread runs; those left at the fastest build."""
+    if not caches:
+        return []
+    done_h, each_h = sum(caches.values()) / MACHINE_CORES / 3600, min(caches.values()) / MACHINE_CORES / 3600
+    return [f"| RoI cache (one per detector, 1 thread) | {len(caches)} | {left} | {each_h * 60:.1f} | "
+            f"{done_h + left * each_h:.2f} |"]
