@@ -255,3 +255,20 @@ def test_table_2_shows_size_aps_only_where_every_mask_was_computed():
     row = report.table2_detail({}, skip, "main")[0]
     assert "voc2nonvoc_AP75" in row and not any(k.endswith(("APs", "APm", "APl")) for k in row)
     assert "nonvoc2voc_APl" in report.table2_detail({}, every, "main")[0]
+
+
+def test_the_cost_section_says_how_far_a_projection_or_a_finished_study_is_over():
+    from maskx.report_cost import cost_section
+
+    det, agn = plan(SCALE)[:2]
+    assert (det.preset, agn.preset) == ("detector", "agnostic")
+    results = {det.key: {**record(det, 1.0), "torch_threads": 2, "train_seconds": 7 * 3600.0, "eval_seconds": 0},
+               agn.key: {**record(agn, 1.0), "torch_threads": 1, "train_seconds": 3600.0, "eval_seconds": 0}}
+    lines, seconds = cost_section(SCALE, results, [])
+    text = "\n".join(lines)
+    assert seconds == 8 * 3600  # worker-seconds as recorded
+    # 7.5 h done at the lower quartile, the other voc2nonvoc stage-wise runs left at 0.5 h each: over 8 h
+    left = sum(r.key not in results and r.split == "voc2nonvoc" and r.config(SCALE).stage == "mask" for r in plan(SCALE))
+    assert left >= 1 and f"≈ {7.5 + left * 0.5:.1f} h in all, {(7.5 + left * 0.5) / 8 - 1:.0%} over" in text
+    results[det.key]["train_seconds"] = 9 * 3600.0
+    assert "(not met: 19% over even on an idle machine)." in "\n".join(cost_section(SCALE, results, [])[0])
