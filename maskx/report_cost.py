@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .study_plan import StudyScale, plan
-from .study_results import MACHINE_CORES, roi_cache_seconds, roi_caches_left, wall_hours
+from .study_results import roi_cache_seconds, wall_hours
 
 
 def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple[list[str], float]:
@@ -36,14 +36,5 @@ def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple
              "| run kind (stage, split, backbone) | done | left | wall min per run (lower quartile) | hours |",
              "|---|---:|---:|---:|---:|",
              *(f"| {k['kind']} | {k['done']} | {k['left']} | {k['minutes']:.1f} | {k['hours']:.2f} |" for k in wall["by_kind"]),
-             *_cache_row(caches, len(roi_caches_left(planned, results))), ""]
+             ""]
     return lines, seconds
-
-
-def _cache_row(caches: dict, left: int) -> list[str]:
-    """The budget table's RoI-cache row: built as 1-thread runs; those left at the fastest build."""
-    if not caches:
-        return []
-    done_h, each_h = sum(caches.values()) / MACHINE_CORES / 3600, min(caches.values()) / MACHINE_CORES / 3600
-    return [f"| RoI cache (one per detector, 1 thread) | {len(caches)} | {left} | {each_h * 60:.1f} | "
-            f"{done_h + left * each_h:.2f} |"]

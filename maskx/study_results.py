@@ -91,7 +91,8 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     its lower training time there. With ``planned`` (``study_plan.Run`` list): ``left``, the planned
     runs without a result at their kind's lower quartile (plus the RoI caches still to build,
     ``roi_caches_left``), and ``left_unmeasured``, those of a kind not measured yet. ``by_kind``: per
-    kind, runs done and left, the lower-quartile wall minutes per run and the hours they come to."""
+    kind, runs done and left, the lower-quartile wall minutes per run and the hours they come to, and a
+    last row for the RoI caches (those left at the fastest build)."""
     kinds: dict[tuple, list] = {}
     quiet_kinds: dict[tuple, list] = {}
     for r in results.values():
@@ -108,9 +109,10 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     quiet = sum(len(quiet_kinds[k]) * q for k, q in quarter.items()) + caches
     out = {"measured": round(measured / 3600, 2), "quiet_estimate": round(quiet / 3600, 2),
            "budget": STUDY_BUDGET_HOURS}
-    # where the time goes: per kind, its runs done (and left), the lower-quartile minutes per run
-    by_kind = {k: {"kind": " ".join(str(x) for x in k), "done": len(quiet_kinds[k]), "left": 0,
-                   "minutes": round(q / 60, 1)} for k, q in quarter.items()}
+    # where the time goes: per kind, its runs done (and left), the lower-quartile seconds per run
+    by_kind = {k: {"kind": " ".join(str(x) for x in k), "done": len(quiet_kinds[k]), "left": 0, "each": q}
+               for k, q in quarter.items()}
+    caches_left: set = set()
     if planned is not None:
         left, unmeasured = 0.0, 0
         for run in planned:
@@ -127,8 +129,15 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
         if caches_left and cache_seconds:
             left += len(caches_left) * min(cache_seconds.values()) / MACHINE_CORES
         out.update(left=round(left / 3600, 2), left_unmeasured=unmeasured)
-    out["by_kind"] = [{**v, "hours": round((v["done"] + v["left"]) * v["minutes"] / 60, 2)}
-                      for _, v in sorted(by_kind.items(), key=lambda kv: [str(x) for x in kv[0]])]
+    rows = [{"kind": v["kind"], "done": v["done"], "left": v["left"], "minutes": round(v["each"] / 60, 1),
+             "hours": round((v["done"] + v["left"]) * v["each"] / 3600, 2)}
+            for _, v in sorted(by_kind.items(), key=lambda kv: [str(x) for x in kv[0]])]
+    if cache_seconds:  # those left priced at the fastest build, as in ``left``
+        each = min(cache_seconds.values()) / MACHINE_CORES
+        rows.append({"kind": "RoI cache (one per detector, 1 thread)", "done": len(cache_seconds),
+                     "left": len(caches_left), "minutes": round(each / 60, 1),
+                     "hours": round((caches + len(caches_left) * each) / 3600, 2)})
+    out["by_kind"] = rows
     return out
 
 

@@ -241,7 +241,13 @@ def test_wall_hours_projects_the_runs_left_at_their_kinds_lower_quartile():
     assert w["left"] == pytest.approx(1.0) and w["left_unmeasured"] == 2
     # where the time goes, per measured kind: runs done and left, minutes per run, hours in all
     assert w["by_kind"] == [{"kind": "detector all b", "done": 1, "left": 0, "minutes": 120.0, "hours": 2.0},
-                            {"kind": "mask voc2nonvoc b", "done": 1, "left": 1, "minutes": 30.0, "hours": 1.0}]
+                            {"kind": "mask voc2nonvoc b", "done": 1, "left": 1, "minutes": 30.0, "hours": 1.0},
+                            {"kind": "RoI cache (one per detector, 1 thread)", "done": 1, "left": 1, "minutes": 30.0,
+                             "hours": 1.0}]
+    # the rows add up to the projection (hours from unrounded seconds, not from the rounded minutes)
+    results[agn0.key]["train_seconds"] = 3001
+    w = wall_hours(results, [det0, agn0, agn1, ora0, e2e0])
+    assert sum(k["hours"] for k in w["by_kind"]) == pytest.approx(w["quiet_estimate"] + w["left"], abs=0.005)
     assert "left" not in wall_hours(results)
 
 
