@@ -23,7 +23,7 @@ A cache folder (``<detector run>/roi_cache/``) holds
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import time
 from pathlib import Path
 import numpy as np
@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json_atomic
 from .models.roi_heads import select_mask_rois
+from .run_lock import release_lock, take_lock
 
 CACHE_VERSION = 1
 ARRAYS = ("features", "targets", "boxes", "labels", "has_mask", "offsets")
@@ -116,29 +117,25 @@ def cache_matches(cache_dir, meta: dict) -> bool:
 
 def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = True, wait_seconds: float = 3600) -> Path:
     """The cache at ``cache_dir`` if it matches ``meta``, else built there. Processes sharing a
-    detector (``study run --jobs 2``) build it once: the others wait for the builder's lock."""
+    detector (``study run --jobs 2``) build it once: the others wait for the builder's lock
+    (``run_lock``: a lock whose builder died, e.g. at the end of a session, is taken over at once,
+    and the builder's half-written folder removed; one held longer than ``wait_seconds`` too)."""
     cache_dir = Path(cache_dir)
     lock = cache_dir.with_name(cache_dir.name + ".lock")
     deadline = time.monotonic() + wait_seconds
     while not cache_matches(cache_dir, meta):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                stale = time.time() - lock.stat().st_mtime > wait_seconds or time.monotonic() > deadline
-            except FileNotFoundError:  # the builder just finished
-                continue
-            if stale:
-                lock.unlink(missing_ok=True)  # a builder that died: take over
+        if not take_lock(lock):
+            if time.monotonic() > deadline:
+                lock.unlink(missing_ok=True)  # a builder that hangs: take over
             time.sleep(5)
             continue
         try:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
+            for tmp in cache_dir.parent.glob(f".{cache_dir.name}.tmp-*"):  # left by a builder that died
+                shutil.rmtree(tmp, ignore_errors=True)
             if not cache_matches(cache_dir, meta):
                 build_roi_cache(model, dataset, cache_dir, meta, progress)
         finally:
-            lock.unlink(missing_ok=True)
+            release_lock(lock)
     return cache_dir
 
 

@@ -16,7 +16,7 @@ from maskx.checkpoint import list_checkpoints
 from maskx.config import Config, ConfigError
 from maskx.data.coco import CocoDataset
 from maskx.models.maskx_rcnn import build_model
-from maskx.roi_cache import (CachedMaskTraining, CachedRoIs, RoICacheError, build_roi_cache, cache_meta,
+from maskx.roi_cache import (CachedMaskTraining, CachedRoIs, RoICacheError, build_roi_cache, cache_matches, cache_meta,
                              ensure_roi_cache)
 from maskx.train import run_training
 
@@ -117,6 +117,37 @@ def test_stale_cache_is_rebuilt_and_broken_cache_refused(built, tmp_path):
     (target / "offsets.npy").write_bytes(b"not numpy")
     with pytest.raises(RoICacheError, match="unreadable RoI cache"):
         CachedRoIs(target, [1])
+
+
+def test_a_builder_that_died_does_not_block_and_its_half_cache_is_removed(built, tmp_path, monkeypatch):
+    import subprocess
+
+    from maskx import roi_cache
+
+    cfg, data, model, cache = built
+    meta = json.loads((cache / "meta.json").read_text())
+    meta.pop("rois")
+    target = tmp_path / "roi_cache"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "roi_cache.lock").write_text(str(dead.pid))  # its builder was killed at a session end
+    half = tmp_path / ".roi_cache.tmp-x1y2"
+    half.mkdir()
+    (half / "features.npy").write_bytes(b"half written")
+    def no_wait(seconds):
+        raise AssertionError("waited for a builder that died")
+
+    monkeypatch.setattr(roi_cache.time, "sleep", no_wait)
+    ensure_roi_cache(model, data, target, meta, progress=False)
+    assert cache_matches(target, meta)
+    assert not half.exists() and not (tmp_path / "roi_cache.lock").exists()
+    # a live holder is waited for, then taken over after wait_seconds
+    (tmp_path / "roi_cache.lock").write_text(str(os.getpid()))
+    waits = []
+    monkeypatch.setattr(roi_cache.time, "sleep", waits.append)
+    other = {**meta, "detector_sha256": "another detector"}
+    ensure_roi_cache(model, data, target, other, progress=False, wait_seconds=0)
+    assert waits == [5] and cache_matches(target, other)
 
 
 def test_cache_is_for_stage_mask_only():
