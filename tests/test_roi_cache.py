@@ -16,8 +16,8 @@ from maskx.checkpoint import list_checkpoints
 from maskx.config import Config, ConfigError
 from maskx.data.coco import CocoDataset
 from maskx.models.maskx_rcnn import build_model
-from maskx.roi_cache import (CachedMaskTraining, CachedRoIs, RoICacheError, build_roi_cache, cache_matches, cache_meta,
-                             ensure_roi_cache)
+from maskx.roi_cache import (CachedMaskTraining, CachedRoIs, RoICacheError, build_roi_cache, cache_matches,
+                             cache_meta, ensure_roi_cache)
 from maskx.train import run_training
 
 from test_engine import assert_bit_identical, model_tensors, tiny_config
@@ -134,6 +134,7 @@ def test_a_builder_that_died_does_not_block_and_its_half_cache_is_removed(built,
     half = tmp_path / ".roi_cache.tmp-x1y2"
     half.mkdir()
     (half / "features.npy").write_bytes(b"half written")
+
     def no_wait(seconds):
         raise AssertionError("waited for a builder that died")
 
