@@ -122,15 +122,17 @@ def table2_detail(results: dict, scale: StudyScale, backbone: str) -> list[dict]
 def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: str = "t2",
                rows: tuple = ("agnostic_e2e", "transfer_clsbox_2lrelu_mlp_e2e", "oracle_e2e")) -> dict:
     """Share of the agnostic→oracle gap on B that the transfer model closes, per direction (from
-    seed means): ``{direction: {"agnostic", "transfer", "oracle", "gap", "closed_pct", "A": {...}}}``
-    (``"A"``: the same three models' AP on set A)."""
+    seed means): ``{direction: {"agnostic", "transfer", "oracle", "gap", "closed_pct", "paired", "A": {...}}}``
+    (``"A"``: the same three models' AP on set A; ``"paired"``: mean ± std of transfer − agnostic AP on
+    B over the seeds that have both, which share a detector, or None)."""
     bb = {"main": scale.backbone, "second": scale.second_backbone}[backbone]
     out = {}
     for d in DIRECTIONS:
-        vals, on_a = {}, {}
+        vals, on_a, by_seed = {}, {}, {}
         for name, preset in zip(("agnostic", "transfer", "oracle"), rows):
             runs = [r for r in table_runs(table, scale, backbones=[backbone])
                     if r.preset == preset and (r.split in (d, "all")) and r.backbone == bb]
+            by_seed[name] = {r.seed: v[0] for r in runs if (v := _values(results, [r], d, "B"))}
             ms = mean_std(_values(results, runs, d, "B"))
             vals[name] = ms[0] if ms else None
             ms = mean_std(_values(results, runs, d, "A"))
@@ -138,8 +140,18 @@ def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: 
         if None not in vals.values():
             gap = vals["oracle"] - vals["agnostic"]
             vals.update(gap=gap, closed_pct=100 * (vals["transfer"] - vals["agnostic"]) / gap if gap > 0 else None)
+        both = sorted(set(by_seed["agnostic"]) & set(by_seed["transfer"]))
+        vals["paired"] = mean_std([by_seed["transfer"][k] - by_seed["agnostic"][k] for k in both])
         out[d] = {**vals, "A": on_a}
     return out
+
+
+def _paired(v: dict, label: str) -> str:
+    """``"; transfer − agnostic on B per seed: +0.2 ± 0.9 (n=3)"`` (empty under 2 seeds)."""
+    p = v.get("paired")
+    if not p or p[2] < 2:
+        return ""
+    return f"; {label} − agnostic on B per seed: {p[0]:+.1f} ± {p[1]:.1f} (n={p[2]})"
 
 
 def failed_trainings(results: dict) -> list[dict]:
@@ -280,11 +292,11 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                              f"oracle {v['oracle']:.1f} AP on B: gap {v['gap']:.1f}, closed **{round(v['closed_pct'])} %** "
                              f"(paper: {PAPER_GAP_CLOSED[d]} %; goal ≥ 60 %)"
                              + (f"; a gap under {MIN_MEANINGFUL_GAP:.0f} AP makes this share noise"
-                                if v["gap"] < MIN_MEANINGFUL_GAP else ""))
+                                if v["gap"] < MIN_MEANINGFUL_GAP else "") + _paired(v, "Mask^X"))
             elif v.get("gap") is not None:
                 lines.append(f"- {name}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, Mask^X {v['transfer']:.1f}, "
                              f"oracle {v['oracle']:.1f} AP on B: the oracle is not ahead (gap {v['gap']:.1f}), "
-                             "so no share can be stated")
+                             "so no share can be stated" + _paired(v, "Mask^X"))
             else:
                 lines.append(f"- {name}, {ARROW[d]}: pending")
         behind = {d: v["A"] for d, v in gc.items() if None not in v["A"].values()
@@ -311,7 +323,7 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                 lines.append(f"- {sc.backbone}, {ARROW[d]}: agnostic {v['agnostic']:.1f}, transfer {v['transfer']:.1f}, "
                              f"oracle {v['oracle']:.1f} AP on B (set A: {v['A']['agnostic']:.1f}, "
                              f"{v['A']['transfer']:.1f}, {v['A']['oracle']:.1f}): gap {v['gap']:.1f}, closed "
-                             f"**{round(v['closed_pct'])} %**")
+                             f"**{round(v['closed_pct'])} %**" + _paired(v, "transfer"))
     lines += ["", "## Gate: does the embedded data need class knowledge for masks?", ""]
     if g is None:
         lines.append("pending (stage-wise agnostic and oracle, voc→non-voc, first seed)")

@@ -44,6 +44,25 @@ def test_gap_closed_from_seed_means_and_undefined_without_a_gap():
     assert report.gap_closed(results, SCALE)["voc2nonvoc"]["closed_pct"] is None
 
 
+def test_transfer_minus_agnostic_is_paired_by_seed():
+    import dataclasses
+
+    scale = dataclasses.replace(SCALE, seeds=(0, 1, 2))
+    runs = table_runs("t2", scale, backbones=["main"])
+    b = {"agnostic_e2e": [10.0, 12.0, 14.0], "transfer_clsbox_2lrelu_mlp_e2e": [11.0, 12.0, 17.0],
+         "oracle_e2e": [20.0, 20.0, 20.0]}
+    results = {r.key: record(r, b[r.preset][r.seed]) for r in runs}
+    v = report.gap_closed(results, scale)["voc2nonvoc"]
+    # seeds share a detector: the differences per seed (1, 0, 3), not the spread of each model's seeds
+    assert v["paired"] == (pytest.approx(4 / 3), pytest.approx(1.5275, abs=1e-4), 3)
+    assert report._paired(v, "Mask^X") == "; Mask^X − agnostic on B per seed: +1.3 ± 1.5 (n=3)"
+    # a seed without the transfer run is left out of the pairs; one pair says nothing
+    del results[next(r.key for r in runs if r.preset.startswith("transfer") and r.seed == 2)]
+    assert report.gap_closed(results, scale)["voc2nonvoc"]["paired"][2] == 2
+    del results[next(r.key for r in runs if r.preset.startswith("transfer") and r.seed == 1)]
+    assert report._paired(report.gap_closed(results, scale)["voc2nonvoc"], "Mask^X") == ""
+
+
 def test_table_rows_average_seeds_and_say_pending():
     scale = SCALES["study"]
     agn = [r for r in table_runs("t1a", scale) if r.preset == "agnostic" and r.split == "voc2nonvoc"]
