@@ -133,7 +133,7 @@ def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: 
             runs = [r for r in table_runs(table, scale, backbones=[backbone])
                     if r.preset == preset and (r.split in (d, "all")) and r.backbone == bb]
             by_seed[name] = {r.seed: v[0] for r in runs if (v := _values(results, [r], d, "B"))}
-            ms = mean_std(_values(results, runs, d, "B"))
+            ms = mean_std(list(by_seed[name].values()))
             vals[name] = ms[0] if ms else None
             ms = mean_std(_values(results, runs, d, "A"))
             on_a[name] = ms[0] if ms else None
