@@ -104,6 +104,7 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
         quiet_kinds.setdefault(key, []).append((fastest + r.get("eval_seconds", 0)) * share)
     cache_seconds = roi_cache_seconds(results)
     caches = sum(cache_seconds.values()) / MACHINE_CORES
+    cache_each = min(cache_seconds.values(), default=0.0) / MACHINE_CORES  # a cache left: the fastest build
     measured = sum(sum(v) for v in kinds.values()) + caches
     quarter = {k: sorted(v)[(len(v) - 1) // 4] for k, v in quiet_kinds.items()}
     quiet = sum(len(quiet_kinds[k]) * q for k, q in quarter.items()) + caches
@@ -126,17 +127,15 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
                 left += q
                 by_kind[kind]["left"] += 1
         caches_left = roi_caches_left(planned, results)
-        if caches_left and cache_seconds:
-            left += len(caches_left) * min(cache_seconds.values()) / MACHINE_CORES
+        left += len(caches_left) * cache_each
         out.update(left=round(left / 3600, 2), left_unmeasured=unmeasured)
     rows = [{"kind": v["kind"], "done": v["done"], "left": v["left"], "minutes": round(v["each"] / 60, 1),
              "hours": round((v["done"] + v["left"]) * v["each"] / 3600, 2)}
             for _, v in sorted(by_kind.items(), key=lambda kv: [str(x) for x in kv[0]])]
-    if cache_seconds:  # those left priced at the fastest build, as in ``left``
-        each = min(cache_seconds.values()) / MACHINE_CORES
+    if cache_seconds:
         rows.append({"kind": "RoI cache (one per detector, 1 thread)", "done": len(cache_seconds),
-                     "left": len(caches_left), "minutes": round(each / 60, 1),
-                     "hours": round((caches + len(caches_left) * each) / 3600, 2)})
+                     "left": len(caches_left), "minutes": round(cache_each / 60, 1),
+                     "hours": round((caches + len(caches_left) * cache_each) / 3600, 2)})
     out["by_kind"] = rows
     return out
 
