@@ -119,18 +119,21 @@ def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = Tru
     """The cache at ``cache_dir`` if it matches ``meta``, else built there. Processes sharing a
     detector (``study run --jobs 2``) build it once: the others wait for the builder's lock
     (``run_lock``: a lock whose builder died, e.g. at the end of a session, is taken over at once,
-    and the builder's half-written folder removed; one held longer than ``wait_seconds`` too)."""
+    and the builder's half-written folder removed; one held longer than ``wait_seconds`` too, its
+    folder kept: that builder may still finish)."""
     cache_dir = Path(cache_dir)
     lock = cache_dir.with_name(cache_dir.name + ".lock")
     deadline = time.monotonic() + wait_seconds
+    overtaken = False  # a live builder's lock taken after wait_seconds: its folder is left to it
     while not cache_matches(cache_dir, meta):
         if not take_lock(lock):
             if time.monotonic() > deadline:
                 lock.unlink(missing_ok=True)  # a builder that hangs: take over
+                overtaken = True
             time.sleep(5)
             continue
         try:
-            for tmp in cache_dir.parent.glob(f".{cache_dir.name}.tmp-*"):  # left by a builder that died
+            for tmp in [] if overtaken else cache_dir.parent.glob(f".{cache_dir.name}.tmp-*"):  # a dead builder's
                 shutil.rmtree(tmp, ignore_errors=True)
             if not cache_matches(cache_dir, meta):
                 build_roi_cache(model, dataset, cache_dir, meta, progress)

@@ -142,13 +142,16 @@ def test_a_builder_that_died_does_not_block_and_its_half_cache_is_removed(built,
     ensure_roi_cache(model, data, target, meta, progress=False)
     assert cache_matches(target, meta)
     assert not half.exists() and not (tmp_path / "roi_cache.lock").exists()
-    # a live holder is waited for, then taken over after wait_seconds
+    # a live holder is waited for, then taken over after wait_seconds, its folder left to it
     (tmp_path / "roi_cache.lock").write_text(str(os.getpid()))
+    slow = tmp_path / ".roi_cache.tmp-slow"
+    slow.mkdir()
     waits = []
     monkeypatch.setattr(roi_cache.time, "sleep", waits.append)
     other = {**meta, "detector_sha256": "another detector"}
     ensure_roi_cache(model, data, target, other, progress=False, wait_seconds=0)
     assert waits == [5] and cache_matches(target, other)
+    assert slow.is_dir()
 
 
 def test_cache_is_for_stage_mask_only():
