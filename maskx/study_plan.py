@@ -67,7 +67,8 @@ SCALES = {
         # (last: 0.95 vs 1.07) and box AP on A rose 13.7 -> 15.9 (scripts/detector_probes.py, README), same cost.
         detector_overrides=("base_lr=0.08", "warmup_iters=200"),
         # To fit 8 hours (RESULTS.md, "Scale and cost"), the second backbone's Table 2 runs use seed 0
-        # only; None here adds its seeds 1 and 2 (2 detectors and 10 e2e runs, about 2.5 h more).
+        # only; None here adds its seeds 1 and 2 (2 detectors and 10 e2e runs, about 1.7 h more; at 160 px
+        # still ~0.7 h more: its detector and e2e steps there cost 0.55 and 0.65 of 256 px's, README).
         second_backbone_seeds=(0,),
         # Projected from seed 0 and seed 1's detector measured: ~8.4 h with the second backbone's detector
         # (from scratch) at 3000 iterations, ~48 min of it. Its detector trains 1500: decided on the budget
