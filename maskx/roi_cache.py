@@ -104,7 +104,11 @@ def roi_cache_dir(detector_dir) -> Path:
     return Path(detector_dir) / "roi_cache"
 
 
+BUILD_OUTPUTS = ("rois", "build_seconds")  # written by the build, not part of what a cache depends on
+
+
 def cache_matches(cache_dir, meta: dict) -> bool:
+    """Whether ``cache_dir`` was built for ``meta`` (``cache_meta``; ``BUILD_OUTPUTS`` in it are ignored)."""
     path = Path(cache_dir) / "meta.json"
     if not path.is_file():
         return False
@@ -112,7 +116,7 @@ def cache_matches(cache_dir, meta: dict) -> bool:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return {k: found.get(k) for k in meta} == meta
+    return all(found.get(k) == v for k, v in meta.items() if k not in BUILD_OUTPUTS)
 
 
 def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = True, wait_seconds: float = 3600) -> Path:
@@ -137,6 +141,9 @@ def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = Tru
                 shutil.rmtree(tmp, ignore_errors=True)
             if not cache_matches(cache_dir, meta):
                 build_roi_cache(model, dataset, cache_dir, meta, progress)
+                if not cache_matches(cache_dir, meta):  # never rebuild in a loop
+                    raise RoICacheError(f"{cache_dir}: the cache just built does not match what was asked "
+                                        f"({meta}); a bug: please report it")
         finally:
             release_lock(lock)
     return cache_dir

@@ -154,6 +154,22 @@ def test_a_builder_that_died_does_not_block_and_its_half_cache_is_removed(built,
     assert slow.is_dir()
 
 
+def test_what_a_build_writes_never_makes_a_cache_stale_and_a_build_never_loops(built, tmp_path, monkeypatch):
+    from maskx import roi_cache
+
+    cfg, data, model, cache = built
+    meta = json.loads((cache / "meta.json").read_text())  # with the fixture build's rois and build_seconds
+    meta["build_seconds"] = 12345.6  # a slower build (a loaded machine) writes another value: still a match
+    target = tmp_path / "roi_cache"
+    ensure_roi_cache(model, data, target, meta, progress=False)
+    assert cache_matches(target, meta) and json.loads((target / "meta.json").read_text())["build_seconds"] < 12345
+    assert not cache_matches(target, {**meta, "per_image": 7})
+    monkeypatch.setattr(roi_cache, "build_roi_cache", lambda *a, **k: None)  # a build that writes nothing
+    with pytest.raises(RoICacheError, match="does not match"):
+        ensure_roi_cache(model, data, tmp_path / "other", meta, progress=False)
+    assert not (tmp_path / "other.lock").exists()
+
+
 def test_cache_is_for_stage_mask_only():
     with pytest.raises(ConfigError, match="stage 'mask'"):
         Config(stage="e2e", mask_roi_cache=8)
