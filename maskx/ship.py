@@ -71,15 +71,23 @@ def val_split(data_dir, images: Optional[int] = None):
     return val, resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
 
 
-def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] = None) -> dict:
-    """AP on A and B over the val split (its first ``images`` images when given)."""
+def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] = None,
+                   also_first: Optional[int] = None) -> dict:
+    """AP on A and B over the val split (its first ``images`` images when given). ``also_first``: the
+    metrics of the first N of those images too, from the same predictions, under ``"first"``
+    (what ``evaluate_model(path, data_dir, images=N)`` returns, without predicting twice)."""
     from .engine import evaluate
+    from .evaluate import evaluate as coco_evaluate
     from .predictor import load
 
     val, split = val_split(data_dir, images)
     t0 = time.perf_counter()
-    metrics, _ = evaluate(load(path), val, split, progress=progress)
+    metrics, preds = evaluate(load(path), val, split, progress=progress)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    if also_first:
+        first, first_split = val_split(data_dir, also_first)
+        keep = {im["id"] for im in first.data["images"]}
+        metrics["first"] = coco_evaluate(first.data, [p for p in preds if p["image_id"] in keep], first_split)
     return metrics
 
 
@@ -111,20 +119,25 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
         log(f"2/4 training {preset} for {config.iters} iterations into {runs} (resumable: rerun the same command)")
         run_training(config, Path(data) / "train", runs, resume=bool(list_checkpoints(runs)), progress=progress)
     train_seconds = round(time.perf_counter() - t0, 1)
-    log(f"3/4 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images")
+    log(f"3/4 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images "
+        "(the fp16 export on the whole val split: its evaluation if it is shipped)")
     fp32 = evaluate_model(runs, data, progress, images=FP16_CHECK_IMAGES)
     tmp16 = out.parent / f".{out.name}-fp16"
-    export(runs, tmp16, torch.float16)
-    fp16 = evaluate_model(tmp16, data, progress, images=FP16_CHECK_IMAGES)
+    sha16 = json.loads(export(runs, tmp16, torch.float16).read_text())["sha256"]
+    shipped = evaluate_model(tmp16, data, progress, also_first=FP16_CHECK_IMAGES)
+    fp16 = shipped.pop("first")
     drop = max(fp32[s]["segm_AP"] - fp16[s]["segm_AP"] for s in ("A", "B"))
     use16 = drop <= FP16_MAX_AP_DROP
     log(f"4/4 exporting {'fp16' if use16 else 'fp32'} (fp16 changes segm AP by at most {drop:.2f}) to {out}")
     path = export(runs, out, torch.float16 if use16 else None)
+    if use16 and json.loads(path.read_text())["sha256"] != sha16:
+        raise RuntimeError(f"{path}: the fp16 export differs from the one just evaluated ({sha16[:12]}…)")
     for f in tmp16.glob("*"):
         f.unlink()
     tmp16.rmdir()
-    log("evaluating the exported model on the whole val split")
-    shipped = evaluate_model(out, data, progress)
+    if not use16:
+        log("evaluating the exported fp32 model on the whole val split")
+        shipped = evaluate_model(out, data, progress)
     log(f"mask IoU on ground-truth boxes and classes ({GT_BOX_IMAGES} val images)")
     gt_boxes = gt_box_ious(out, data, progress)
     meta = json.loads(path.read_text())

@@ -18,7 +18,10 @@ def test_shipped_names_resolve_to_the_models_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_ship_pipeline_exports_a_loadable_model(tmp_path):
+def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
+    from maskx import ship
+
+    monkeypatch.setattr(ship, "FP16_CHECK_IMAGES", 3)  # fewer than the val split: its check is a subset
     summary = build_shipped(out=tmp_path / "out", data=tmp_path / "data", runs=tmp_path / "run", iters=2,
                             progress=False, log=lambda m: None, size="tiny", overrides=TINY)
     assert summary["dtype"] in ("float16", "float32") and summary["megabytes"] > 0
@@ -37,6 +40,13 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path):
 
     examples = tmp_path / "out" / "examples.json"  # the app's sample images, for these weights
     assert len(read_saved(json.loads(examples.read_text()), str(examples), meta["sha256"])) == 8
+    # one prediction pass gave both the fp16 check (first 3 images) and the shipped model's evaluation:
+    # each equals an evaluation of its own
+    alone = ship.evaluate_model(tmp_path / "out", tmp_path / "data", progress=False, images=3)
+    assert ev["fp16_check"]["fp16"] == ship._headline(alone) and ev["fp16_check"]["images"] == 3
+    whole = ship.evaluate_model(tmp_path / "out", tmp_path / "data", progress=False)
+    assert (ev["A"], ev["B"], ev["per_class"]) == (whole["A"], whole["B"], whole["per_class"])
+    assert alone["num_images"] == 3 < whole["num_images"]
 
 
 @pytest.mark.slow
