@@ -48,10 +48,14 @@ def pooled_features(model, dataset, images: int, by_id) -> tuple[dict, dict]:
     return {k: torch.cat(v) for k, v in feats.items()}, names
 
 
-def fit_and_score(x_train, y_train, x_val, y_val, classes: int, weight_decay: float, steps: int) -> float:
-    """Top-1 accuracy on val of a multinomial logistic regression (standardised inputs, L-BFGS)."""
+def standardise(x_train, x_val) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both float32, shifted and scaled by the train features' per-dimension mean and std."""
     mean, std = x_train.float().mean(0), x_train.float().std(0) + 1e-3
-    xt, xv = (x_train.float() - mean) / std, (x_val.float() - mean) / std
+    return (x_train.float() - mean) / std, (x_val.float() - mean) / std
+
+
+def fit_and_score(xt, y_train, xv, y_val, classes: int, weight_decay: float, steps: int) -> float:
+    """Top-1 accuracy on val of a multinomial logistic regression (L-BFGS) on standardised inputs."""
     w = torch.zeros(xt.shape[1], classes, requires_grad=True)
     b = torch.zeros(classes, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=steps, history_size=10, line_search_fn="strong_wolfe")
@@ -89,6 +93,8 @@ def main() -> None:
     val, _ = val_split(args.data, args.val_images)
     xt, nt = pooled_features(model, train, args.train_images, by_id)
     xv, nv = pooled_features(model, val, args.val_images, by_id)
+    for pool in xt:  # once per pool, not per factor
+        xt[pool], xv[pool] = standardise(xt[pool], xv[pool])
     out = {"train_instances": len(nt["base"]), "val_instances": len(nv["base"]), "weight_decay": args.weight_decay,
            "accuracy": {}}
     for factor in FACTORS:
