@@ -7,7 +7,8 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from maskx.models.roi_align import SparseMultiScaleRoIAlign, roi_align_cpu
+from maskx.models import roi_align as roi_align_module
+from maskx.models.roi_align import SparseMultiScaleRoIAlign, roi_align_cpu, threaded_roi_align
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -30,7 +31,7 @@ def test_matches_torchvision_forward_and_backward(output_size, scale, sampling):
     rois[1, 1:] = torch.tensor([16.9, 12.9, 17.5, 13.5]) / scale  # at the far edge
     ref = roi_align(feats, rois, output_size, scale, sampling, aligned=False)
     out = roi_align_cpu(feats, rois, output_size, scale, sampling)
-    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.equal(out, ref)  # the forward is torchvision's own kernel (on slices of the RoIs)
     g = torch.randn(ref.shape, generator=gen)
     (g_ref,) = torch.autograd.grad(ref, feats, g)
     (g_out,) = torch.autograd.grad(out, feats, g)
@@ -68,6 +69,42 @@ def test_inference_uses_torchvision_directly():
     with torch.inference_mode():
         out = roi_align_cpu(feats, rois, (7, 7), 1.0, 2)
     assert torch.equal(out, roi_align(feats, rois, (7, 7), 1.0, 2, aligned=False))
+
+
+@pytest.mark.parametrize("n_rois", [0, 1, 31, 32, 33, 101])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_forward_is_torchvisions_bit_for_bit(n_rois, threads, monkeypatch):
+    gen = torch.Generator().manual_seed(4)
+    feats = torch.randn(2, 8, 13, 17, generator=gen)
+    rois = _rois(n_rois, 2, 17 / 0.25, gen)
+    ref = roi_align(feats, rois, (7, 7), 0.25, 2, aligned=False)
+    calls = []
+    real = roi_align_module._slice_roi_align
+    monkeypatch.setattr(roi_align_module, "_slice_roi_align", lambda f, r, *a: calls.append(len(r)) or real(f, r, *a))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            out = threaded_roi_align(feats, rois, (7, 7), 0.25, 2)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(out, ref) and out.shape == (n_rois, 8, 7, 7)
+    # one slice per thread when each gets at least MIN_ROIS_PER_THREAD RoIs, else one call
+    expect = max(1, min(threads, n_rois // roi_align_module.MIN_ROIS_PER_THREAD))
+    assert len(calls) == expect and sum(calls) == n_rois
+
+
+def test_threaded_forward_records_no_graph_and_keeps_autograd_where_asked():
+    gen = torch.Generator().manual_seed(5)
+    feats = torch.randn(1, 8, 16, 16, generator=gen, requires_grad=True)
+    rois = _rois(64, 1, 64, gen)
+    with torch.no_grad():  # the pool threads run with grad on unless told: no graph may leak out
+        out = roi_align_cpu(feats, rois, (7, 7), 0.25, 2)
+    assert not out.requires_grad and out.grad_fn is None
+    # sampling_ratio 0 is not the sparse path: autograd goes through torchvision's own backward
+    out = roi_align_cpu(feats, rois, (7, 7), 0.25, 0)
+    ref = roi_align(feats, rois, (7, 7), 0.25, 0, aligned=False)
+    assert torch.equal(out, ref) and out.requires_grad
 
 
 def _pyramid(gen: torch.Generator, batch: int = 2, channels: int = 8, size: int = 64) -> OrderedDict:

@@ -11,6 +11,9 @@ torchvision with ``aligned=False`` (tests compare both to 1e-5).
 - backward (``roi_align_backward="sparse"``): the forward stays torchvision's; the backward builds
   Aᵀ in CSR form (one row per feature pixel, found by sorting the sampled pixel ids) and computes
   dX = Aᵀ · dOut.
+- torchvision's forward itself runs on ``torch.get_num_threads()`` threads (``threaded_roi_align``), each
+  on a contiguous slice of the RoIs: every RoI is pooled by the same code from the same inputs, so
+  the result is torchvision's bit for bit (tested), in about 0.6x the time on 2 threads.
 - forward (``roi_align_forward="sparse"``): every FPN level is stacked into one X and one product
   A · X pools all RoIs (no per-level loop, no scatter into the result); the output is a
   channels-last view, so the mask head's convolutions run channels-last too. Results equal
@@ -19,7 +22,9 @@ torchvision with ``aligned=False`` (tests compare both to 1e-5).
 """
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Union
 
 import torch
@@ -28,6 +33,35 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 Num = Union[int, float, Tensor]
+MIN_ROIS_PER_THREAD = 16  # below this a thread's slice costs more to hand out than to pool
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of ``n`` threads for this process (a forked DataLoader worker gets its own)."""
+    key = (os.getpid(), n)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="roi_align")
+    return _POOLS[key]
+
+
+def _slice_roi_align(features: Tensor, rois: Tensor, output_size: tuple, spatial_scale: float,
+                     sampling_ratio: int) -> Tensor:
+    with torch.no_grad():  # grad mode is per thread: a pool thread must not record a graph
+        return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned=False)
+
+
+def threaded_roi_align(features: Tensor, rois: Tensor, output_size: tuple, spatial_scale: float,
+                       sampling_ratio: int) -> Tensor:
+    """torchvision's ``roi_align`` (aligned=False) without autograd, [R, C, PH, PW]: its CPU kernel is a
+    serial loop over the RoIs, so slices of ``rois`` [R, 5] run on ``torch.get_num_threads()`` threads
+    (the kernel releases the GIL). The same result bit for bit: each RoI is pooled alone."""
+    n = min(torch.get_num_threads(), len(rois) // MIN_ROIS_PER_THREAD)
+    if n < 2 or features.device.type != "cpu":
+        return _slice_roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
+    parts = _pool(n).map(lambda r: _slice_roi_align(features, r, output_size, spatial_scale, sampling_ratio),
+                         rois.tensor_split(n))
+    return torch.cat(list(parts))
 
 
 def _axis(v: Tensor, size: Num) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -115,7 +149,7 @@ class _RoIAlign(torch.autograd.Function):
     def forward(ctx, features: Tensor, rois: Tensor, output_size: tuple, spatial_scale: float, sampling_ratio: int):
         ctx.save_for_backward(rois)
         ctx.args = (tuple(features.shape), output_size, spatial_scale, sampling_ratio)
-        return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned=False)
+        return threaded_roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -156,7 +190,9 @@ def roi_align_cpu(features: Tensor, rois: Tensor, output_size: tuple, spatial_sc
     use_sparse = (features.device.type == "cpu" and sampling_ratio > 0 and torch.is_grad_enabled()
                   and features.requires_grad)
     if not use_sparse:
-        return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned=False)
+        if torch.is_grad_enabled() and features.requires_grad:  # autograd through torchvision's backward
+            return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned=False)
+        return threaded_roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
     return _RoIAlign.apply(features, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio))
 
 
