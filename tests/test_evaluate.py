@@ -4,10 +4,12 @@ import json
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from pycocotools.cocoeval import COCOeval
 
 from maskx.__main__ import main
 from maskx.data.splits import resolve_split
-from maskx.evaluate import PredictionError, encode_masks, evaluate, evaluate_files, gt_as_predictions
+from maskx.evaluate import (PredictionError, SparseCOCOeval, _coco, encode_masks, evaluate, evaluate_files,
+                            gt_as_predictions)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,48 @@ def test_shifted_mask_lowers_segm_not_bbox(gt, split):
     r = evaluate(gt, preds, split)
     for s in ("A", "B"):
         assert r[s]["bbox_AP"] == 100 and r[s]["segm_AP"] < 90
+
+
+def _noisy_predictions(gt: dict, seed: int) -> list[dict]:
+    """Ground truth jittered, rescored, some dropped, some relabelled, plus false positives."""
+    rng = np.random.default_rng(seed)
+    cats = [c["id"] for c in gt["categories"]]
+    preds = []
+    for p in gt_as_predictions(gt):
+        if rng.random() < 0.2:
+            continue
+        m = mask_utils.decode({"size": p["segmentation"]["size"], "counts": p["segmentation"]["counts"].encode()})
+        shift = int(rng.integers(-3, 4))
+        x, y, w, h = p["bbox"]
+        preds.append({**p, "score": float(rng.random()), "bbox": [x + shift, y, w, h],
+                      "category_id": int(rng.choice(cats)) if rng.random() < 0.2 else p["category_id"],
+                      "segmentation": encode_masks(np.roll(m, shift, axis=1)[None])[0]})
+        if rng.random() < 0.3:  # a false positive of an arbitrary class, often one absent from the image
+            preds.append({**preds[-1], "category_id": int(rng.choice(cats)), "score": float(rng.random())})
+    return preds
+
+
+@pytest.mark.parametrize("iou", ["bbox", "segm"])
+def test_sparse_cocoeval_gives_pycocotools_results_exactly(gt, split, iou):
+    # pairs without ground truth or detections are skipped; everything COCOeval reports must be unchanged
+    gt = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+    gt["annotations"][0]["iscrowd"] = 1  # a crowd region: ignored, its detections unmatched-but-ignored
+    preds = _noisy_predictions(gt, seed=0)
+    coco_gt = _coco(gt)
+    coco_dt = coco_gt.loadRes(preds)
+    for ids in (split.a_ids, split.b_ids, [c["id"] for c in gt["categories"]]):
+        ref, new = COCOeval(coco_gt, coco_dt, iou), SparseCOCOeval(coco_gt, coco_dt, iou)
+        for E in (ref, new):
+            E.params.catIds = list(ids)
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+        for k in ("precision", "recall", "scores"):
+            assert np.array_equal(ref.eval[k], new.eval[k]), k
+        assert np.array_equal(ref.stats, new.stats) and 0 < ref.stats[0] < 1
+        assert len(ref.evalImgs) == len(new.evalImgs)
+        assert [e is None for e in ref.evalImgs] == [e is None for e in new.evalImgs]
+        assert any(e is None for e in ref.evalImgs), "the fixture must have pairs to skip"
 
 
 def test_a_b_restriction_matches_per_class_mean(gt, split):
