@@ -124,11 +124,11 @@ class SparseCOCOeval(COCOeval):
         self._prepare()
         image_index = {img: i for i, img in enumerate(p.imgIds)}
         class_index = {cat: k for k, cat in enumerate(p.catIds)}
-        pairs = sorted((class_index[c], image_index[i]) for (i, c), anns in (*self._gts.items(), *self._dts.items())
-                       if anns)
+        pairs = sorted({(class_index[c], image_index[i]) for (i, c), anns in (*self._gts.items(), *self._dts.items())
+                        if anns})
         n_img, n_area, max_det = len(p.imgIds), len(p.areaRng), p.maxDets[-1]
         self.ious, self.evalImgs = {}, [None] * (len(p.catIds) * n_area * n_img)  # laid out as pycocotools does
-        for k, i in dict.fromkeys(pairs):
+        for k, i in pairs:
             img, cat = p.imgIds[i], p.catIds[k]
             self.ious[img, cat] = self.computeIoU(img, cat)
             for a, area in enumerate(p.areaRng):

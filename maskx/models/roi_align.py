@@ -187,13 +187,11 @@ class _SparseRoIAlign(torch.autograd.Function):
 def roi_align_cpu(features: Tensor, rois: Tensor, output_size: tuple, spatial_scale: float,
                   sampling_ratio: int) -> Tensor:
     """torchvision's ``roi_align`` (aligned=False) with the sparse CPU backward."""
-    use_sparse = (features.device.type == "cpu" and sampling_ratio > 0 and torch.is_grad_enabled()
-                  and features.requires_grad)
-    if not use_sparse:
-        if torch.is_grad_enabled() and features.requires_grad:  # autograd through torchvision's backward
-            return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned=False)
+    if not (torch.is_grad_enabled() and features.requires_grad):
         return threaded_roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
-    return _RoIAlign.apply(features, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio))
+    if features.device.type == "cpu" and sampling_ratio > 0:
+        return _RoIAlign.apply(features, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio))
+    return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned=False)  # its own backward
 
 
 def sparse_roi_align(feats: list[Tensor], scales: list[float], rois: Tensor, levels: Tensor, output_size: tuple,
