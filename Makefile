@@ -7,7 +7,7 @@ DEMO_DIR ?= data/synth-default
 # CI (CI=true) runs the slow checks too; a workstation skips them unless SLOW=1.
 PYTEST_SELECT := $(if $(or $(CI),$(SLOW)),,-m "not slow")
 
-.PHONY: demo test app venv bench bench-model bench-app bench-all clean-venv
+.PHONY: demo test app venv bench bench-model bench-app bench-threads bench-all clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,11 @@ bench-model: $(STAMP)
 bench-app: $(STAMP)
 	$(PY) benchmarks/app_and_3k.py --out benchmarks/results/app_and_3k.json
 
+bench-threads: $(STAMP)
+	$(PY) benchmarks/threaded_kernels.py --out benchmarks/results/threaded_kernels.json
+
 # every benchmark, one after another (about 15 minutes on 2 idle cores; stop other work first)
-bench-all: bench bench-model bench-app
+bench-all: bench bench-model bench-app bench-threads
 
 clean-venv:
 	rm -rf $(VENV)

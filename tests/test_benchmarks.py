@@ -68,3 +68,17 @@ def test_model_speed_quick_writes_expected_json(tmp_path):
             "predictor_training_ours_K3001_over_K81_met"} <= set(res["targets"])
     profile = (out.parent / "profile_train_step.txt").read_text()
     assert "Self CPU" in profile and "maskx_mlp" in profile
+
+
+def test_threaded_kernels_benchmark_finds_outputs_unchanged(tmp_path):
+    """benchmarks/threaded_kernels.py on the shipped model: serial and threaded kernels give equal losses,
+    proposals and detections (what the speed-up claims), and the JSON has what README quotes."""
+    out = tmp_path / "threaded_kernels.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "threaded_kernels.py"), "--reps", "1", "--images", "1",
+                    "--predict-reps", "1", "--out", str(out)], check=True, cwd=REPO, timeout=900)
+    res = json.loads(out.read_text())
+    t, p = res["train_step"], res["predict_256px"]
+    assert t["same_losses"] is True and t["same_proposals"] is True and p["same_detections"] is True
+    assert t["losses"]["loss_mask"] > 0  # set-A masks reached the mask loss
+    for r in (t["step"], t["filter_proposals"], p):
+        assert r["torchvision"]["median_s"] > 0 and r["threaded"]["ratio_vs_torchvision"] > 0

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
@@ -18,6 +18,7 @@ from ..config import Config
 from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch
 from .roi_align import SparseMultiScaleRoIAlign
 from .roi_heads import MaskXRoIHeads
+from .rpn import ThreadedRPN
 from .transfer import WeightTransfer
 
 # ImageNet statistics, as torchvision's detection models normalise
@@ -124,7 +125,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
     names = [n for n in feature_map_names(backbone) if n != "pool"]  # RoIAlign levels: not the extra 'pool'
     c = backbone.out_channels
     anchors = anchor_generator_for(backbone)
-    rpn = RegionProposalNetwork(
+    rpn = ThreadedRPN(  # torchvision's, with a batch's per-image NMS on threads (same proposals)
         anchors, RPNHead(c, anchors.num_anchors_per_location()[0]), fg_iou_thresh=0.7, bg_iou_thresh=0.3,
         batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_n={"training": 2000, "testing": 1000},
         post_nms_top_n={"training": 2000, "testing": config.rpn_test_proposals}, nms_thresh=0.7)

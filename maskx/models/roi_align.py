@@ -37,11 +37,12 @@ MIN_ROIS_PER_THREAD = 16  # below this a thread's slice costs more to hand out t
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
-    """A pool of ``n`` threads for this process (a forked DataLoader worker gets its own)."""
+def thread_pool(n: int) -> ThreadPoolExecutor:
+    """A pool of ``n`` threads for this process (a forked DataLoader worker gets its own), for serial
+    CPU kernels that release the GIL (RoIAlign forward here, the RPN's NMS in ``maskx.models.rpn``)."""
     key = (os.getpid(), n)
     if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="roi_align")
+        _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="maskx")
     return _POOLS[key]
 
 
@@ -59,7 +60,7 @@ def threaded_roi_align(features: Tensor, rois: Tensor, output_size: tuple, spati
     n = min(torch.get_num_threads(), len(rois) // MIN_ROIS_PER_THREAD)
     if n < 2 or features.device.type != "cpu":
         return _slice_roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
-    parts = _pool(n).map(lambda r: _slice_roi_align(features, r, output_size, spatial_scale, sampling_ratio),
+    parts = thread_pool(n).map(lambda r: _slice_roi_align(features, r, output_size, spatial_scale, sampling_ratio),
                          rois.tensor_split(n))
     return torch.cat(list(parts))
 
