@@ -39,7 +39,7 @@ bench-app: $(STAMP)
 bench-threads: $(STAMP)
 	$(PY) benchmarks/threaded_kernels.py --out benchmarks/results/threaded_kernels.json
 
-# every benchmark, one after another (about 15 minutes on 2 idle cores; stop other work first)
+# every benchmark, one after another (about 18 minutes on 2 idle cores; stop other work first)
 bench-all: bench bench-model bench-app bench-threads
 
 clean-venv:
