@@ -96,7 +96,7 @@ def bench_predict(predictor, images: int, reps: int) -> dict:
     from maskx.data.synthetic3k import render3k
     from maskx.models import roi_align
 
-    pics = [render3k(1, i, 256)[0] for i in range(images + 1)]
+    pics = [render3k(1, i, 256)[0] for i in range(images)]  # val-like: the val world seed 1
     threaded = roi_align.MIN_ROIS_PER_THREAD
     found = {}
 
