@@ -33,19 +33,18 @@ from timing import interleave  # noqa: E402
 
 def _batch(predictor, size: int = 256, seed: int = 0, first: int = 0):
     """Two 3000-class training images and their targets (label = class index + 1; masks of set A only)."""
+    from torchvision.ops import masks_to_boxes
+
     from maskx.data.synthetic3k import render3k
 
     images, targets = [], []
     for k in range(first, first + 2):
         pixels, inst = render3k(seed, k, size)
         masks = torch.from_numpy(np.stack([m for _, m in inst])).to(torch.uint8)
-        boxes = []
-        for m in masks:
-            y, x = torch.nonzero(m, as_tuple=True)
-            boxes.append([x.min(), y.min(), x.max() + 1, y.max() + 1])
+        boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # its x1, y1: the last pixels
         has_mask = torch.tensor([predictor.category_ids[c] in predictor.set_a for c, _ in inst])
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
-        targets.append({"boxes": torch.tensor(boxes, dtype=torch.float32), "masks": masks * has_mask[:, None, None],
+        targets.append({"boxes": boxes, "masks": masks * has_mask[:, None, None],
                         "labels": torch.tensor([c + 1 for c, _ in inst]), "has_mask": has_mask})
     return images, targets
 
