@@ -297,3 +297,27 @@ def test_the_cost_section_says_how_far_a_projection_or_a_finished_study_is_over(
     assert left >= 1 and f"≈ {7.5 + left * 0.5:.1f} h in all, {(7.5 + left * 0.5) / 8 - 1:.0%} over" in text
     results[det.key]["train_seconds"] = 9 * 3600.0
     assert "(not met: 19% over even on an idle machine)." in "\n".join(cost_section(SCALE, results, [])[0])
+
+
+def test_the_cost_section_prices_the_second_backbones_extra_seeds_apart():
+    import dataclasses
+
+    from maskx.report_cost import cost_section
+
+    scale = dataclasses.replace(SCALES["study"], second_backbone_seeds=None)
+    t2 = [r for r in table_runs("t2", scale, backbones=["second"])]
+    runs = {r for r in t2} | {r.detector() for r in t2}
+    hours = {"detector": 1.0, "e2e": 0.2}
+    results = {r.key: {**record(r, 1.0), "torch_threads": 2 if r.preset == "detector" else 1,
+                       "train_seconds": 3600.0 * hours["detector" if r.preset == "detector" else "e2e"],
+                       "eval_seconds": 0} for r in runs}
+    text = "\n".join(cost_section(scale, results, [])[0])
+    # 3 detectors at 1 h and 15 end-to-end runs at 0.2 h / 2; seeds 1-2 are 2 of the detectors and 10 runs
+    assert "(12 runs, its detectors included) takes ≈ 3.0 h" in text
+    assert "(`second_backbone_seeds=(0,)`) the study comes to ≈ 1.5 h, within the budget." in text
+    # no line when the second backbone has its first seed only (or is the main backbone)
+    first = {k: r for k, r in results.items() if r["seed"] == 0}
+    assert "Of these" not in "\n".join(cost_section(scale, first, [])[0])
+    same = dataclasses.replace(scale, second_backbone=scale.backbone)
+    assert "Of these" not in "\n".join(cost_section(same, {k: {**r, "backbone": scale.backbone}
+                                                                         for k, r in results.items()}, [])[0])
