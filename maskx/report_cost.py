@@ -53,6 +53,6 @@ def _second_backbone_share(sc: StudyScale, results: dict, quiet: float, budget: 
     seeds = sorted({results[k]["seed"] for k in extra})
     fits = "within" if without <= budget else "still over"
     return ["", f"Of these, Table 2's second backbone ({sc.second_backbone}) on seed{'s' * (len(seeds) > 1)} "
-            f"{', '.join(map(str, seeds))} ({len(extra)} runs, its detectors included) takes ≈ {quiet - without:.1f} h "
-            f"at the lower quartile; with seed {first} only there (`second_backbone_seeds=({first},)`) the study "
+            f"{', '.join(map(str, seeds))} ({len(extra)} runs, its detectors included) adds ≈ {quiet - without:.1f} h "
+            f"to the lower-quartile estimate; with seed {first} only there (`second_backbone_seeds=({first},)`) the study "
             f"comes to ≈ {without:.1f} h, {fits} the budget."]

@@ -313,7 +313,7 @@ def test_the_cost_section_prices_the_second_backbones_extra_seeds_apart():
                        "eval_seconds": 0} for r in runs}
     text = "\n".join(cost_section(scale, results, [])[0])
     # 3 detectors at 1 h and 15 end-to-end runs at 0.2 h / 2; seeds 1-2 are 2 of the detectors and 10 runs
-    assert "(12 runs, its detectors included) takes ≈ 3.0 h" in text
+    assert "(12 runs, its detectors included) adds ≈ 3.0 h to the lower-quartile estimate" in text
     assert "(`second_backbone_seeds=(0,)`) the study comes to ≈ 1.5 h, within the budget." in text
     # no line when the second backbone has its first seed only (or is the main backbone)
     first = {k: r for k, r in results.items() if r["seed"] == 0}
