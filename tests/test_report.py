@@ -305,8 +305,8 @@ def test_the_cost_section_prices_the_second_backbones_extra_seeds_apart():
     from maskx.report_cost import cost_section
 
     scale = dataclasses.replace(SCALES["study"], second_backbone_seeds=None)
-    t2 = [r for r in table_runs("t2", scale, backbones=["second"])]
-    runs = {r for r in t2} | {r.detector() for r in t2}
+    t2 = table_runs("t2", scale, backbones=["second"])
+    runs = set(t2) | {r.detector() for r in t2}
     hours = {"detector": 1.0, "e2e": 0.2}
     results = {r.key: {**record(r, 1.0), "torch_threads": 2 if r.preset == "detector" else 1,
                        "train_seconds": 3600.0 * hours["detector" if r.preset == "detector" else "e2e"],
@@ -319,5 +319,5 @@ def test_the_cost_section_prices_the_second_backbones_extra_seeds_apart():
     first = {k: r for k, r in results.items() if r["seed"] == 0}
     assert "Of these" not in "\n".join(cost_section(scale, first, [])[0])
     same = dataclasses.replace(scale, second_backbone=scale.backbone)
-    assert "Of these" not in "\n".join(cost_section(same, {k: {**r, "backbone": scale.backbone}
-                                                                         for k, r in results.items()}, [])[0])
+    on_main = {k: {**r, "backbone": scale.backbone} for k, r in results.items()}
+    assert "Of these" not in "\n".join(cost_section(same, on_main, [])[0])
