@@ -44,9 +44,10 @@ def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple
 def _second_backbone_share(sc: StudyScale, results: dict, quiet: float, budget: float) -> list[str]:
     """A line on what Table 2's second backbone costs beyond its first seed, and the study without it:
     the one part of the study that decides whether it fits the budget at this scale (README, budget)."""
+    if sc.second_backbone == sc.backbone:
+        return []
     first = sc.seeds[0]
-    extra = {k for k, r in results.items()
-             if sc.second_backbone != sc.backbone and r.get("backbone") == sc.second_backbone and r.get("seed") != first}
+    extra = {k for k, r in results.items() if r.get("backbone") == sc.second_backbone and r.get("seed") != first}
     if not extra:
         return []
     without = wall_hours({k: r for k, r in results.items() if k not in extra})["quiet_estimate"]
