@@ -156,7 +156,7 @@ def _cmd_ship(args) -> dict:
 
 
 def _study(args):
-    from .study import SCALES, Study, default_results_dir, default_runs_dir, plan
+    from .study import SCALES, Study, beyond_budget, default_results_dir, default_runs_dir, plan
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown study scale {args.scale!r}; choose one of {sorted(SCALES)}")
@@ -165,6 +165,8 @@ def _study(args):
         import dataclasses
 
         scale = dataclasses.replace(scale, data=args.data)
+    if getattr(args, "beyond_budget", False):
+        scale = beyond_budget(scale)
     tables = args.tables.split(",") if args.tables else None
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     results = args.results or default_results_dir(args.scale)
@@ -322,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--tables", help="comma-separated subset of gate,t1a,t1b,t1c,t1d,t2,deep,fig3")
             c.add_argument("--seeds", help="comma-separated subset of the scale's seeds")
             c.add_argument("--backbones", help="comma-separated subset of main,second (or backbone names)")
+            c.add_argument("--beyond-budget", action="store_true", help="with the runs the scale's 8-hour budget "
+                           "leaves out: Table 2's second backbone on every seed (RESULTS.md, Scale and cost)")
             c.add_argument("--max-runs", type=int, help="stop after this many runs")
             c.add_argument("--jobs", type=int, default=1, help="worker processes sharing the plan (threads split)")
             c.add_argument("--data", help="embedded data folder (default: the scale's; generated when missing)")

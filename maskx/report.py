@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
-                    load_superseded, table_runs)
+                    beyond_budget, load_superseded, table_runs)
 from .report_cost import cost_section
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
@@ -66,6 +66,12 @@ def _gt_box_ious(results: dict, runs, direction: str, set_name: str) -> list[flo
                     lambda m: (m.get("masks_on_gt_boxes") or {}).get(set_name, {}).get("mean_iou"))
 
 
+def reported_runs(name: str, scale: StudyScale, backbone: str) -> list:
+    """The runs a table reports on one backbone: the plan's and those its budget leaves out
+    (``beyond_budget``: Table 2's second backbone on seeds beyond the first), where results has them."""
+    return table_runs(name, beyond_budget(scale), backbones=[backbone])
+
+
 def mean_std(values: list[float]) -> Optional[tuple[float, float, int]]:
     if not values:
         return None
@@ -83,7 +89,7 @@ def fmt(ms: Optional[tuple[float, float, int]], with_n: bool = False, digits: in
 def table_rows(name: str, results: dict, scale: StudyScale, backbone: str = "main") -> list[dict]:
     """One dict per row: label, preset, and per direction mean/std/n of segm AP on B and on A."""
     table = TABLES[name]
-    runs = table_runs(name, scale, backbones=[backbone])
+    runs = reported_runs(name, scale, backbone)
     rows = []
     for label, preset in table.rows:
         row = {"label": label, "preset": preset}
@@ -107,7 +113,7 @@ def table2_stats(scale: StudyScale) -> tuple:
 def table2_detail(results: dict, scale: StudyScale, backbone: str) -> list[dict]:
     """Table 2 rows: segm ``table2_stats`` (AP, AP50, AP75[, APs, APm, APl]) on set B per direction
     (mean over seeds)."""
-    runs = table_runs("t2", scale, backbones=[backbone])
+    runs = reported_runs("t2", scale, backbone)
     rows = []
     for label, preset in TABLES["t2"].rows:
         row = {"label": label}
@@ -130,7 +136,7 @@ def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: 
     for d in DIRECTIONS:
         vals, on_a, by_seed = {}, {}, {}
         for name, preset in zip(("agnostic", "transfer", "oracle"), rows):
-            runs = [r for r in table_runs(table, scale, backbones=[backbone])
+            runs = [r for r in reported_runs(table, scale, backbone)
                     if r.preset == preset and (r.split in (d, "all")) and r.backbone == bb]
             by_seed[name] = {r.seed: v[0] for r in runs if (v := _values(results, [r], d, "B"))}
             ms = mean_std(list(by_seed[name].values()))
@@ -175,7 +181,7 @@ def failed_trainings(results: dict) -> list[dict]:
 def detector_box_ap(results: dict, scale: StudyScale, backbone: str = "main") -> dict:
     """Box AP of a backbone's Table-2 detectors (stage 1, where each end-to-end run starts), over
     seeds: {"voc": (mean, std, n), "nonvoc": ...} (None where no detector result is there yet)."""
-    dets = list(dict.fromkeys(r.detector() for r in table_runs("t2", scale, backbones=[backbone])))
+    dets = list(dict.fromkeys(r.detector() for r in reported_runs("t2", scale, backbone)))
     # voc2nonvoc's set A is the voc classes, its set B the non-voc ones
     return {"voc": mean_std(_values(results, dets, "voc2nonvoc", "A", "bbox_AP")),
             "nonvoc": mean_std(_values(results, dets, "voc2nonvoc", "B", "bbox_AP"))}

@@ -35,7 +35,7 @@ from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_d
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
 from .study_eval import GT_BOX_IMAGES, StudyEvaluation, _DetectorEval, _val_split  # noqa: F401
 from .study_plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
-                         Table, plan, table_runs)
+                         Table, beyond_budget, plan, table_runs)
 
 
 @dataclass

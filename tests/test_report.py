@@ -299,25 +299,46 @@ def test_the_cost_section_says_how_far_a_projection_or_a_finished_study_is_over(
     assert "(not met: 19% over even on an idle machine)." in "\n".join(cost_section(SCALE, results, [])[0])
 
 
-def test_the_cost_section_prices_the_second_backbones_extra_seeds_apart():
-    import dataclasses
-
+def test_the_budget_counts_the_plan_and_prices_the_runs_beyond_it_apart():
+    """Table 2's second backbone on seeds 1-2 is beyond the study's budget: the budget's hours are the
+    plan's (seed 0 there); the others are priced at the plan's rates for their kinds and as they ran."""
     from maskx.report_cost import cost_section
+    from maskx.study import beyond_budget
 
-    scale = dataclasses.replace(SCALES["study"], second_backbone_seeds=None)
-    t2 = table_runs("t2", scale, backbones=["second"])
+    scale = SCALES["study"]
+    t2 = table_runs("t2", beyond_budget(scale), backbones=["second"])
     runs = set(t2) | {r.detector() for r in t2}
-    hours = {"detector": 1.0, "e2e": 0.2}
+    # seed 0 (in the plan) on one CPU: detectors 1 h with 2 threads, e2e 0.2 h with 1; seeds 1-2 at half that
     results = {r.key: {**record(r, 1.0), "torch_threads": 2 if r.preset == "detector" else 1,
-                       "train_seconds": 3600.0 * hours["detector" if r.preset == "detector" else "e2e"],
+                       "cpu": "Intel X (6/207/2)" if r.seed == 0 else "AMD Y (26/2/1)",
+                       "train_seconds": 3600.0 * (1.0 if r.preset == "detector" else 0.2) * (1 if r.seed == 0 else 0.5),
                        "eval_seconds": 0} for r in runs}
     text = "\n".join(cost_section(scale, results, [])[0])
-    # 3 detectors at 1 h and 15 end-to-end runs at 0.2 h / 2; seeds 1-2 are 2 of the detectors and 10 runs
-    assert "(12 runs, its detectors included) adds ≈ 3.0 h to the lower-quartile estimate" in text
-    assert "(`second_backbone_seeds=(0,)`) the study comes to ≈ 1.5 h, within the budget." in text
-    # no line when the second backbone has its first seed only (or is the main backbone)
+    # the plan: one detector (1 h) and 5 end-to-end runs (0.2 h / 2 each)
+    assert "1.5 h at the lower quartile" in text and "(met at this estimate, 6.5 h to spare;" not in text  # runs left
+    done = {**results, **{r.key: {**record(r, 1.0), "train_seconds": 60.0} for r in plan(scale) if r.key not in results}}
+    assert "(met at this estimate, " in "\n".join(cost_section(scale, done, [])[0])
+    assert "seeds 1, 2: 12 runs (their 2 detectors included), 12 done." in text
+    # at the plan's rates: 2 detectors at 1 h + 10 runs at 0.1 h; as they ran (the other CPU): half
+    assert "of their kinds (Intel X) they come to ≈ 3.0 h, ≈ 4.5 h with the plan." in text
+    assert "As they ran (AMD Y): ≈ 1.5 h at their own lower quartile." in text
+    # none run yet: priced at the plan's rates alone
     first = {k: r for k, r in results.items() if r["seed"] == 0}
-    assert "Of these" not in "\n".join(cost_section(scale, first, [])[0])
-    same = dataclasses.replace(scale, second_backbone=scale.backbone)
-    on_main = {k: {**r, "backbone": scale.backbone} for k, r in results.items()}
-    assert "Of these" not in "\n".join(cost_section(same, on_main, [])[0])
+    text = "\n".join(cost_section(scale, first, [])[0])
+    assert "12 done" not in text and "0 done. At the lower quartile" in text and "As they ran" not in text
+    # a plan with every seed leaves nothing beyond its budget (and counts those runs in it)
+    text = "\n".join(cost_section(beyond_budget(scale), results, [])[0])
+    assert "Beyond the budget" not in text and "1.5 h at the lower quartile" not in text
+
+
+def test_table_2_reports_the_second_backbones_seeds_beyond_the_budget():
+    from maskx.study import beyond_budget
+
+    scale = SCALES["study"]
+    assert scale.second_backbone_seeds == (0,)
+    runs = table_runs("t2", beyond_budget(scale), backbones=["second"])
+    results = {r.key: record(r, b=float(r.seed)) for r in [*runs, *{r.detector() for r in runs}]}
+    agnostic = next(row for row in report.table_rows("t2", results, scale, "second") if row["preset"] == "agnostic_e2e")
+    assert agnostic["voc2nonvoc_B"] == (pytest.approx(1.0), pytest.approx(1.0), 3)
+    assert report.gap_closed(results, scale, "second")["voc2nonvoc"]["paired"][2] == 3
+    assert report.detector_box_ap(results, scale, "second")["voc"][2] == 3

@@ -17,7 +17,7 @@ from maskx.engine import evaluate
 from maskx.predictor import load
 from maskx.train import cpu_signature
 from maskx.data.synthetic import GENERATOR_VERSION
-from maskx.study import DIRECTIONS, SCALES, Run, Study, plan
+from maskx.study import DIRECTIONS, SCALES, TABLES, Run, Study, plan
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,32 @@ def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
     assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {0}
     full = table_runs("t2", dataclasses.replace(scale, second_backbone_seeds=None))
     assert {r.seed for r in full if r.backbone == scale.second_backbone} == {0, 1, 2} and len(set(full)) == len(set(runs)) + 10
+
+
+def test_the_study_plan_fits_its_budget_and_beyond_budget_adds_table_2s_other_seeds_only():
+    from maskx.study import beyond_budget
+
+    scale = SCALES["study"]
+    runs, every = plan(scale), plan(beyond_budget(scale))
+    assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {scale.seeds[0]}
+    extra = [r for r in every if r not in set(runs)]
+    assert set(runs) < set(every) and len(extra) == 12
+    assert {r.backbone for r in extra} == {scale.second_backbone} and {r.seed for r in extra} == {1, 2}
+    assert {r.preset for r in extra} == {"detector"} | {p for _, p in TABLES["t2"].rows}
+    assert beyond_budget(scale).to_json() == {**scale.to_json(), "second_backbone_seeds": None}
+
+
+def test_cli_beyond_budget_plans_the_second_backbones_other_seeds(tmp_path, capsys):
+    from maskx.__main__ import main
+
+    base = ["study", "plan", "--tables", "t2", "--backbones", "second", "--results", str(tmp_path), "--runs", str(tmp_path)]
+    second = SCALES["study"].second_backbone
+    assert main(base) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runs"] == 6 and all("__s0" in r for r in out["plan"])
+    assert main([*base, "--beyond-budget"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runs"] == 18 and f"todo {second}__detector__all__s2" in out["plan"]
 
 
 def test_run_configs_follow_the_scale():
