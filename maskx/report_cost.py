@@ -56,7 +56,7 @@ def _beyond_budget_line(sc: StudyScale, results: dict, in_plan: dict, beyond: li
     plan's own rates for their kinds (the same CPU as the budget), and as they ran."""
     if not beyond:
         return []
-    done = [results[r.key] for r in beyond if r.key in results]
+    done = {r.key: results[r.key] for r in beyond if r.key in results}
     seeds = sorted({r.seed for r in beyond})
     text = (f"Beyond the budget (`study run --beyond-budget`; Table 2 reports them): the second backbone "
             f"({sc.second_backbone}) on seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: {len(beyond)} runs "
@@ -68,6 +68,6 @@ def _beyond_budget_line(sc: StudyScale, results: dict, in_plan: dict, beyond: li
                  + (f" ({at_plan['left_unmeasured']} of them of kinds the plan has not measured yet)"
                     if at_plan["left_unmeasured"] else "") + ".")
     if done:
-        text += (f" As they ran ({_cpus(done)}): ≈ {wall_hours({str(i): r for i, r in enumerate(done)})['quiet_estimate']:.1f} h"
+        text += (f" As they ran ({_cpus(done.values())}): ≈ {wall_hours(done)['quiet_estimate']:.1f} h"
                  " at their own lower quartile.")
     return ["", text]

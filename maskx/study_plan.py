@@ -67,8 +67,8 @@ SCALES = {
         # (last: 0.95 vs 1.07) and box AP on A rose 13.7 -> 15.9 (scripts/detector_probes.py, README), same cost.
         detector_overrides=("base_lr=0.08", "warmup_iters=200"),
         # Table 2's second backbone (ResNet-18 from scratch) on seed 0 within the 8-hour budget: its seeds 1-2
-        # (2 detectors, 10 e2e runs) take the study to 8.6 h here, ~9.4 h at the Intel host's rates (RESULTS.md,
-        # "Scale and cost"). They run beyond the budget (``beyond_budget``, ``study run --beyond-budget``) and
+        # (2 detectors, 10 e2e runs) add ~1.7 h at the plan's rates, ~9.4 h in all (RESULTS.md, "Scale and
+        # cost"). They run beyond the budget (``beyond_budget``, ``study run --beyond-budget``) and
         # Table 2 reports them; at 160 px they would still cost ~0.7 h (README).
         second_backbone_seeds=(0,),
         # Projected from seed 0 and seed 1's detector measured: ~8.4 h with the second backbone's detector
