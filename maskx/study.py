@@ -367,7 +367,7 @@ def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study"
                   data_dir: Optional[str] = None, root=None, progress: bool = False) -> tuple[StudyScale, dict]:
     """What every notebook's first code cell does: ``mode="results"`` loads ``results_dir``;
     ``mode="train"`` first (re)runs the runs of ``tables`` at ``scale`` (with ``iters`` overriding
-    its iteration counts and ``seeds`` its seeds), then loads. ``results_dir`` defaults to
+    its iteration counts and ``seeds`` its seeds, on every backbone), then loads. ``results_dir`` defaults to
     ``results/`` for the committed scale and ``runs/results-<scale>`` (not committed) otherwise.
     Relative paths are taken from ``root`` (default: the repository, found from the current folder)."""
     import dataclasses
@@ -383,8 +383,8 @@ def rerun_or_load(tables: list[str], mode: str = "results", scale: str = "study"
         if "detector_iters" in iters:
             iters = {"second_backbone_detector_iters": None, **iters}
         sc = dataclasses.replace(sc, **iters)
-    if seeds:
-        sc = dataclasses.replace(sc, seeds=tuple(seeds))
+    if seeds:  # named seeds are run on every backbone, those of the second beyond the budget too
+        sc = dataclasses.replace(sc, seeds=tuple(seeds), second_backbone_seeds=None)
     sc = dataclasses.replace(sc, data=str(root / (data_dir or sc.data)))
     results_dir = root / (results_dir or default_results_dir(scale))
     runs_dir = root / (runs_dir or default_runs_dir(scale))

@@ -602,3 +602,6 @@ def test_notebook_iteration_overrides_reach_the_second_backbone_detector(tmp_pat
     assert sc.second_backbone_detector_iters == 3
     assert rerun_or_load(["t2"], scale="study", results_dir="r", root=tmp_path)[0] == SCALES["study"].__class__(
         **{**SCALES["study"].__dict__, "data": str(tmp_path / SCALES["study"].data)})
+    # seeds named in a notebook run on both backbones (the second's beyond the budget too)
+    sc, _ = rerun_or_load(["t2"], scale="study", seeds=[1], results_dir="r", root=tmp_path)
+    assert {r.seed for r in plan(sc, ["t2"]) if r.backbone == sc.second_backbone} == {1}
