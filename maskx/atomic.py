@@ -13,13 +13,21 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], private_dir: bool = False) -> None:
     """Call ``write(tmp_path)``, then move the result to ``path`` (mode 0666 minus the umask,
-    like a plain ``open``, not mkstemp's 0600)."""
+    like a plain ``open``, not mkstemp's 0600). ``private_dir``: ``tmp_path`` lies in a fresh hidden
+    folder beside ``path`` (removed afterwards), for writers that make temporary files of their own
+    beside their target (safetensors >= 0.6 writes ``.tmpXXXXXX`` and renames it): a write cut off by
+    a kill then leaves only ``.<name>.*`` behind, which the caller can recognise and remove."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    folder = None
+    if private_dir:
+        folder = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+        tmp = os.path.join(folder, path.name)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -32,6 +40,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_json_atomic(obj, path: str | os.PathLike) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -59,7 +60,7 @@ def save_checkpoint(run_dir, iteration: int, model: torch.nn.Module, meta: dict,
                     tensors[f"optim.{names[id(p)]}.momentum_buffer"] = buf.detach().contiguous().clone()
     stem = f"ckpt_{iteration:07d}"
     weights = run_dir / f"{stem}.safetensors"
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}), private_dir=True)
     info = {"format": FORMAT, "iteration": iteration, "weights": weights.name,
             "bytes": weights.stat().st_size, "sha256": _sha256(weights), **meta}
     path = run_dir / f"{stem}.json"
@@ -67,8 +68,11 @@ def save_checkpoint(run_dir, iteration: int, model: torch.nn.Module, meta: dict,
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         for f in (old.with_suffix(".safetensors"), old):  # JSON last: a kill in between leaves no orphan
             f.unlink(missing_ok=True)
-    for tmp in run_dir.glob(".ckpt_*"):  # what atomic_write left of a write cut off by a kill
-        tmp.unlink(missing_ok=True)
+    for tmp in run_dir.glob(".ckpt_*"):  # what atomic_write left of a write cut off by a kill (tensors: a folder)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -295,8 +295,9 @@ def test_leftovers_of_a_killed_write_are_removed_by_the_next_checkpoint(tmp_path
     from maskx.checkpoint import save_checkpoint
 
     _tiny_checkpoint(tmp_path)
-    cut = tmp_path / ".ckpt_0000002.safetensors.k1ll3d"
-    cut.write_bytes(b"\0" * 100)
+    cut = tmp_path / ".ckpt_0000002.safetensors.k1ll3d"  # the tensors' private folder, safetensors' own temp in it
+    cut.mkdir()
+    (cut / ".tmpAbC123").write_bytes(b"\0" * 100)
     (tmp_path / ".ckpt_0000002.json.k1ll3d").write_text("{")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000001.json"]
     model = torch.nn.Linear(3, 2)
@@ -406,6 +407,28 @@ def _wait_for(cond, proc: subprocess.Popen, log: Path, timeout: float = 300) -> 
         assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before the fault\n{log.read_text()[-4000:]}"
         assert time.monotonic() < deadline, f"timed out waiting\n{log.read_text()[-4000:]}"
         time.sleep(0.005)
+
+
+def test_a_checkpoints_tensors_are_written_where_a_kill_leaves_nothing_unrecognised(tmp_path, monkeypatch):
+    """safetensors (>= 0.6) writes its own ``.tmpXXXXXX`` beside the file it is given, then renames it:
+    save_checkpoint gives it a path in a private ``.ckpt_*`` folder, so a kill mid-write leaves nothing
+    in the run folder that the next checkpoint does not remove, and the folder is gone after a save."""
+    import maskx.checkpoint as ckpt
+    from safetensors.torch import save_file
+
+    targets = []
+
+    def spy(tensors, filename, metadata=None):
+        parent = Path(filename).parent
+        targets.append((parent.parent, parent.name))
+        (parent / ".tmpKiLL3d").write_bytes(b"\0")  # what safetensors' own temporary file would leave
+        return save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", spy)
+    ckpt.save_checkpoint(tmp_path, 1, torch.nn.Linear(3, 2), {}, keep=1)
+    assert targets[0][0] == tmp_path and targets[0][1].startswith(".ckpt_0000001.safetensors.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_0000001.json", "ckpt_0000001.safetensors"]
+    assert read_checkpoint(tmp_path / "ckpt_0000001.json")[0]["iteration"] == 1
 
 
 def _temp_files(run: Path) -> list[str]:
