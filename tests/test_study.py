@@ -62,7 +62,7 @@ def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
     assert {r.seed for r in full if r.backbone == scale.second_backbone} == {0, 1, 2} and len(set(full)) == len(set(runs)) + 10
 
 
-def test_the_study_plan_fits_its_budget_and_beyond_budget_adds_table_2s_other_seeds_only():
+def test_the_plan_has_the_second_backbone_on_seed_0_and_beyond_budget_adds_its_other_seeds_only():
     from maskx.study import beyond_budget
 
     scale = SCALES["study"]
