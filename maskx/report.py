@@ -133,10 +133,11 @@ def gap_closed(results: dict, scale: StudyScale, backbone: str = "main", table: 
     B over the seeds that have both, which share a detector, or None)."""
     bb = {"main": scale.backbone, "second": scale.second_backbone}[backbone]
     out = {}
+    reported = reported_runs(table, scale, backbone)
     for d in DIRECTIONS:
         vals, on_a, by_seed = {}, {}, {}
         for name, preset in zip(("agnostic", "transfer", "oracle"), rows):
-            runs = [r for r in reported_runs(table, scale, backbone)
+            runs = [r for r in reported
                     if r.preset == preset and (r.split in (d, "all")) and r.backbone == bb]
             by_seed[name] = {r.seed: v[0] for r in runs if (v := _values(results, [r], d, "B"))}
             ms = mean_std(list(by_seed[name].values()))

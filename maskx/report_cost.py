@@ -13,8 +13,10 @@ def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple
     seconds = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results.values()) + sum(caches.values())
     spent = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in superseded)
     planned = plan(sc)
-    beyond = [r for r in plan(beyond_budget(sc)) if r not in set(planned)]
-    in_plan = {k: r for k, r in results.items() if k not in {b.key for b in beyond}}
+    planned_set = set(planned)
+    beyond = [r for r in plan(beyond_budget(sc)) if r not in planned_set]
+    beyond_keys = {r.key for r in beyond}
+    in_plan = {k: r for k, r in results.items() if k not in beyond_keys}
     wall = wall_hours(in_plan, planned)
     left = sum(r.key not in results for r in planned)
     budget, quiet = wall["budget"], wall["quiet_estimate"]
