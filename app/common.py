@@ -21,6 +21,8 @@ from typing import Callable, Optional
 import numpy as np
 import streamlit as st
 
+from maskx_app.samples import SAMPLE_IMAGES, SAMPLE_SIZE
+
 ROOT = Path(__file__).resolve().parents[1]
 # setting: (command-line flag, environment variable, default, help)
 OPTIONS = {
@@ -32,9 +34,7 @@ OPTIONS = {
     "cache": ("--cache", "MASKX_APP_CACHE", "runs/app-cache", "where UMAP projections are cached"),
     "score": ("--score", "MASKX_SCORE", "0.5", "default score threshold"),
 }
-NUM_SAMPLES = 8  # sample images: the first val images (the study's saved examples are these too)
-SAMPLE_SIZE = 256
-GREEN_HEX, RED_HEX = "#28c846", "#eb322d"  # maskx.visualize.GREEN / RED
+GREEN_HEX, RED_HEX = "#28c846", "#eb322d"  # maskx_app.visualize.GREEN / RED
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ def preload_model(path: Optional[Path] = None, delay: float = PRELOAD_DELAY_S) -
 # ---------------------------------------------------------------- images
 
 @st.cache_data(show_spinner=False)
-def sample_list(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, str]]:
+def sample_list(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, str]]:
     """The first ``n`` val images as (label, image id, file path or "" when rendered), without reading
     a pixel: the files of ``data_dir`` when its annotations and images are there, else rendered ones
     (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
@@ -278,7 +278,7 @@ def sample_list(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, str
 
 
 @st.cache_data(show_spinner=False)
-def sample_image(data_dir: str, k: int, n: int = NUM_SAMPLES) -> tuple[str, int, np.ndarray]:
+def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, int, np.ndarray]:
     """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
     its file turns out unreadable). One at a time: rendering all eight took a second of the first page."""
     from maskx.data.synthetic import render
@@ -296,7 +296,7 @@ def sample_image(data_dir: str, k: int, n: int = NUM_SAMPLES) -> tuple[str, int,
     return label, k + 1, draw(1, k, SAMPLE_SIZE)[0]
 
 
-def sample_images(data_dir: str, n: int = NUM_SAMPLES) -> list[tuple[str, int, np.ndarray]]:
+def sample_images(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, np.ndarray]]:
     """Every sample of ``sample_list`` as (label, image id, RGB uint8)."""
     return [sample_image(data_dir, k, n) for k in range(len(sample_list(data_dir, n)))]
 
@@ -318,17 +318,17 @@ def to_uint8(image) -> np.ndarray:
 
 
 def drawn(instances) -> list:
-    from maskx.visualize import Drawn
+    from maskx_app.visualize import Drawn
 
     return [Drawn(i.box, i.mask, i.class_name, i.score, i.in_A) for i in instances]
 
 
 def picture(rgb: np.ndarray, items: list, min_side: int = 512, labels: bool = True) -> np.ndarray:
-    """``maskx.visualize.overlay`` drawn on the image enlarged (by a whole factor) to at least
+    """``maskx_app.visualize.overlay`` drawn on the image enlarged (by a whole factor) to at least
     ``min_side`` pixels, so that small images get legible labels and crisp mask edges."""
     from PIL import Image
 
-    from maskx.visualize import Drawn, overlay
+    from maskx_app.visualize import Drawn, overlay
 
     f = int(np.ceil(min_side / max(1, min(rgb.shape[:2]))))
     if f > 1:
@@ -366,7 +366,7 @@ def _stamp(path: Path) -> str:
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the dataset ...")
 def _open_dataset(path: str, stamp: str):
-    from maskx.browse import open_dataset
+    from maskx_app.browse import open_dataset
 
     return open_dataset(path, check_files=False)
 

@@ -102,11 +102,11 @@ APP_SCRIPTS = {"plain": "app/streamlit_app.py", "serve": "app/serve.py", "serve_
 
 def _model_without_examples(tmp: Path) -> Path:
     """A folder with the shipped checkpoint (its JSON copied, its weights linked) and no examples.json."""
-    from maskx.ship import SHIPPED
+    from maskx.hub import shipped_dir
 
     out = tmp / "maskx-3k-no-examples"
     out.mkdir()
-    for f in SHIPPED["maskx-3k"].glob("ckpt_*"):
+    for f in shipped_dir("maskx-3k").glob("ckpt_*"):
         if f.suffix == ".json":
             shutil.copy(f, out / f.name)
         else:

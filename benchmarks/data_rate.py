@@ -42,7 +42,7 @@ def train_rate(data_dir: Path, size: int, steps: int, work: Path) -> dict:
     """Training images/s of the study's Mask^X R-CNN on ``data_dir`` at ``size`` px (median step)."""
     import torch
 
-    from maskx.study_plan import SCALES, Run
+    from maskx_study.plan import SCALES, Run
     from maskx.train import read_log, run_training
 
     scale = SCALES["study"]  # the study's run config, from a random-init head (no detector to start from)

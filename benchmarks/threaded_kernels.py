@@ -1,8 +1,8 @@
 """Serial CPU kernels run on threads, bit for bit: their gain on the 3000-class model, side by side.
 
 torchvision's CPU NMS and RoIAlign forward are serial loops. maskx runs them on torch's threads
-without changing a bit of any output (``maskx.models.rpn.ThreadedRPN``: a batch's images filtered on
-threads; ``maskx.models.roi_align.threaded_roi_align``: slices of the RoIs), so the shipped model's
+without changing a bit of any output (``maskx.ops.rpn.ThreadedRPN``: a batch's images filtered on
+threads; ``maskx.ops.roi_align.threaded_roi_align``: slices of the RoIs), so the shipped model's
 training and evaluation reproduce exactly and only take less time. Measured here on the shipped
 weights (fp32), each variant interleaved with its serial twin in every repetition:
 
@@ -52,7 +52,7 @@ def _batch(predictor, size: int = 256, seed: int = 0, first: int = 0):
 def bench_train_step(predictor, reps: int) -> dict:
     from torchvision.models.detection.rpn import RegionProposalNetwork
 
-    from maskx.models.rpn import ThreadedRPN
+    from maskx.ops.rpn import ThreadedRPN
 
     model = predictor.model.train()
     images, targets = _batch(predictor)
@@ -93,7 +93,7 @@ def bench_train_step(predictor, reps: int) -> dict:
 
 def bench_predict(predictor, images: int, reps: int) -> dict:
     from maskx.data.synthetic3k import render3k
-    from maskx.models import roi_align
+    from maskx.ops import roi_align
 
     pics = [render3k(1, i, 256)[0] for i in range(images)]  # val-like: the val world seed 1
     threaded = roi_align.MIN_ROIS_PER_THREAD

@@ -139,7 +139,7 @@ def _cmd_demo(args) -> dict:
 
 
 def _cmd_ship(args) -> dict:
-    from .ship import build_shipped, write_examples
+    from maskx_release.ship import build_shipped, write_examples
 
     if args.examples_only:
         return {"examples": str(write_examples(args.out))}
@@ -149,14 +149,14 @@ def _cmd_ship(args) -> dict:
                             progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), size=args.size,
                             overrides=tuple(args.set or ()))
     if args.compare:
-        from .ship import compare_shipped
+        from maskx_release.ship import compare_shipped
 
         summary["compare"] = {"with": args.compare, **compare_shipped(args.out, args.compare)}
     return summary
 
 
 def _study(args):
-    from .study import SCALES, Study, beyond_budget, default_results_dir, default_runs_dir, plan
+    from maskx_study.runner import SCALES, Study, beyond_budget, default_results_dir, default_runs_dir, plan
 
     if args.scale not in SCALES:
         raise ValueError(f"unknown study scale {args.scale!r}; choose one of {sorted(SCALES)}")
@@ -185,7 +185,7 @@ def _study(args):
 
 
 def _cmd_study_plan(args) -> dict:
-    from .study import estimate_hours, load_results
+    from maskx_study.runner import estimate_hours, load_results
 
     study, runs = _study(args)
     return {"scale": study.scale.to_json(), "runs": len(runs),
@@ -221,8 +221,8 @@ def _cmd_study_run(args) -> dict:
 
 
 def _cmd_study_report(args) -> dict:
-    from .report import write_report
-    from .study import default_results_dir
+    from maskx_study.report import write_report
+    from maskx_study.runner import default_results_dir
 
     results = args.results or default_results_dir(args.scale)
     return write_report(results, args.out, scale=args.scale)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .config import Config
 from .data.coco import collate, load_image
-from .evaluate import evaluate as coco_evaluate
+from .evaluate import evaluate_predictions
 
 
 class TrainingError(RuntimeError):
@@ -159,7 +159,7 @@ def _write(log, record: dict) -> None:
 
 
 @torch.inference_mode()
-def evaluate(predictor, dataset, split, progress: bool = True,
+def evaluate_model(predictor, dataset, split, progress: bool = True,
              present: Optional[dict[int, set]] = None) -> tuple[dict, list[dict]]:
     """COCO AP on set A and set B of ``split`` over ``dataset`` (a CocoDataset with every mask);
     returns (metrics, predictions in the COCO results format).
@@ -168,13 +168,13 @@ def evaluate(predictor, dataset, split, progress: bool = True,
     masks of detections of a class absent from their image (``MaskXRoIHeads.masks_only_for``: empty
     masks; segm AP/AP50/AP75 and per-class AP unchanged, APs/m/l not)."""
     preds = predict_dataset(predictor, dataset, progress, present)
-    return coco_evaluate(dataset.data, preds, split), preds
+    return evaluate_predictions(dataset.data, preds, split), preds
 
 
 @torch.inference_mode()
 def predict_dataset(predictor, dataset, progress: bool = True, present: Optional[dict[int, set]] = None) -> list[dict]:
     """``predictor``'s predictions on every image of ``dataset``, in the COCO results format
-    (``present``: as in ``evaluate``)."""
+    (``present``: as in ``evaluate_model``)."""
     preds = []
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, dynamic_ncols=True):
         image_id = dataset.ids[i]

@@ -154,7 +154,7 @@ def _per_class_ap(E: COCOeval) -> dict[int, float | None]:
     return out
 
 
-def evaluate(gt: dict, preds: list[dict], split: Split) -> dict:
+def evaluate_predictions(gt: dict, preds: list[dict], split: Split) -> dict:
     """AP on set A and set B (bbox, and segm when predictions carry masks), and per class.
 
     Returns ``{"A": {"bbox_AP": .., "segm_AP": .., ...}, "B": {...}, "per_class": {name: {...}}}``;
@@ -212,4 +212,4 @@ def evaluate_files(gt_path, pred_path, split_name: str, seed: int = 0) -> dict:
     check_predictions(preds, gt, source=str(pred_path))
     split = resolve_split(split_name, gt["categories"], seed=seed,
                           **info_split_args(gt.get("info")))
-    return evaluate(gt, preds, split)
+    return evaluate_predictions(gt, preds, split)

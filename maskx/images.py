@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 MAX_SIDE = 1600  # longer side after reading; the model resizes to its own size anyway
-MAX_PIXELS = 200_000_000  # larger files are refused (decompression bombs)
+MAX_DECODE_PIXELS = 200_000_000  # larger files are refused (decompression bombs)
 
 
 class ImageError(ValueError):
@@ -28,13 +28,13 @@ def read_image(data: bytes, name: str = "upload", max_side: int = MAX_SIDE) -> t
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_DECODE_PIXELS
             try:
                 im = Image.open(io.BytesIO(data))
                 fmt = im.format
-                if im.width * im.height > MAX_PIXELS:
+                if im.width * im.height > MAX_DECODE_PIXELS:
                     raise ImageError(f"{name}: {im.width} x {im.height} pixels is too large (limit "
-                                     f"{MAX_PIXELS // 1_000_000} megapixels); downscale it first")
+                                     f"{MAX_DECODE_PIXELS // 1_000_000} megapixels); downscale it first")
                 if fmt == "JPEG" and max(im.size) > 2 * max_side:
                     im.draft("RGB", (max_side, max_side))  # decode a reduced JPEG directly
                 im.load()

@@ -93,18 +93,17 @@ class Predictor:
 def load(path, class_names: Optional[list[str]] = None, device: str = "cpu",
          inference: Optional[Config] = None, roi_align_forward: Optional[str] = None) -> Predictor:
     """Load a trained model from a run folder (its newest valid checkpoint), a ``ckpt_*.json``, or the
-    name of a shipped model (``"maskx-3k"``: the 3000-class model in ``models/``).
+    name of a shipped model (``"maskx-3k"``: the 3000-class model; ``maskx.hub`` says where it is looked for).
 
     ``class_names``, if given, must equal the checkpoint's (a clear error otherwise). ``inference``,
     if given, supplies the test-time settings (``config.INFERENCE_FIELDS``) instead of the checkpoint's.
     ``roi_align_forward="sparse"`` pools RoIs with one sparse product (faster on CPU, equal to
     torchvision's RoIAlign up to float rounding; the checkpoint's setting when None).
     """
+    from .hub import resolve
     from .models.maskx_rcnn import build_model
 
-    from .ship import resolve_shipped
-
-    path = resolve_shipped(path)
+    path = resolve(path)
     meta, tensors = find_checkpoint(path)
     try:
         config = Config.from_json(meta["config"])

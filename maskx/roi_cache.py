@@ -29,12 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torchvision.models.detection.roi_heads import project_masks_on_boxes
 from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json_atomic
-from .models.roi_heads import select_mask_rois
+from .models.roi_heads import cap_rois, maskx_loss, project_mask_targets, select_mask_rois
 from .run_lock import release_lock, take_lock
 
 CACHE_VERSION = 1
@@ -82,7 +80,7 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
             s = offsets[-1]
             if r:
                 feats[s:s + r] = heads.mask_roi_pool(features, rois, images.image_sizes).numpy().astype(np.float16)
-                targets[s:s + r] = project_masks_on_boxes(tgts[0]["masks"], rois[0], idxs[0], m).numpy()
+                targets[s:s + r] = project_mask_targets([tgts[0]["masks"]], rois, idxs, m).numpy()
             boxes.append(rois[0].numpy().astype(np.float32))
             labels.append(rlabels[0].numpy().astype(np.int64))
             has_mask.append(tgts[0]["has_mask"][idxs[0]].numpy().astype(bool))
@@ -188,8 +186,8 @@ class CachedRoIs(torch.utils.data.Dataset):
 class CachedMaskTraining(nn.Module):
     """``model``'s mask loss on cached RoIs: the module ``engine.train`` steps in a cached stage-2 run.
 
-    forward(features per image [R_i, C, 14, 14], targets per image) → {"loss_mask"}; at most
-    ``max_per_image`` RoIs of each image (a random subset, global torch RNG, as ``select_mask_rois``).
+    forward(features per image [R_i, C, 14, 14], targets per image) → {"loss_mask"}: the model's own
+    ``maskx_loss`` on at most ``max_per_image`` RoIs of each image (``cap_rois``, as on images).
     """
 
     def __init__(self, model, max_per_image: int = 0):
@@ -199,17 +197,12 @@ class CachedMaskTraining(nn.Module):
     def forward(self, features: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         xs, labels, goal = [], [], []
         for f, t in zip(features, targets):
-            keep = torch.arange(len(f))
-            if self.max_per_image and len(f) > self.max_per_image:
-                keep = torch.randperm(len(f))[:self.max_per_image]
+            keep = cap_rois(torch.arange(len(f)), self.max_per_image)
             xs.append(f[keep])
             labels.append(t["labels"][keep])
             goal.append(t["mask_targets"][keep])
         logits = self.model.roi_heads.mask_logits_from_pooled(torch.cat(xs), torch.cat(labels))
-        goal = torch.cat(goal)
-        if goal.numel() == 0:
-            return {"loss_mask": logits.sum() * 0}
-        return {"loss_mask": F.binary_cross_entropy_with_logits(logits, goal)}
+        return {"loss_mask": maskx_loss(logits, torch.cat(goal))}
 
 
 def cached_training(model, dataset, split, config, detector_dir, progress: bool = True

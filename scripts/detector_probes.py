@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskx.study import SCALES, Run, _val_split
+from maskx_study.runner import SCALES, Run, _val_split
 
 
 def train(base_lr: float, out: Path, iters: int, warmup: int) -> None:
@@ -46,17 +46,17 @@ def losses(runs: list[Path], window: int = 250) -> None:
 def box_ap(run: Path, dets: int, proposals: int) -> dict:
     from maskx.config import Config
     from maskx.data.coco import CocoDataset
-    from maskx.engine import evaluate
-    from maskx.evaluate import evaluate as coco_evaluate
+    from maskx.engine import evaluate_model
+    from maskx.evaluate import evaluate_predictions
     from maskx.predictor import load
 
     val = CocoDataset.from_dir(Path(SCALES["study"].data) / "val")
     predictor = load(run, inference=Config(detections_per_img=dets, rpn_test_proposals=proposals))
     split = _val_split(val, "voc2nonvoc", 0)
     t0 = time.perf_counter()
-    _, preds = evaluate(predictor, val, split, progress=False)
+    _, preds = evaluate_model(predictor, val, split, progress=False)
     seconds = time.perf_counter() - t0
-    m = coco_evaluate(val.data, preds, split)
+    m = evaluate_predictions(val.data, preds, split)
     return {"run": str(run), "detections_per_img": dets, "rpn_test_proposals": proposals, "eval_seconds": round(seconds),
             **{f"{s}_{k}": m[s][k] for s in ("A", "B") for k in ("bbox_AP", "bbox_AP50")}}
 

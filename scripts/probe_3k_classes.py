@@ -38,7 +38,7 @@ def probe(model_path: str, data: str, images: int, logit_adjust: float = 0.0) ->
     from maskx.data.vocab3k import classes
     from maskx.gt_box_eval import gt_box_features
     from maskx.predictor import load
-    from maskx.ship import val_split
+    from maskx_release.ship import val_split
 
     model = load(model_path).model.eval()
     val, _ = val_split(data, images)

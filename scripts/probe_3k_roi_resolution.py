@@ -75,7 +75,7 @@ def main() -> None:
     from maskx.data.coco import CocoDataset
     from maskx.data.vocab3k import classes
     from maskx.predictor import load
-    from maskx.ship import val_split
+    from maskx_release.ship import val_split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="maskx-3k")

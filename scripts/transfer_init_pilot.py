@@ -14,8 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from maskx.study import SCALES, Study
-from maskx.study_plan import Run
+from maskx_study.runner import SCALES, Study
+from maskx_study.plan import Run
 from maskx.train import read_log
 
 ROOT = Path("runs/pilot-init")

@@ -1,5 +1,5 @@
 """Fixtures of the app's tests (tests/test_app.py, tests/test_app_browser.py): a tiny trained model,
-a small val set, and fake study results in the format ``maskx.study`` writes."""
+a small val set, and fake study results in the format ``maskx_study.runner`` writes."""
 from __future__ import annotations
 
 import json
@@ -66,7 +66,7 @@ def write_fake_results(results_dir: Path, directions=(DIRECTION,), presets=PRESE
     """``results/<run key>.json`` records with metrics (A, B, per class) and saved examples."""
     from maskx.data.splits import resolve_split
     from maskx.data.synthetic import categories, voc_like_category_ids
-    from maskx.study import SCALES, Run
+    from maskx_study.runner import SCALES, Run
 
     results_dir.mkdir(parents=True, exist_ok=True)
     cats = categories()

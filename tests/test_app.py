@@ -72,7 +72,7 @@ def test_settings_precedence(monkeypatch, tmp_path):
 
 def test_picture_enlarges_small_images_and_labels_ground_truth_by_name():
     import common
-    from maskx.visualize import GREEN, Drawn
+    from maskx_app.visualize import GREEN, Drawn
 
     rgb = np.zeros((64, 48, 3), np.uint8)
     mask = np.zeros((64, 48), bool)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskx.browse import open_dataset
+from maskx_app.browse import open_dataset
 from maskx.data.coco import DatasetError
 from maskx.images import ImageError, read_image
-from maskx.projection import umap_2d
-from maskx.visualize import GREEN, RED, Drawn, overlay
+from maskx_app.projection import umap_2d
+from maskx_app.visualize import GREEN, RED, Drawn, overlay
 
 
 def _png(arr: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:

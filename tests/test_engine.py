@@ -603,17 +603,17 @@ def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
 def test_evaluate_reports_a_and_b_and_matches_the_cli_path(trained_run, data64):
     from maskx.data.coco import CocoDataset
     from maskx.data.splits import resolve_split
-    from maskx.engine import evaluate
-    from maskx.evaluate import evaluate as coco_evaluate
+    from maskx.engine import evaluate_model
+    from maskx.evaluate import evaluate_predictions
 
     predictor = maskx.load(trained_run)
     ds = CocoDataset.from_dir(data64)  # every mask: evaluation needs B's masks too
     split = resolve_split("voc2nonvoc", ds.data["categories"], voc_like_ids=ds.data["info"]["voc_like_category_ids"])
-    metrics, preds = evaluate(predictor, ds, split, progress=False)
+    metrics, preds = evaluate_model(predictor, ds, split, progress=False)
     assert preds and {p["image_id"] for p in preds} <= set(ds.ids)
     for s in ("A", "B"):
         assert set(metrics[s]) >= {"bbox_AP", "segm_AP"}
-    assert metrics == coco_evaluate(ds.data, preds, split)
+    assert metrics == evaluate_predictions(ds.data, preds, split)
 
 
 def test_read_log_skips_a_line_cut_by_a_kill(tmp_path):

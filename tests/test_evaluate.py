@@ -8,7 +8,7 @@ from pycocotools.cocoeval import COCOeval
 
 from maskx.__main__ import main
 from maskx.data.splits import resolve_split
-from maskx.evaluate import (PredictionError, SparseCOCOeval, _coco, encode_masks, evaluate, evaluate_files,
+from maskx.evaluate import (PredictionError, SparseCOCOeval, _coco, encode_masks, evaluate_files, evaluate_predictions,
                             gt_as_predictions)
 
 
@@ -23,7 +23,7 @@ def split(gt):
 
 
 def test_ground_truth_scores_100(gt, split):
-    r = evaluate(gt, gt_as_predictions(gt), split)
+    r = evaluate_predictions(gt, gt_as_predictions(gt), split)
     for s in ("A", "B"):
         assert r[s]["bbox_AP"] == 100 and r[s]["segm_AP"] == 100
     present = {a["category_id"] for a in gt["annotations"]}
@@ -37,7 +37,7 @@ def test_ground_truth_scores_100(gt, split):
 
 def test_predictions_for_a_only(gt, split):
     preds = [p for p in gt_as_predictions(gt) if p["category_id"] in split.a_ids]
-    r = evaluate(gt, preds, split)
+    r = evaluate_predictions(gt, preds, split)
     assert r["A"]["segm_AP"] == 100 and r["B"]["segm_AP"] == 0 and r["B"]["bbox_AP"] == 0
 
 
@@ -47,7 +47,7 @@ def test_shifted_mask_lowers_segm_not_bbox(gt, split):
         rle = {"size": p["segmentation"]["size"], "counts": p["segmentation"]["counts"].encode()}
         m = mask_utils.decode(rle)
         p["segmentation"] = encode_masks(np.roll(m, 4, axis=1)[None])[0]
-    r = evaluate(gt, preds, split)
+    r = evaluate_predictions(gt, preds, split)
     for s in ("A", "B"):
         assert r[s]["bbox_AP"] == 100 and r[s]["segm_AP"] < 90
 
@@ -98,7 +98,7 @@ def test_a_b_restriction_matches_per_class_mean(gt, split):
     # a prediction set that is right on some classes only: the A and B means differ and each
     # equals the mean of its classes' AP (COCOeval restricted with params.catIds)
     preds = [p for p in gt_as_predictions(gt) if p["category_id"] % 3]
-    r = evaluate(gt, preds, split)
+    r = evaluate_predictions(gt, preds, split)
     for s in ("A", "B"):
         aps = [c["segm_AP"] for c in r["per_class"].values() if c["set"] == s and c["segm_AP"] is not None]
         assert r[s]["segm_AP"] == pytest.approx(np.mean(aps), abs=1e-2)
@@ -106,10 +106,10 @@ def test_a_b_restriction_matches_per_class_mean(gt, split):
 
 
 def test_empty_and_box_only_predictions(gt, split):
-    r = evaluate(gt, [], split)
+    r = evaluate_predictions(gt, [], split)
     assert r["A"]["bbox_AP"] == 0 and r["B"]["segm_AP"] == 0
     boxes = [{k: v for k, v in p.items() if k != "segmentation"} for p in gt_as_predictions(gt)]
-    r = evaluate(gt, boxes, split)
+    r = evaluate_predictions(gt, boxes, split)
     assert r["B"]["bbox_AP"] == 100 and r["B"]["segm_AP"] is None
 
 
@@ -125,14 +125,14 @@ def test_bad_predictions(gt, split, mutate, match):
     preds = gt_as_predictions(gt)
     mutate(preds[1])
     with pytest.raises(PredictionError, match=r"detection \[1\]: " + match):
-        evaluate(gt, preds, split)
+        evaluate_predictions(gt, preds, split)
 
 
 def test_mixed_fields_refused(gt, split):
     preds = gt_as_predictions(gt)
     preds[2].pop("segmentation")
     with pytest.raises(PredictionError, match="same fields"):
-        evaluate(gt, preds, split)
+        evaluate_predictions(gt, preds, split)
 
 
 def test_cli_eval_writes_json(tiny_synth, gt, tmp_path, capsys):

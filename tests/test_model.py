@@ -9,7 +9,7 @@ import torch
 from maskx.config import Config, ConfigError, get_preset
 from maskx.models.mask_heads import MaskWeights, MLPMaskBranch, all_class_mask_logits, gather_mask_logits
 from maskx.models.maskx_rcnn import TargetError, build_model
-from maskx.models.roi_heads import maskx_loss, select_mask_rois
+from maskx.models.roi_heads import cap_rois, maskx_loss, project_mask_targets, select_mask_rois
 from maskx.models.transfer import WeightTransfer, detection_weights
 
 NAMES = [f"class{i}" for i in range(6)]
@@ -91,8 +91,30 @@ def test_select_mask_rois_keeps_only_positive_set_a_and_caps():
 
 def test_maskx_loss_empty_is_zero():
     logits = torch.zeros(0, 28, 28, requires_grad=True)
-    loss = maskx_loss(logits, [torch.zeros(0, 4)], [torch.zeros(1, 8, 8)], [torch.zeros(0, dtype=torch.long)])
-    assert loss.item() == 0.0
+    targets = project_mask_targets([torch.zeros(1, 8, 8)], [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 28)
+    loss = maskx_loss(logits, targets)
+    assert targets.shape == (0, 28, 28) and loss.item() == 0.0
+    loss.backward()  # the zero keeps the graph
+    assert logits.grad is not None
+
+
+def test_maskx_loss_is_bce_of_own_class_logits_against_projected_targets():
+    gt = torch.zeros(1, 16, 16)
+    gt[0, 4:12, 4:12] = 1
+    boxes = [torch.tensor([[4.0, 4.0, 12.0, 12.0], [0.0, 0.0, 16.0, 16.0]])]
+    targets = project_mask_targets([gt], boxes, [torch.tensor([0, 0])], 8)
+    assert targets[0, :7, :7].min() == 1 and float(targets[0].mean()) > 0.8  # the box is the mask (edges interpolated)
+    assert 0.2 < float(targets[1].mean()) < 0.3  # the mask is a quarter of the whole image
+    logits = torch.randn(2, 8, 8)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    assert torch.allclose(maskx_loss(logits, targets), expected)
+
+
+def test_cap_rois_keeps_at_most_the_cap_and_only_given_indices():
+    keep = torch.tensor([3, 5, 7, 9, 11])
+    assert torch.equal(cap_rois(keep, 0), keep) and torch.equal(cap_rois(keep, 5), keep)
+    capped = cap_rois(keep, 2)
+    assert len(capped) == 2 and set(capped.tolist()) <= set(keep.tolist()) and len(set(capped.tolist())) == 2
 
 
 @pytest.mark.parametrize("kind,inp", [("agnostic", "cls+box"), ("oracle", "cls+box"), ("transfer", "cls+box"),

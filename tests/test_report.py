@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from maskx import report
-from maskx.study import DIRECTIONS, SCALES, Run, plan, table_runs
+from maskx_study import report
+from maskx_study.runner import DIRECTIONS, SCALES, Run, plan, table_runs
 
 SCALE = SCALES["tiny"]
 
@@ -217,7 +217,7 @@ def test_detector_box_ap_per_backbone_reads_voc_and_nonvoc_from_the_detector_run
 
 
 def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile():
-    from maskx.study_results import wall_hours
+    from maskx_study.results import wall_hours
 
     def rec(split, stage, threads, seconds):
         return {"split": split, "stage": stage, "backbone": "b", "torch_threads": threads,
@@ -244,7 +244,7 @@ def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile()
 
 
 def test_wall_hours_projects_the_runs_left_at_their_kinds_lower_quartile():
-    from maskx.study_results import wall_hours
+    from maskx_study.results import wall_hours
 
     det0, agn0 = Run("detector", "all", 0, "b"), Run("agnostic", "voc2nonvoc", 0, "b")
     agn1, ora0, e2e0 = Run("agnostic", "voc2nonvoc", 1, "b"), Run("oracle", "all", 0, "b"), Run("agnostic_e2e", "voc2nonvoc", 0, "b")
@@ -283,7 +283,7 @@ def test_table_2_shows_size_aps_only_where_every_mask_was_computed():
 
 
 def test_the_cost_section_says_how_far_a_projection_or_a_finished_study_is_over():
-    from maskx.report_cost import cost_section
+    from maskx_study.cost import cost_section
 
     det, agn = plan(SCALE)[:2]
     assert (det.preset, agn.preset) == ("detector", "agnostic")
@@ -302,8 +302,8 @@ def test_the_cost_section_says_how_far_a_projection_or_a_finished_study_is_over(
 def test_the_budget_counts_the_plan_and_prices_the_runs_beyond_it_apart():
     """Table 2's second backbone on seeds 1-2 is beyond the study's budget: the budget's hours are the
     plan's (seed 0 there); the others are priced at the plan's rates for their kinds and as they ran."""
-    from maskx.report_cost import cost_section
-    from maskx.study import beyond_budget
+    from maskx_study.cost import cost_section
+    from maskx_study.runner import beyond_budget
 
     scale = SCALES["study"]
     t2 = table_runs("t2", beyond_budget(scale), backbones=["second"])
@@ -332,7 +332,7 @@ def test_the_budget_counts_the_plan_and_prices_the_runs_beyond_it_apart():
 
 
 def test_table_2_reports_the_second_backbones_seeds_beyond_the_budget():
-    from maskx.study import beyond_budget
+    from maskx_study.runner import beyond_budget
 
     scale = SCALES["study"]
     assert scale.second_backbone_seeds == (0,)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from maskx.models import roi_align as roi_align_module
-from maskx.models.roi_align import SparseMultiScaleRoIAlign, roi_align_cpu, threaded_roi_align
+from maskx.ops import roi_align as roi_align_module
+from maskx.ops.roi_align import SparseMultiScaleRoIAlign, roi_align_cpu, threaded_roi_align
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -78,6 +78,20 @@ def test_cached_loss_equals_the_loss_from_the_image(built):
     assert abs(float(cached) - float(live)) < 1e-3 * max(1.0, float(live))
 
 
+def test_cached_training_calls_the_models_mask_loss(built, monkeypatch):
+    """One mask loss: a change to the model's ``maskx_loss`` reaches cached-RoI training too."""
+    from maskx import roi_cache
+    from maskx.models import roi_heads
+
+    assert roi_cache.maskx_loss is roi_heads.maskx_loss
+    calls = []
+    monkeypatch.setattr(roi_cache, "maskx_loss", lambda logits, goal: calls.append(goal.shape) or logits.sum() * 0)
+    cfg, data, model, cache = built
+    feats, t = CachedRoIs(cache, range(1, 81))[0]
+    CachedMaskTraining(model)([feats], [t])
+    assert calls == [t["mask_targets"].shape]
+
+
 def test_set_b_rois_never_reach_the_loss_and_only_the_mask_branch_learns(built):
     cfg, data, model, cache = built
     a_labels = list(range(1, 21))

@@ -6,8 +6,8 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
-from maskx.models import rpn as rpn_module
-from maskx.models.rpn import ThreadedRPN
+from maskx.ops import rpn as rpn_module
+from maskx.ops.rpn import ThreadedRPN
 
 LEVELS = [1200, 600, 150, 48]  # anchors per level: the first level over the vanilla-NMS size threshold
 

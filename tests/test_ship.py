@@ -7,19 +7,14 @@ import pytest
 
 import maskx
 from maskx.checkpoint import CheckpointError
-from maskx.ship import SHIPPED, build_shipped, compare_shipped, resolve_shipped
+from maskx_release.ship import build_shipped, compare_shipped
 
 TINY = ("image_size=128", "box_head_dim=64", "mask_dim=32", "mlp_hidden=32", "num_workers=0")
 
 
-def test_shipped_names_resolve_to_the_models_folder(tmp_path):
-    assert resolve_shipped("maskx-3k") == SHIPPED["maskx-3k"]
-    assert resolve_shipped(tmp_path) == tmp_path
-
-
 @pytest.mark.slow
 def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
-    from maskx import ship
+    from maskx_release import ship
 
     monkeypatch.setattr(ship, "FP16_CHECK_IMAGES", 3)  # fewer than the val split: its check is a subset
     summary = build_shipped(out=tmp_path / "out", data=tmp_path / "data", runs=tmp_path / "run", iters=2,
@@ -42,9 +37,9 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
     assert len(read_saved(json.loads(examples.read_text()), str(examples), meta["sha256"])) == 8
     # one prediction pass gave both the fp16 check (first 3 images) and the shipped model's evaluation:
     # each equals an evaluation of its own
-    alone = ship.evaluate_model(tmp_path / "out", tmp_path / "data", progress=False, images=3)
+    alone = ship.evaluate_on_val(tmp_path / "out", tmp_path / "data", progress=False, images=3)
     assert ev["fp16_check"]["fp16"] == ship._headline(alone) and ev["fp16_check"]["images"] == 3
-    whole = ship.evaluate_model(tmp_path / "out", tmp_path / "data", progress=False)
+    whole = ship.evaluate_on_val(tmp_path / "out", tmp_path / "data", progress=False)
     assert (ev["A"], ev["B"], ev["per_class"]) == (whole["A"], whole["B"], whole["per_class"])
     assert alone["num_images"] == 3 < whole["num_images"]
 

@@ -11,7 +11,8 @@ import maskx
 from maskx.checkpoint import CheckpointError
 from maskx.data.synthetic3k import render3k
 from maskx.data.vocab3k import categories3k, set_a_category_ids
-from maskx.ship import MAX_BYTES, SHIPPED
+from maskx.hub import shipped_dir
+from maskx_release.ship import MAX_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,9 @@ def shipped():
 
 
 def test_the_file_is_small_enough_and_verified(shipped):
-    weights = list(SHIPPED["maskx-3k"].glob("ckpt_*.safetensors"))
+    weights = list(shipped_dir("maskx-3k").glob("ckpt_*.safetensors"))
     assert len(weights) == 1 and weights[0].stat().st_size <= MAX_BYTES
-    ev = json.loads((SHIPPED["maskx-3k"] / "eval.json").read_text())
+    ev = json.loads((shipped_dir("maskx-3k") / "eval.json").read_text())
     assert ev["sha256"] == shipped.meta["sha256"] and ev["B"]["segm_AP"] is not None
 
 
@@ -68,10 +69,10 @@ def test_saved_examples_are_this_models_masks_on_the_app_samples():
     """models/maskx-3k/examples.json (the app draws it before torch loads) holds what the model, loaded
     as the app loads it, predicts on the app's sample images, for the shipped weights."""
     from maskx.instances import image_key, read_saved
-    from maskx.ship import APP_ROI_ALIGN_FORWARD, example_images
+    from maskx_release.ship import APP_ROI_ALIGN_FORWARD, example_images
 
     fast = maskx.load("maskx-3k", roi_align_forward=APP_ROI_ALIGN_FORWARD)
-    path = SHIPPED["maskx-3k"] / "examples.json"
+    path = shipped_dir("maskx-3k") / "examples.json"
     saved = read_saved(json.loads(path.read_text()), str(path), fast.meta["sha256"])
     samples = example_images()
     assert set(saved) == {image_key(rgb) for _, rgb in samples}

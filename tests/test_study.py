@@ -9,15 +9,15 @@ import pytest
 from pycocotools import mask as mask_utils
 import torch
 
-from maskx.cached_eval import CacheMismatch, DetectionCache
+from maskx_study.detection_cache import CacheMismatch, DetectionCache
 from maskx.checkpoint import find_checkpoint, model_state
 from maskx.data.coco import CocoDataset
 from maskx.data.splits import resolve_split
-from maskx.engine import evaluate
+from maskx.engine import evaluate_model
 from maskx.predictor import load
 from maskx.train import cpu_signature
 from maskx.data.synthetic import GENERATOR_VERSION
-from maskx.study import DIRECTIONS, SCALES, TABLES, Run, Study, plan
+from maskx_study.runner import DIRECTIONS, SCALES, TABLES, Run, Study, plan
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_plan_orders_detectors_first_and_has_no_duplicates():
 
 
 def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
-    from maskx.study import table_runs
+    from maskx_study.runner import table_runs
 
     scale = dataclasses.replace(SCALES["study"], second_backbone_seeds=(0,))
     runs = table_runs("t2", scale)
@@ -63,7 +63,7 @@ def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
 
 
 def test_the_plan_has_the_second_backbone_on_seed_0_and_beyond_budget_adds_its_other_seeds_only():
-    from maskx.study import beyond_budget
+    from maskx_study.runner import beyond_budget
 
     scale = SCALES["study"]
     runs, every = plan(scale), plan(beyond_budget(scale))
@@ -113,7 +113,7 @@ def test_the_second_backbone_detector_has_its_own_iterations_and_nothing_else_do
 
 
 def test_estimate_counts_each_roi_cache_once_and_the_caches_left():
-    from maskx.study import estimate_hours
+    from maskx_study.runner import estimate_hours
 
     det = [Run("detector", "all", s, "resnet18") for s in (0, 1)]
     mask = [Run(p, "voc2nonvoc", s, "resnet18") for s in (0, 1) for p in ("agnostic", "oracle")]
@@ -132,7 +132,7 @@ def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path)
     """A scale change (here the mask branch's lr) or a generator bump makes old results stale: they
     move to results/superseded/ with the reason (their run folders too) and will be rerun; the
     detector, whose config did not change, stays."""
-    from maskx.study import load_results, load_superseded
+    from maskx_study.runner import load_results, load_superseded
 
     old = SCALES["tiny"]
     new = dataclasses.replace(old, mask_lr_mult=10.0)
@@ -161,7 +161,7 @@ def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path)
 
 
 def test_new_inference_settings_re_evaluate_and_keep_the_trained_run(tmp_path):
-    from maskx.study import load_results
+    from maskx_study.runner import load_results
 
     old = SCALES["tiny"]
     new = dataclasses.replace(old, overrides=old.overrides + ("detections_per_img=50", "rpn_test_proposals=300"))
@@ -194,7 +194,7 @@ def fake_detector_and_run(study, scale, det, run, weights: str, recorded: str):
 def test_a_retrained_detector_supersedes_the_runs_built_on_it(tmp_path):
     """Changing only the detectors' recipe (``detector_overrides``) makes the detector stale, and
     with it every run that recorded the old detector's checkpoint; the mask runs' configs are unchanged."""
-    from maskx.study import load_results
+    from maskx_study.runner import load_results
 
     old = SCALES["tiny"]
     new = dataclasses.replace(old, detector_overrides=("base_lr=0.08",))
@@ -253,7 +253,7 @@ def test_a_fresh_clone_restores_the_detector_bit_for_bit_or_supersedes(tiny_stud
     different ones supersede them."""
     import shutil
 
-    from maskx.study import load_results
+    from maskx_study.runner import load_results
 
     study, runs, _ = tiny_study
     shutil.copytree(study.results_dir, tmp_path / "results")
@@ -321,7 +321,7 @@ def test_cached_evaluation_equals_the_full_model(tiny_study):
         m.roi_heads.score_thresh = 0.0
     cache = DetectionCache(detector, val, progress=False)
     cached = cache.predict_masks(predictor)
-    _, full = evaluate(predictor, val, split, progress=False)
+    _, full = evaluate_model(predictor, val, split, progress=False)
     assert len(full) > 0
     assert cached == full
     with torch.no_grad():
@@ -334,7 +334,7 @@ def test_cached_evaluation_equals_the_full_model(tiny_study):
 def test_skipping_masks_of_absent_classes_keeps_ap_and_per_class_ap(tiny_study):
     """A detection of a class with no ground truth in its image is a false positive whatever its mask:
     evaluating without those masks gives the same segm AP, AP50, AP75 and per-class AP."""
-    from maskx.evaluate import evaluate as coco_evaluate
+    from maskx.evaluate import evaluate_predictions
 
     study, runs, _ = tiny_study
     val = CocoDataset.from_dir(f"{study.scale.data}/val")
@@ -362,7 +362,7 @@ def test_skipping_masks_of_absent_classes_keeps_ap_and_per_class_ap(tiny_study):
             assert mask_utils.area(s["segmentation"]) == 0
         else:
             assert s["segmentation"] == f["segmentation"]
-    a, b = coco_evaluate(val.data, full, split), coco_evaluate(val.data, skipped, split)
+    a, b = evaluate_predictions(val.data, full, split), evaluate_predictions(val.data, skipped, split)
     for s in ("A", "B"):
         for k in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"):
             assert a[s][k] == b[s][k], (s, k)
@@ -371,22 +371,22 @@ def test_skipping_masks_of_absent_classes_keeps_ap_and_per_class_ap(tiny_study):
 
 @pytest.mark.slow  # reuses the tiny study's runs: evaluation only
 def test_the_full_model_skips_masks_of_absent_classes_and_keeps_ap(tiny_study):
-    """End-to-end runs are evaluated with the full model: ``evaluate(present=)`` computes no mask for a
+    """End-to-end runs are evaluated with the full model: ``evaluate_model(present=)`` computes no mask for a
     detection of a class absent from its image and leaves AP, AP50, AP75 and per-class AP as they were."""
-    from maskx.evaluate import evaluate as coco_evaluate
+    from maskx.evaluate import evaluate_predictions
 
     study, _, _ = tiny_study
     val = CocoDataset.from_dir(f"{study.scale.data}/val")
     split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
     predictor = load(study.run_dir(Run("agnostic_e2e", "voc2nonvoc", 0, study.scale.backbone)))
     predictor.model.roi_heads.score_thresh = 0.0
-    _, full = evaluate(predictor, val, split, progress=False)
+    _, full = evaluate_model(predictor, val, split, progress=False)
     present: dict = {}
     for a in val.data["annotations"]:
         present.setdefault(a["image_id"], set()).add(a["category_id"])
     for p in full[::2]:  # as above: a superset of the ground truth's classes, so both branches run
         present.setdefault(p["image_id"], set()).add(p["category_id"])
-    _, skipped = evaluate(predictor, val, split, progress=False, present=present)
+    _, skipped = evaluate_model(predictor, val, split, progress=False, present=present)
     assert [(p["image_id"], p["category_id"], p["bbox"]) for p in full] == \
         [(p["image_id"], p["category_id"], p["bbox"]) for p in skipped]
     absent = {k for k, p in enumerate(full) if p["category_id"] not in present.get(p["image_id"], set())}
@@ -397,7 +397,7 @@ def test_the_full_model_skips_masks_of_absent_classes_and_keeps_ap(tiny_study):
         else:
             assert mask_utils.area(mask_utils.merge([s["segmentation"], f["segmentation"]], intersect=True)) >= \
                 0.99 * mask_utils.area(f["segmentation"])  # same mask (another batch: float rounding)
-    a, b = coco_evaluate(val.data, full, split), coco_evaluate(val.data, skipped, split)
+    a, b = evaluate_predictions(val.data, full, split), evaluate_predictions(val.data, skipped, split)
     for s in ("A", "B"):
         for k in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"):
             assert a[s][k] == pytest.approx(b[s][k], abs=1e-9), (s, k)
@@ -411,7 +411,7 @@ def test_a_scale_that_skips_absent_class_masks_reports_no_area_stats(tiny_study,
     other = Study(scale, results_dir=tmp_path / "results", runs_dir=study.runs_dir, progress=False, log=lambda m: None)
     run = Run("agnostic", "voc2nonvoc", 0, scale.backbone)
     det_dir = other.run_dir(run.detector())
-    metrics, how, _, _ = other.evaluate(run, run.config(scale, det_dir), other.run_dir(run), det_dir)
+    metrics, how, _, _ = other.evaluate_run(run, run.config(scale, det_dir), other.run_dir(run), det_dir)
     assert how == "mask head on cached detections of classes present in their image"
     for s in ("A", "B"):  # masks of unmatched detections were not computed: their area ranges are unknown
         assert all(metrics["voc2nonvoc"][s][f"segm_{k}"] is None for k in ("APs", "APm", "APl"))
@@ -593,7 +593,7 @@ def test_results_recorded_before_transfer_init_read_as_torch_init(tmp_path):
 
 
 def test_notebook_iteration_overrides_reach_the_second_backbone_detector(tmp_path):
-    from maskx.study import rerun_or_load
+    from maskx_study.runner import rerun_or_load
 
     sc, _ = rerun_or_load(["t2"], scale="study", iters={"detector_iters": 5}, results_dir="r", root=tmp_path)
     assert (sc.detector_iters, sc.second_backbone_detector_iters) == (5, None)

@@ -22,7 +22,7 @@ def image_classes(key: str, _ds) -> dict:
 
 def ground_truth(ds, target, a_names) -> list:
     """Dataset target → drawable instances (no score; VG has boxes only)."""
-    from maskx.visualize import Drawn
+    from maskx_app.visualize import Drawn
 
     masks, has = target.get("masks"), target.get("has_mask")
     out = []
@@ -46,7 +46,7 @@ def comparable(ds, kind, predictor) -> str:
 def evaluate_first(ds, predictor, n: int) -> dict:
     """COCO AP on A and B over the first ``n`` images (maskx.evaluate on a subset of the ground truth)."""
     from maskx.data.splits import Split
-    from maskx.evaluate import evaluate
+    from maskx.evaluate import evaluate_predictions
     from maskx.predictor import coco_entries
 
     ids = ds.ids[:n]
@@ -61,7 +61,7 @@ def evaluate_first(ds, predictor, n: int) -> dict:
         preds.extend(coco_entries(common.predict(predictor, common.to_uint8(image), f"{ds.ann_file}:{iid}"), iid))
         bar.progress((k + 1) / len(ids), text=f"Evaluating: image {k + 1} of {len(ids)}")
     bar.empty()
-    return evaluate(gt, preds, split)
+    return evaluate_predictions(gt, preds, split)
 
 
 def ap_panel(ds, kind, predictor, path: Path, sets, classes) -> None:

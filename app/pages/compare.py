@@ -8,15 +8,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
+from maskx_study.plan import ARROW  # noqa: E402
 
 MODELS = (("class-agnostic", "agnostic_e2e"), ("transfer (Mask^X R-CNN)", "transfer_clsbox_2lrelu_mlp_e2e"),
           ("oracle (fully supervised)", "oracle_e2e"))
-ARROW = {"voc2nonvoc": "voc → non-voc", "nonvoc2voc": "non-voc → voc"}
 
 
 def study_runs(direction: str) -> list:
     from maskx.config import get_preset
-    from maskx.study import SCALES, Run
+    from maskx_study.runner import SCALES, Run
 
     bb = SCALES["study"].backbone
     return [(label, Run(p, "all" if get_preset(p).split == "all" else direction, 0, bb)) for label, p in MODELS]
@@ -37,7 +37,7 @@ def direction_split(direction: str) -> tuple[dict, set]:
 def study_images() -> list:
     """The study's first val images, on which each result keeps its predictions: the files of the
     study's data when present, else rendered (val is seed 1, 256 px)."""
-    from maskx.study import EXAMPLE_IMAGES, SCALES
+    from maskx_study.runner import EXAMPLE_IMAGES, SCALES
 
     return common.sample_images(str(common._resolve(SCALES["study"].data) / "val"), EXAMPLE_IMAGES)
 
@@ -50,7 +50,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def masks_of(label, run, record, rgb, image_id, thresh, direction):
     """→ (drawable instances, where they come from) or (None, why not)."""
-    from maskx.visualize import Drawn, from_coco
+    from maskx_app.visualize import Drawn, from_coco
 
     cfg = common.settings()
     names, a_ids = direction_split(direction)
@@ -115,7 +115,7 @@ def gain_chart(records: dict, direction: str) -> None:
 
 def main():
     st.title("Compare")
-    from maskx.study import DIRECTIONS
+    from maskx_study.runner import DIRECTIONS
 
     cfg = common.settings()
     c1, c2, c3 = st.columns([1, 2, 1])

@@ -18,14 +18,14 @@ MAX_CLASSES, PER_CLASS = 12, 4  # examples shown for a selection
 
 @st.cache_resource(max_entries=2, show_spinner="Computing the class embeddings ...")
 def matrices(key: str, _predictor) -> dict:
-    from maskx.projection import embedding_matrices
+    from maskx_app.projection import embedding_matrices
 
     return embedding_matrices(_predictor)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def projection(key: str, kind: str, cache_dir: str, _matrix) -> np.ndarray:
-    from maskx.projection import umap_2d
+    from maskx_app.projection import umap_2d
 
     return umap_2d(_matrix, Path(cache_dir))
 
@@ -64,7 +64,7 @@ def class_index(key: str, _ds) -> dict:
 
 def crop(rgb, mask, box, name, in_a):
     """The instance's box with a margin, its mask drawn in its set's colour."""
-    from maskx.visualize import Drawn
+    from maskx_app.visualize import Drawn
 
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = box

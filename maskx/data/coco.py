@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 from .categories import CategoryMap
 
 BOX_TOLERANCE = 1.0  # px a box may pass the image border (rounding) before it counts as outside
-MAX_PIXELS = 2 ** 29  # pycocotools keeps RLE runs in 32-bit ints (and 6-character string groups)
+MAX_RLE_PIXELS = 2 ** 29  # pycocotools keeps RLE runs in 32-bit ints (and 6-character string groups)
 
 
 class DatasetError(ValueError):
@@ -246,9 +246,9 @@ class CocoDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{where}: image id {im['id']} does not fit 64 bits")
             if im["width"] <= 0 or im["height"] <= 0:
                 raise DatasetError(f"{where} (image id {im['id']}): width and height must be positive")
-            if im["width"] * im["height"] > MAX_PIXELS:
+            if im["width"] * im["height"] > MAX_RLE_PIXELS:
                 raise DatasetError(f"{where} (image id {im['id']}): {im['width']}x{im['height']} is too large "
-                                   f"(at most {MAX_PIXELS} pixels)")
+                                   f"(at most {MAX_RLE_PIXELS} pixels)")
             if im["id"] in out:
                 raise DatasetError(f"{self.ann_file}: duplicate image id {im['id']}")
             out[im["id"]] = im
@@ -271,8 +271,8 @@ class CocoDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{where}: image id {a['image_id']} is not in 'images'")
             if a["category_id"] not in known:
                 raise DatasetError(f"{where}: unknown category id {a['category_id']} (not in 'categories')")
-            if not (_finite_number(a.get("area", 0)) and 0 <= a.get("area", 0) <= MAX_PIXELS):
-                raise DatasetError(f"{where}: 'area' must be a number of pixels (0 to {MAX_PIXELS}), "
+            if not (_finite_number(a.get("area", 0)) and 0 <= a.get("area", 0) <= MAX_RLE_PIXELS):
+                raise DatasetError(f"{where}: 'area' must be a number of pixels (0 to {MAX_RLE_PIXELS}), "
                                    f"got {a.get('area')!r}")
             if a.get("iscrowd", 0) not in (0, 1):
                 raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {a.get('iscrowd')!r}")

@@ -16,9 +16,9 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..config import Config
 from .mask_heads import MaskFCN, MaskWeights, MLPMaskBranch
-from .roi_align import SparseMultiScaleRoIAlign
+from ..ops.roi_align import SparseMultiScaleRoIAlign
 from .roi_heads import MaskXRoIHeads
-from .rpn import ThreadedRPN
+from ..ops.rpn import ThreadedRPN
 from .transfer import WeightTransfer
 
 # ImageNet statistics, as torchvision's detection models normalise

@@ -7,8 +7,8 @@ What differs from ``torchvision.models.detection.roi_heads.RoIHeads`` (paper §3
 - stage flags: ``train_boxes=False`` (stage 2 of stage-wise training: detector frozen, box branch
   skipped) and ``train_masks=False`` (stage 1: Faster R-CNN).
 
-The loss and RoI selection are free functions beside torchvision's ``maskrcnn_loss`` so they can
-be read side by side.
+The loss, its targets and the RoI selection are free functions, as torchvision's ``maskrcnn_loss``,
+so they can be read side by side with it.
 """
 from __future__ import annotations
 
@@ -35,28 +35,39 @@ def select_mask_rois(proposals: list[torch.Tensor], labels: list[torch.Tensor], 
     """
     boxes_out, idx_out, labels_out = [], [], []
     for props, lab, idx, hm in zip(proposals, labels, matched_idxs, has_mask):
-        keep = torch.where((lab > 0) & hm[idx.clamp(min=0)])[0]
-        if max_per_image and keep.numel() > max_per_image:
-            keep = keep[torch.randperm(keep.numel(), device=keep.device)[:max_per_image]]
+        keep = cap_rois(torch.where((lab > 0) & hm[idx.clamp(min=0)])[0], max_per_image)
         boxes_out.append(props[keep])
         idx_out.append(idx[keep])
         labels_out.append(lab[keep])
     return boxes_out, idx_out, labels_out
 
 
-def maskx_loss(mask_logits: torch.Tensor, proposals: list[torch.Tensor], gt_masks: list[torch.Tensor],
-               mask_matched_idxs: list[torch.Tensor]) -> torch.Tensor:
-    """Binary cross-entropy of each RoI's own-class logits [R, M, M] against its projected GT mask.
+def cap_rois(keep: torch.Tensor, max_per_image: int = 0) -> torch.Tensor:
+    """At most ``max_per_image`` of the RoI indices ``keep`` [R]: a random subset drawn with the global
+    torch RNG when there are more (0: no cap)."""
+    if max_per_image and keep.numel() > max_per_image:
+        keep = keep[torch.randperm(keep.numel(), device=keep.device)[:max_per_image]]
+    return keep
 
-    Same argument order as torchvision's ``maskrcnn_loss`` less ``gt_labels`` (the logits already
-    belong to the RoI's class). No RoI → a zero that keeps the graph (never NaN).
+
+def project_mask_targets(gt_masks: list[torch.Tensor], proposals: list[torch.Tensor],
+                         mask_matched_idxs: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Each RoI's matched ground-truth mask cropped to the RoI and resized: per image gt_masks
+    [N, H, W], proposals [R_i, 4], mask_matched_idxs [R_i] → targets [R, size, size] in 0..1."""
+    targets = [project_masks_on_boxes(gm, p, i, size) for gm, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
+    return torch.cat(targets, dim=0) if targets else torch.zeros((0, size, size))
+
+
+def maskx_loss(mask_logits: torch.Tensor, mask_targets: torch.Tensor) -> torch.Tensor:
+    """The mask loss (paper §3.2, Mask R-CNN's): mean binary cross-entropy of each RoI's own-class
+    logits [R, M, M] against its target [R, M, M] (``project_mask_targets``). Only set-A RoIs reach
+    it (``select_mask_rois``). No RoI → a zero that keeps the graph (never NaN).
+
+    Training on images (``MaskXRoIHeads``) and on cached RoIs (``maskx.roi_cache``) both call it.
     """
-    m = mask_logits.shape[-1]
-    targets = [project_masks_on_boxes(gm, p, i, m) for gm, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
-    targets = torch.cat(targets, dim=0) if targets else mask_logits.new_zeros((0, m, m))
-    if targets.numel() == 0:
+    if mask_targets.numel() == 0:
         return mask_logits.sum() * 0
-    return F.binary_cross_entropy_with_logits(mask_logits, targets)
+    return F.binary_cross_entropy_with_logits(mask_logits, mask_targets.to(mask_logits))
 
 
 class MaskXRoIHeads(RoIHeads):
@@ -129,7 +140,8 @@ class MaskXRoIHeads(RoIHeads):
             boxes, idxs, mask_labels = select_mask_rois(proposals, labels, matched_idxs, has_mask,
                                                         self.mask_rois_per_image)
             logits = self.mask_logits(features, boxes, torch.cat(mask_labels), image_shapes)
-            losses["loss_mask"] = maskx_loss(logits, boxes, [t["masks"] for t in targets], idxs)
+            goal = project_mask_targets([t["masks"] for t in targets], boxes, idxs, logits.shape[-1])
+            losses["loss_mask"] = maskx_loss(logits, goal)
         return [], losses
 
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):

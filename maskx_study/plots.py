@@ -1,7 +1,7 @@
 """Plotly figures of the study's tables (notebooks and app). Needs the ``notebooks`` or ``app`` extra."""
 from __future__ import annotations
 
-from .report import ARROW, DIRECTIONS, PAPER
+from maskx_study.report import ARROW, DIRECTIONS, PAPER
 
 
 def ap_bars(rows: list[dict], table: str, title: str, set_name: str = "B"):
@@ -31,7 +31,7 @@ def results_table(rows: list[dict], table: str):
     """The table as a plotly Table: ours (mean ± std) beside the paper's, both directions."""
     import plotly.graph_objects as go
 
-    from .report import fmt
+    from maskx_study.report import fmt
 
     header = ["method"]
     cols: list[list] = [[r["label"] for r in rows]]

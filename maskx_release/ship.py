@@ -20,29 +20,22 @@ from typing import Optional
 
 import torch
 
-from .atomic import write_json_atomic
-from .checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
-from .config import get_preset
+from maskx.atomic import write_json_atomic
+from maskx.checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
+from maskx.config import get_preset
+from maskx.hub import resolve
+from maskx_app.samples import SAMPLE_IMAGES, SAMPLE_SIZE
 
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"maskx-3k": ROOT / "models" / "maskx-3k"}  # name → folder, for maskx.load("maskx-3k")
 MAX_BYTES = 40 * 1024 * 1024
 FP16_MAX_AP_DROP = 0.1  # ship fp16 when segm AP on A and on B drop by at most this much ...
 FP16_CHECK_IMAGES = 200  # ... on the first 200 val images
-GT_BOX_IMAGES = 300  # masks on ground-truth boxes and classes: the first 300 val images (~1500 instances)
-# The app's sample images when data/synth3k is absent (app/common.py: NUM_SAMPLES, SAMPLE_SIZE): val
-# image k + 1 rendered as render3k(1, k, 256); predicted as the app predicts (sparse RoIAlign forward).
-EXAMPLE_IMAGES, EXAMPLE_SIZE, APP_ROI_ALIGN_FORWARD = 8, 256, "sparse"
-
-
-def resolve_shipped(path) -> Path:
-    """A shipped model's name ("maskx-3k") → its folder; any other path unchanged."""
-    return SHIPPED.get(str(path), Path(path))
+SHIP_GT_BOX_IMAGES = 300  # masks on ground-truth boxes and classes: the first 300 val images (~1500 instances)
+APP_ROI_ALIGN_FORWARD = "sparse"  # the app's samples are predicted as the app predicts
 
 
 def export(run_dir, out_dir, dtype: Optional[torch.dtype]) -> Path:
     """Write the newest checkpoint of ``run_dir`` as a model-only checkpoint in ``out_dir``."""
-    from .predictor import load
+    from maskx.predictor import load
 
     meta, _ = find_checkpoint(run_dir)
     predictor = load(run_dir)
@@ -58,8 +51,8 @@ def export(run_dir, out_dir, dtype: Optional[torch.dtype]) -> Path:
 
 def val_split(data_dir, images: Optional[int] = None):
     """The 3000-class val split (its first ``images`` images when given) and its coco80 A/B split."""
-    from .data.coco import CocoDataset, read_json
-    from .data.splits import info_split_args, resolve_split
+    from maskx.data.coco import CocoDataset, read_json
+    from maskx.data.splits import info_split_args, resolve_split
 
     ann = Path(data_dir) / "val" / "annotations.json"
     data = read_json(ann)
@@ -71,30 +64,30 @@ def val_split(data_dir, images: Optional[int] = None):
     return val, resolve_split("coco80", val.data["categories"], **info_split_args(val.data.get("info")))
 
 
-def evaluate_model(path, data_dir, progress: bool = True, images: Optional[int] = None,
+def evaluate_on_val(path, data_dir, progress: bool = True, images: Optional[int] = None,
                    also_first: Optional[int] = None) -> dict:
     """AP on A and B over the val split (its first ``images`` images when given). ``also_first``: the
     metrics of the first N of those images too, from the same predictions, under ``"first"``
-    (what ``evaluate_model(path, data_dir, images=N)`` returns, without predicting twice)."""
-    from .engine import evaluate
-    from .evaluate import evaluate as coco_evaluate
-    from .predictor import load
+    (what ``evaluate_on_val(path, data_dir, images=N)`` returns, without predicting twice)."""
+    from maskx.engine import evaluate_model
+    from maskx.evaluate import evaluate_predictions
+    from maskx.predictor import load
 
     val, split = val_split(data_dir, images)
     t0 = time.perf_counter()
-    metrics, preds = evaluate(load(path), val, split, progress=progress)
+    metrics, preds = evaluate_model(load(path), val, split, progress=progress)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
     if also_first:
         first, first_split = val_split(data_dir, also_first)
         keep = {im["id"] for im in first.data["images"]}
-        metrics["first"] = coco_evaluate(first.data, [p for p in preds if p["image_id"] in keep], first_split)
+        metrics["first"] = evaluate_predictions(first.data, [p for p in preds if p["image_id"] in keep], first_split)
     return metrics
 
 
-def gt_box_ious(path, data_dir, progress: bool = True, images: int = GT_BOX_IMAGES) -> dict:
+def gt_box_ious(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX_IMAGES) -> dict:
     """Mean mask IoU on set A and set B given ground-truth boxes and classes (``gt_box_eval``)."""
-    from .gt_box_eval import mask_iou_on_gt_boxes
-    from .predictor import load
+    from maskx.gt_box_eval import mask_iou_on_gt_boxes
+    from maskx.predictor import load
 
     val, split = val_split(data_dir, images)
     out = mask_iou_on_gt_boxes(load(path), val, split, progress=progress)
@@ -105,8 +98,8 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
                   iters: Optional[int] = None, progress: bool = True, log=print, size: str = "default",
                   overrides: tuple = ()) -> dict:
     """Everything ``python -m maskx ship`` does; returns a summary (also in ``out/eval.json``)."""
-    from .data.synthetic3k import ensure_dataset3k
-    from .train import run_training
+    from maskx.data.synthetic3k import ensure_dataset3k
+    from maskx.train import run_training
 
     out, runs = Path(out), Path(runs)
     config = get_preset(preset).with_overrides(list(overrides))
@@ -121,10 +114,10 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     train_seconds = round(time.perf_counter() - t0, 1)
     log(f"3/4 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images "
         "(the fp16 export on the whole val split: its evaluation if it is shipped)")
-    fp32 = evaluate_model(runs, data, progress, images=FP16_CHECK_IMAGES)
+    fp32 = evaluate_on_val(runs, data, progress, images=FP16_CHECK_IMAGES)
     tmp16 = out.parent / f".{out.name}-fp16"
     sha16 = json.loads(export(runs, tmp16, torch.float16).read_text())["sha256"]
-    shipped = evaluate_model(tmp16, data, progress, also_first=FP16_CHECK_IMAGES)
+    shipped = evaluate_on_val(tmp16, data, progress, also_first=FP16_CHECK_IMAGES)
     fp16 = shipped.pop("first")
     drop = max(fp32[s]["segm_AP"] - fp16[s]["segm_AP"] for s in ("A", "B"))
     use16 = drop <= FP16_MAX_AP_DROP
@@ -137,8 +130,8 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     tmp16.rmdir()
     if not use16:
         log("evaluating the exported fp32 model on the whole val split")
-        shipped = evaluate_model(out, data, progress)
-    log(f"mask IoU on ground-truth boxes and classes ({GT_BOX_IMAGES} val images)")
+        shipped = evaluate_on_val(out, data, progress)
+    log(f"mask IoU on ground-truth boxes and classes ({SHIP_GT_BOX_IMAGES} val images)")
     gt_boxes = gt_box_ious(out, data, progress)
     meta = json.loads(path.read_text())
     weights = path.with_suffix(".safetensors")
@@ -153,28 +146,28 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
                # bit for bit holds on this kind of CPU (README): the one the training ran on
                "trained_on_cpu": json.loads((runs / "run.json").read_text()).get("cpu")}
     write_json_atomic(summary, out / "eval.json")
-    log(f"the model's masks on the app's {EXAMPLE_IMAGES} sample images → {out / 'examples.json'}")
+    log(f"the model's masks on the app's {SAMPLE_IMAGES} sample images → {out / 'examples.json'}")
     write_examples(out)
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
 
 
-def example_images(n: int = EXAMPLE_IMAGES) -> list:
+def example_images(n: int = SAMPLE_IMAGES) -> list:
     """[(image id, RGB uint8 [256, 256, 3])]: the 3000-class val images the app shows as samples."""
-    from .data.synthetic3k import render3k
+    from maskx.data.synthetic3k import render3k
 
-    return [(k + 1, render3k(1, k, EXAMPLE_SIZE)[0]) for k in range(n)]
+    return [(k + 1, render3k(1, k, SAMPLE_SIZE)[0]) for k in range(n)]
 
 
-def write_examples(out="models/maskx-3k", n: int = EXAMPLE_IMAGES) -> Path:
+def write_examples(out="models/maskx-3k", n: int = SAMPLE_IMAGES) -> Path:
     """``out/examples.json``: the model's instances (score floor 0, as the app asks) on the app's
     sample images, keyed by its weights' SHA-256 (``maskx.instances.write_saved``)."""
-    from .instances import write_saved
-    from .predictor import load
+    from maskx.instances import write_saved
+    from maskx.predictor import load
 
-    out = resolve_shipped(out)
+    out = resolve(out)
     predictor = load(out, roi_align_forward=APP_ROI_ALIGN_FORWARD)
     images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(n)]
-    made_with = {"images": f"render3k(1, k, {EXAMPLE_SIZE}) for k < {n} (val image k + 1)", "score_thresh": 0.0,
+    made_with = {"images": f"render3k(1, k, {SAMPLE_SIZE}) for k < {n} (val image k + 1)", "score_thresh": 0.0,
                  "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
     return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)
@@ -190,7 +183,7 @@ def compare_shipped(out, reference="models/maskx-3k") -> dict:
     """Whether ``out`` (written by a fresh ``ship``) holds the same model as ``reference``: every file of
     either folder, weights byte for byte, JSON files equal but for ``VOLATILE`` fields and the training
     folder the export names (``exported_from.run``). ``{"identical": bool, "files": {name: verdict}}``."""
-    out, ref = Path(out), resolve_shipped(reference)
+    out, ref = Path(out), resolve(reference)
     files = {}
     for name in sorted({p.name for d in (out, ref) if d.is_dir() for p in d.iterdir() if p.is_file()}):
         a, b = out / name, ref / name

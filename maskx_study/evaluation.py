@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .atomic import write_json_atomic
-from .config import INFERENCE_FIELDS, Config
-from .study_plan import Run
+from maskx.atomic import write_json_atomic
+from maskx.config import INFERENCE_FIELDS, Config
+from maskx_study.plan import Run
 
-GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
+STUDY_GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class StudyEvaluation:
 
     def masks_per_a_class(self, run: Run) -> Optional[float]:
         """Mask-labelled training instances per set-A class (Figure 3's x axis)."""
-        from .data.coco import read_json
-        from .data.splits import info_split_args, resolve_split
+        from maskx.data.coco import read_json
+        from maskx.data.splits import info_split_args, resolve_split
 
         if self._train_annotations is None:
             self._train_annotations = read_json(Path(self.scale.data) / "train" / "annotations.json")
@@ -44,12 +44,12 @@ class StudyEvaluation:
         a = set(split.a_ids)
         return round(sum(x["category_id"] in a for x in data["annotations"]) / len(a), 2)
 
-    def evaluate(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
-        from . import gt_box_eval
-        from .cached_eval import DetectionCache
-        from .data.coco import CocoDataset
-        from .evaluate import evaluate as coco_evaluate
-        from .predictor import load
+    def evaluate_run(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
+        from maskx import gt_box_eval
+        from maskx_study.detection_cache import DetectionCache
+        from maskx.data.coco import CocoDataset
+        from maskx.evaluate import evaluate_predictions
+        from maskx.predictor import load
 
         val = CocoDataset.from_dir(Path(self.scale.data) / "val")
         predictor = load(out, inference=config)
@@ -61,7 +61,7 @@ class StudyEvaluation:
             for a in val.data["annotations"]:
                 present.setdefault(a["image_id"], set()).add(a["category_id"])
         if config.stage == "e2e":
-            from .engine import predict_dataset
+            from maskx.engine import predict_dataset
 
             preds = predict_dataset(predictor, val, progress=self.progress, present=present)  # scored below
             how = "full model" + (", masks of classes present in their image" if skip else "")
@@ -71,7 +71,7 @@ class StudyEvaluation:
                 self._detections = None  # one detector's cache at a time (about 1-2 GB)
                 detector = load(det_dir, inference=config).model
                 self._detections = _DetectorEval(key, DetectionCache(detector, val, progress=self.progress),
-                                                 gt_box_eval.gt_box_inputs(detector, val, GT_BOX_IMAGES))
+                                                 gt_box_eval.gt_box_inputs(detector, val, STUDY_GT_BOX_IMAGES))
             cache, gt_inputs = self._detections.cache, self._detections.gt_inputs
             if config.stage == "detector":
                 preds, how = cache.predict_boxes(predictor.model, predictor), "cached detections"
@@ -81,12 +81,12 @@ class StudyEvaluation:
         metrics = {}
         splits = {name: _val_split(val, name, run.seed) for name in run.eval_splits}
         for name, split in splits.items():
-            metrics[name] = coco_evaluate(val.data, preds, split)
+            metrics[name] = evaluate_predictions(val.data, preds, split)
             if skip:  # the masks of detections of absent classes were not computed
                 for s in ("A", "B"):
                     metrics[name][s].update({f"segm_{k}": None for k in ("APs", "APm", "APl")})
         if config.stage != "detector":  # stage-wise: the shared GT-box features; end-to-end: its own (None)
-            ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, GT_BOX_IMAGES,
+            ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, STUDY_GT_BOX_IMAGES,
                                                  inputs=gt_inputs)
             for name in splits:
                 metrics[name]["masks_on_gt_boxes"] = ious[name]
@@ -94,9 +94,9 @@ class StudyEvaluation:
 
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
         """Results written before ``masks_on_gt_boxes`` was measured get it (evaluation only)."""
-        from . import gt_box_eval
-        from .data.coco import CocoDataset
-        from .predictor import load
+        from maskx import gt_box_eval
+        from maskx.data.coco import CocoDataset
+        from maskx.predictor import load
 
         done, val = [], None
         for run in runs:
@@ -109,7 +109,7 @@ class StudyEvaluation:
             val = val or CocoDataset.from_dir(Path(self.scale.data) / "val")
             predictor = load(out)
             ious = gt_box_eval.masks_on_gt_boxes(
-                predictor, val, {name: _val_split(val, name, run.seed) for name in record["metrics"]}, GT_BOX_IMAGES)
+                predictor, val, {name: _val_split(val, name, run.seed) for name in record["metrics"]}, STUDY_GT_BOX_IMAGES)
             for name, m in record["metrics"].items():
                 m["masks_on_gt_boxes"] = ious[name]
             write_json_atomic(record, path)
@@ -119,6 +119,6 @@ class StudyEvaluation:
 
 def _val_split(val, name: str, seed: int):
     """The split ``name`` of the val set's categories (voc-like ids from its ``info``)."""
-    from .data.splits import info_split_args, resolve_split
+    from maskx.data.splits import info_split_args, resolve_split
 
     return resolve_split(name, val.data["categories"], seed=seed, **info_split_args(val.data.get("info")))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .data.coco import CocoDataset, DatasetError
+from maskx.data.coco import CocoDataset, DatasetError
 
 
 def open_dataset(path, images: Optional[str] = None, check_files: bool = False):
@@ -16,7 +16,7 @@ def open_dataset(path, images: Optional[str] = None, check_files: bool = False):
     if not p.exists():
         raise DatasetError(f"{p}: no such file or folder")
     if p.is_dir() and (p / "image_data.json").is_file() and (p / "objects.json").is_file():
-        from .data.visual_genome import VisualGenomeDataset
+        from maskx.data.visual_genome import VisualGenomeDataset
 
         return VisualGenomeDataset(p, check_files=check_files), "vg"
     if p.is_dir() and (p / "annotations.json").is_file():

@@ -1,6 +1,6 @@
 """The study's plan: its scales (data, backbones, iterations), its runs (one trained model each) and
 tables (paper Tables 1a-d, 2, Figure 3, the deeper head), and the order they run in. No training
-here: ``maskx.study.Study`` runs a plan.
+here: ``maskx_study.runner.Study`` runs a plan.
 """
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .config import Config, get_preset
+from maskx.config import Config, get_preset
 
 DIRECTIONS = ("voc2nonvoc", "nonvoc2voc")
+ARROW = {"voc2nonvoc": "voc→non-voc", "nonvoc2voc": "non-voc→voc"}  # how tables and pages name a direction
 
 
 @dataclass(frozen=True)

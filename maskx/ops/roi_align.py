@@ -39,7 +39,7 @@ _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 def thread_pool(n: int) -> ThreadPoolExecutor:
     """A pool of ``n`` threads for this process (a forked DataLoader worker gets its own), for serial
-    CPU kernels that release the GIL (RoIAlign forward here, the RPN's NMS in ``maskx.models.rpn``)."""
+    CPU kernels that release the GIL (RoIAlign forward here, the RPN's NMS in ``maskx.ops.rpn``)."""
     key = (os.getpid(), n)
     if key not in _POOLS:
         _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="maskx")

@@ -1,5 +1,5 @@
 """The study's result files: reading ``results/`` (and ``results/superseded/``), the examples each
-result keeps, folder defaults, and the time estimate of the runs left (``maskx.study`` writes them).
+result keeps, folder defaults, and the time estimate of the runs left (``maskx_study.runner`` writes them).
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from .config import get_preset
+from maskx.config import get_preset
 
 EXAMPLE_IMAGES = 8  # val images whose predictions each result keeps, for qualitative figures
 EXAMPLE_MIN_SCORE = 0.3
@@ -142,7 +142,7 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
 
 def train_seconds(log: Path) -> float:
     """Summed step times of the run (resumed runs included; data waits counted)."""
-    from .train import read_log  # torch-heavy; the report's readers of results/ need not import it
+    from maskx.train import read_log  # torch-heavy; the report's readers of results/ need not import it
 
     return round(sum(row.get("sec", 0.0) for row in read_log(log)), 3)
 

@@ -10,7 +10,7 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .evaluate import decode_mask
+from maskx.evaluate import decode_mask
 
 GREEN = (40, 200, 70)  # set A: trained with masks
 RED = (235, 50, 45)  # set B: boxes only in training; masks come from transfer (or the agnostic head)

@@ -12,9 +12,10 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from .study import (DIRECTIONS, FIG3_ROWS, GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
+from maskx_study.plan import ARROW
+from maskx_study.runner import (DIRECTIONS, FIG3_ROWS, STUDY_GT_BOX_IMAGES, SCALES, TABLES, Run, StudyScale, load_results,
                     beyond_budget, load_superseded, table_runs)
-from .report_cost import cost_section
+from maskx_study.cost import cost_section
 
 # (AP on B, AP on A) for voc→non-voc, then (AP on B, AP on A) for non-voc→voc; R-50-FPN, COCO
 PAPER = {
@@ -41,7 +42,6 @@ MIN_MEANINGFUL_GAP = 1.0  # AP on B: below it, seed-to-seed noise (about 1 AP he
 # a run whose mask AP on set A is under this share of the class-agnostic head's (same split, seed, stage)
 # did not train: set A has mask labels for every model, so the class-agnostic head is a floor there
 FAILED_TRAINING_SHARE = 0.5
-ARROW = {"voc2nonvoc": "voc→non-voc", "nonvoc2voc": "non-voc→voc"}
 
 
 def _per_run(results: dict, runs, direction: str, pick) -> list[float]:
@@ -250,7 +250,7 @@ def _md_table(name: str, results: dict, scale: StudyScale, backbone: str = "main
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     if any(row[f"{d}_gt_iou_{x}"] for row in rows for d in DIRECTIONS for x in "AB"):
         lines += ["", f"Detection taken out: mean mask IoU on the ground-truth boxes and classes of the first "
-                  f"{GT_BOX_IMAGES} val images (`maskx/gt_box_eval.py`), mean ± std over seeds:", "",
+                  f"{STUDY_GT_BOX_IMAGES} val images (`maskx/gt_box_eval.py`), mean ± std over seeds:", "",
                   "| method | " + " | ".join(f"{ARROW[d]}: IoU on B | IoU on A" for d in DIRECTIONS) + " |",
                   "|---|" + "---:|" * 4]
         for row in rows:
@@ -278,7 +278,7 @@ def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
 
 def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") -> dict:
     """Render every table from ``results_dir`` into ``out`` (atomically); returns a summary."""
-    from .atomic import atomic_write
+    from maskx.atomic import atomic_write
 
     sc = SCALES[scale]
     results = load_results(results_dir)
@@ -342,7 +342,7 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
             lines.append(f"The detector's box AP on B is {g['box_AP_B']:.1f}: no mask head can reach a higher segm AP.")
         if g["gt_box_iou_B"] is not None:
             lines.append("With detection taken out (each ground-truth box and class of the first "
-                         f"{GT_BOX_IMAGES} val images given to the mask branch; `maskx/gt_box_eval.py`), the mean "
+                         f"{STUDY_GT_BOX_IMAGES} val images given to the mask branch; `maskx/gt_box_eval.py`), the mean "
                          f"mask IoU on B is {g['gt_box_iou_B'][0]:.2f} for the class-agnostic head and "
                          f"{g['gt_box_iou_B'][1]:.2f} for the oracle.")
     superseded = load_superseded(results_dir)

@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from .data.coco import load_image
-from .predictor import Predictor, coco_entries
+from maskx.data.coco import load_image
+from maskx.predictor import Predictor, coco_entries
 
 DETECTOR_PARTS = ("backbone.", "rpn.", "roi_heads.box_head.", "roi_heads.box_predictor.")
 
@@ -80,7 +80,7 @@ class DetectionCache:
     def check(self, model: torch.nn.Module, source: str) -> None:
         if detector_fingerprint(model) != self.fingerprint:
             raise CacheMismatch(f"{source}: its detector weights differ from the cached detector's; "
-                                "evaluate it with engine.evaluate instead")
+                                "evaluate it with engine.evaluate_model instead")
         if _inference_settings(model) != self.settings:
             raise CacheMismatch(f"{source}: inference settings {_inference_settings(model)} differ from the "
                                 f"cache's {self.settings} (score_thresh, nms, detections_per_img, image size, RPN proposals)")

@@ -13,8 +13,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .models.embeddings import class_embeddings
-from .models.transfer import detection_weights
+from maskx.models.embeddings import class_embeddings
+from maskx.models.transfer import detection_weights
 
 INPUTS = ("w_cls", "w_box", "w_cls+box", "glove", "text", "randn", "w_seg")
 
@@ -67,7 +67,7 @@ def umap_2d(matrix: np.ndarray, cache_dir: Optional[Path] = None, random_state: 
                             random_state=random_state, n_jobs=1)
         xy = reducer.fit_transform(matrix).astype(np.float32)
     if path is not None:
-        from .atomic import atomic_write
+        from maskx.atomic import atomic_write
 
         path.parent.mkdir(parents=True, exist_ok=True)
         def save(tmp: str) -> None:

@@ -2,8 +2,8 @@
 (``study_results.wall_hours``) and where they go, per kind of run."""
 from __future__ import annotations
 
-from .study_plan import StudyScale, beyond_budget, plan
-from .study_results import roi_cache_seconds, wall_hours
+from maskx_study.plan import StudyScale, beyond_budget, plan
+from maskx_study.results import roi_cache_seconds, wall_hours
 
 
 def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple[list[str], float]:

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .atomic import write_json_atomic
-from .config import INFERENCE_FIELDS, RECORDED_BEFORE, Config
-from .run_lock import lock_held, release_lock, take_lock
-from .study_results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
+from maskx.atomic import write_json_atomic
+from maskx.config import INFERENCE_FIELDS, RECORDED_BEFORE, Config
+from maskx.run_lock import lock_held, release_lock, take_lock
+from maskx_study.results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
-from .study_eval import GT_BOX_IMAGES, StudyEvaluation, _DetectorEval, _val_split  # noqa: F401
-from .study_plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
+from maskx_study.evaluation import STUDY_GT_BOX_IMAGES, StudyEvaluation, _DetectorEval, _val_split  # noqa: F401
+from maskx_study.plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
                          Table, beyond_budget, plan, table_runs)
 
 
@@ -59,7 +59,7 @@ class Study(StudyEvaluation):
         """Run what is not done, in plan order. Several processes may run the same plan at once
         (``python -m maskx study run --jobs N``): each claims a run with a lock file, and a run
         waits for its detector's result, so detectors and their dependants never race."""
-        from .data.synthetic import ensure_dataset
+        from maskx.data.synthetic import ensure_dataset
 
         ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
         self.supersede_stale(runs)
@@ -101,7 +101,7 @@ class Study(StudyEvaluation):
     def _roi_caches_being_built(self, todo: list[Run]) -> set[Run]:
         """The detectors whose RoI cache (``maskx.roi_cache``) is not built yet while a stage-wise run
         on them is claimed: its worker is building the cache, which the others would wait for."""
-        from .roi_cache import roi_cache_dir
+        from maskx.roi_cache import roi_cache_dir
 
         claimed = {r.detector() for r in todo if self._uses_roi_cache(r) and self._locked(r)}
         return {d for d in claimed if not (roi_cache_dir(self.run_dir(d)) / "meta.json").is_file()}
@@ -119,7 +119,7 @@ class Study(StudyEvaluation):
         of this process's threads (a 1-thread worker takes about 1.4x as long while the other waits
         for it), and restores of those that trained with more than ``threads`` (they would
         oversubscribe the cores beside the other worker)."""
-        from .data.synthetic import ensure_dataset
+        from maskx.data.synthetic import ensure_dataset
 
         first = [d for d in self._todo(runs) if d.preset == "detector" and
                  (not self.result_path(d).is_file() or self.restore_threads(d) > threads)]
@@ -162,7 +162,7 @@ class Study(StudyEvaluation):
     def stale_reason(self, run: Run, record: dict) -> Optional[str]:
         """Why a finished run's result no longer answers the plan (None: it does): another config
         (the scale changed) or another generator version (the data changed)."""
-        from .data.synthetic import GENERATOR_VERSION
+        from maskx.data.synthetic import GENERATOR_VERSION
 
         want_config = run.config(self.scale, self.run_dir(run.detector()))
         want = want_config.to_json()
@@ -209,7 +209,7 @@ class Study(StudyEvaluation):
     def detector_sha256(self, run: Run) -> Optional[str]:
         """The finished detector's final checkpoint (its sha256), which a run built on; None while
         the detector is not trained."""
-        from .checkpoint import list_checkpoints
+        from maskx.checkpoint import list_checkpoints
 
         det_dir = self.run_dir(run.detector())
         ckpts = list_checkpoints(det_dir) if (det_dir / "done.json").is_file() else []
@@ -272,9 +272,9 @@ class Study(StudyEvaluation):
         release_lock(self._lock_path(run))
 
     def run_one(self, run: Run) -> Path:
-        from .checkpoint import list_checkpoints
-        from .roi_cache import roi_cache_dir
-        from .train import run_training
+        from maskx.checkpoint import list_checkpoints
+        from maskx.roi_cache import roi_cache_dir
+        from maskx.train import run_training
 
         out = self.run_dir(run)
         det_dir = self.run_dir(run.detector())
@@ -291,7 +291,7 @@ class Study(StudyEvaluation):
         if restoring and self._restored(run):
             return self.result_path(run)
         t0 = time.perf_counter()
-        metrics, eval_how, preds, val_ids = self.evaluate(run, config, out, det_dir)
+        metrics, eval_how, preds, val_ids = self.evaluate_run(run, config, out, det_dir)
         record = {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
                   "stage": config.stage, "scale": self.scale.to_json(),
                   # as trained, with the inference settings it was evaluated with
@@ -329,7 +329,7 @@ class Study(StudyEvaluation):
             restores = record.get("restores", []) + [{"train_seconds": seconds, "at": time.strftime("%Y%m%d-%H%M%S")}]
             write_json_atomic({**record, "checkpoint_sha256": got, "restores": restores}, path)
             return True
-        from .train import cpu_signature
+        from maskx.train import cpu_signature
 
         reason = (f"retrained where its weights were missing, and the checkpoint differs from the recorded one "
                   f"(sha256 {str(want)[:12]}… → {str(got)[:12]}…; trained on {record.get('cpu') or 'an unrecorded CPU'}, "
