@@ -241,8 +241,8 @@ def preload_model(path: Optional[Path] = None, delay: float = PRELOAD_DELAY_S) -
     """Load the model in a background thread (once per path and process), so that an upload or
     another image after a page drawn from saved masks finds it ready. Called at the end of a page
     run, and ``delay`` seconds later still: importing torch holds the GIL for long stretches, and
-    started at once it kept the server from sending the page's image to the browser (first result
-    0.8 s later on 2 cores, measured with benchmarks/app_and_3k.py's set-up)."""
+    started at once it would hold up the server sending the page's image to the browser
+    (docs/code-notes.md)."""
     path = Path(path) if path is not None else model_path()
     with _preload_lock:
         if str(path) in _preloading:
@@ -280,7 +280,7 @@ def sample_list(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, s
 @st.cache_data(show_spinner=False)
 def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, int, np.ndarray]:
     """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
-    its file turns out unreadable). One at a time: rendering all eight took a second of the first page."""
+    its file turns out unreadable). One at a time: rendering all eight costs about a second of the first page."""
     from maskx.data.synthetic import render
     from maskx.data.synthetic3k import render3k
 

@@ -97,7 +97,7 @@ def bench_predict(images: int, model: str = "maskx-3k") -> dict:
 
 APP_SCRIPTS = {"plain": "app/streamlit_app.py", "serve": "app/serve.py", "serve_live": "app/serve.py"}
 # serve_live: the shipped model without its saved sample masks (examples.json), so the first sample is
-# segmented live, after torch's import and the model's load (how every start went before they were saved)
+# segmented live, after torch's import and the model's load (the cold start without saved masks)
 
 
 def _model_without_examples(tmp: Path) -> Path:
@@ -165,7 +165,7 @@ def bench_app_cold_start(screenshot: str = "", repeats: int = 3) -> dict:
     before the server (a visitor's browser is already open, so its start-up is not counted).
     ``plain`` runs the page's work only when the browser connects; ``serve`` (``make app``) starts
     it with the server (``app/serve.py``); ``serve_live`` is ``serve`` with a copy of the shipped model
-    that lacks its saved sample masks, so the first result waits for the model (the before)."""
+    that lacks its saved sample masks, so the first result waits for the model (the baseline)."""
     chromium = os.environ.get("MASKX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     try:
         from playwright.sync_api import sync_playwright

@@ -12,8 +12,8 @@
   ahead, 2 torch threads) of the study's Mask^X R-CNN (``transfer_clsbox_2lrelu_mlp_e2e`` with the
   study scale's settings, EfficientNet-Lite0, batch 2) on the same folder, ``--train-steps``
   steps from a random-init head; images/s from the median logged step time after 2 warm-up
-  steps. The ratio load / train is the target of issue 7 (>= 5x): one loader worker must keep
-  far ahead of training.
+  steps. The ratio load / train has a target of >= 5x: one loader worker must keep far ahead of
+  training, so that data loading never stalls a step.
 
 Everything is written to a temporary folder that is removed afterwards. Writes the results as
 JSON (atomically) and prints a markdown table.

@@ -178,7 +178,7 @@ def infer_step(model, image) -> int:
 
 def parse_variant(name: str) -> tuple[str, int, str]:
     """'maskx_mlp_cap64' → ('maskx_mlp', 64, 'sparse'); 'maskx_nocap' → ('maskx', 0, 'sparse');
-    'maskx' → ('maskx', 64, 'sparse'); a '_tvroi' suffix: torchvision's RoIAlign backward (the before);
+    'maskx' → ('maskx', 64, 'sparse'); a '_tvroi' suffix: torchvision's RoIAlign backward (the baseline);
     '_sparsefwd': the sparse RoIAlign forward too (``roi_align_forward='sparse'``)."""
     roi = "sparse"
     for suffix, how in (("_tvroi", "torchvision"), ("_sparsefwd", "sparsefwd")):

@@ -1,4 +1,11 @@
-"""Command line: ``python -m maskx {data,eval,demo} ...`` (argparse and wiring only)."""
+"""Command line (argparse and wiring only): ``python -m maskx COMMAND``, COMMAND one of
+``data`` (``synth``, ``synth3k``: write the embedded datasets; ``vg-coco``: Visual Genome boxes with
+COCO masks; ``summary``: check a COCO-format folder), ``eval`` (COCO AP on set A and set B),
+``train`` (a preset, any field via ``--set``), ``predict`` (COCO results JSON), ``study``
+(``plan``, ``run``, ``report``: the ablation study), ``ship`` (train, export and evaluate the
+shipped 3000-class model) and ``demo`` (the embedded dataset, generated once and summarised).
+It is the one library module that dispatches to the harness packages: ``study`` to
+``maskx_study`` and ``ship`` to ``maskx_release``, imported only when those commands run."""
 from __future__ import annotations
 
 import argparse
@@ -116,7 +123,7 @@ def _image_ids(files: list[Path], ann: str | None) -> dict[str, int]:
 
 
 def _cmd_demo(args) -> dict:
-    """The README's main job for now: the embedded dataset (train + val), generated once, summarised."""
+    """``demo`` (``make demo``): the embedded dataset (train + val), generated unless already there, summarised."""
     from .data.coco import CocoDataset
     from .data.splits import resolve_split
     from .data.synthetic import GENERATOR_VERSION, ensure_dataset

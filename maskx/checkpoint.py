@@ -136,6 +136,7 @@ def find_checkpoint(path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict from a checkpoint's tensors (the ``model.*`` keys, prefix dropped)."""
     return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
@@ -159,6 +160,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
                          tensors: dict[str, torch.Tensor]) -> None:
+    """Restore SGD momentum buffers (``optim.<param>.momentum_buffer``) for ``model``'s parameters."""
     for name, p in model.named_parameters():
         buf = tensors.get(f"optim.{name}.momentum_buffer")
         if buf is not None:

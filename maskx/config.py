@@ -28,8 +28,8 @@ class ConfigError(ValueError):
 # Config fields used only at test time: changing them re-evaluates a trained model, never retrains it.
 INFERENCE_FIELDS = ("score_thresh", "detections_per_img", "rpn_test_proposals")
 
-# What a field added later was in effect before it existed, for reading configs recorded then
-# (a result's config, not a user's file: there a missing field means today's default).
+# Reading a recorded config (a result's; not a user's file, where a missing field means today's
+# default): a field it lacks had this value in the run that recorded it.
 RECORDED_BEFORE = {"embedding_norm": 0.0, "transfer_init": "torch"}
 
 
@@ -40,14 +40,15 @@ class Config:
     pretrained_backbone: Optional[bool] = None  # None: the backbone's default (ImageNet only for efficientnet_lite0)
     image_size: int = 256  # images are resized so the short side is this ...
     max_image_size: int = 0  # ... and the long side at most this (0: image_size; paper: 800 / 1333)
-    mask_head: str = "transfer"  # agnostic | oracle (class-specific, masks on all classes) | transfer
-    transfer_input: str = "cls+box"  # w_det: cls | box | cls+box | randn | glove | text
-    transfer_layers: int = 2
+    mask_head: str = "transfer"  # agnostic (paper §3.3) | oracle (class-specific, masks on all classes) | transfer
+    transfer_input: str = "cls+box"  # w_det: cls | box | cls+box | randn | glove | text (paper §3.1, Table 1a)
+    transfer_layers: int = 2  # T's FC layers; 2 with LeakyReLU is Table 1b's best
     transfer_activation: str = "leaky_relu"
     transfer_hidden: int = 256
-    # randn/GloVe/text rows are scaled to this L2 norm (0: as the source gives them). Raw randn rows
-    # (~71.6 in 5120-d) are ~46x the detection weights' rows (~1.6) and collapsed T to zero logits
-    # under the study's 10x mask lr (set-A AP and loss); text rows are unit-norm already.
+    # randn/GloVe/text rows are scaled to this L2 norm (0: as the source gives them), so a fixed embedding
+    # reaches T at about the scale of the w_det rows it stands in for (paper §3.1, Table 1a); unscaled
+    # randn rows are ~46x larger and drive T to zero mask logits at the study's mask lr
+    # (docs/code-notes.md). Text rows are unit-norm already.
     embedding_norm: float = 1.0
     # T's FC layers: "torch" (nn.Linear's default, weights U(+-1/sqrt(fan_in)), small random biases) or
     # "msra" (the official seg_every_thing code: Detectron's MSRAFill, N(0, sqrt(2 / fan_out)), zero biases)
@@ -63,7 +64,7 @@ class Config:
     # backward). Off by default so trained checkpoints reproduce bit for bit; maskx.load(..., roi_align_forward=)
     roi_align_forward: str = "torchvision"
     # training
-    stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only)
+    stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only): paper §3.2
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
     split: str = "voc2nonvoc"  # which classes have masks (A); 'all' for the oracle
     seed: int = 0
@@ -195,6 +196,9 @@ def _presets() -> dict[str, Config]:
         # Table 1 baselines (stage-wise: the mask head on a frozen detector)
         "agnostic": base.replace(stage="mask", mask_head="agnostic"),
         "agnostic_mlp": base.replace(stage="mask", mask_head="agnostic", mlp_branch=True),
+        # a control the paper lacks: the class-agnostic head trained with every class's masks; the oracle
+        # minus it on B is what knowing the class is worth, apart from having B's masks (maskx.diagnostics)
+        "agnostic_all": base.replace(stage="mask", mask_head="agnostic", split="all"),
         "oracle": base.replace(stage="mask", mask_head="oracle", split="all"),
         "oracle_mlp": base.replace(stage="mask", mask_head="oracle", split="all", mlp_branch=True),
     }
@@ -212,6 +216,7 @@ def _presets() -> dict[str, Config]:
     p.update({
         "agnostic_e2e": e2e.replace(mask_head="agnostic"),
         "agnostic_mlp_e2e": e2e.replace(mask_head="agnostic", mlp_branch=True),
+        "agnostic_all_e2e": e2e.replace(mask_head="agnostic", split="all"),
         "oracle_e2e": e2e.replace(mask_head="oracle", split="all"),
         "oracle_mlp_e2e": e2e.replace(mask_head="oracle", split="all", mlp_branch=True),
         "transfer_clsbox_2lrelu_e2e": e2e,
@@ -222,7 +227,7 @@ def _presets() -> dict[str, Config]:
     # beyond the paper: a deeper FCN mask head (DeepMAC: head capacity drives generalisation)
     p["agnostic_deep"] = p["agnostic"].replace(mask_convs=8)
     p["transfer_clsbox_2lrelu_deep"] = p["transfer_clsbox_2lrelu"].replace(mask_convs=8)
-    # the 3000-class model (paper §5, issue 5): Mask^X R-CNN on the embedded 3000-class world, set A =
+    # the 3000-class model (paper §5): Mask^X R-CNN on the embedded 3000-class world, set A =
     # the 80 benchmark classes; widths chosen so the fp16 checkpoint ships under 40 MB (w_det: 5 x 256)
     big = p["transfer_clsbox_2lrelu_mlp_e2e"].replace(
         backbone="efficientnet_lite0", split="coco80", box_head_dim=256, mask_dim=128, mlp_hidden=256,
@@ -239,6 +244,7 @@ PRESETS: dict[str, Config] = _presets()
 
 
 def get_preset(name: str) -> Config:
+    """The preset ``name`` of ``PRESETS``; ``ConfigError`` listing them all when there is none."""
     try:
         return PRESETS[name]
     except KeyError:

@@ -105,7 +105,7 @@ class SparseCOCOeval(COCOeval):
     """pycocotools' ``COCOeval`` with the same results (``eval``, ``stats``; tested), without visiting
     the (image, class) pairs that hold neither a ground-truth nor a detected instance. With 3000
     classes those are nearly all pairs, and pycocotools handles each in Python (``computeIoU``
-    returns [] and ``evaluateImg`` None for them): on the 3000-class val split that loop was most of
+    returns [] and ``evaluateImg`` None for them): on the 3000-class val split that loop is most of
     the evaluation's time after prediction."""
 
     def _prepare(self):

@@ -40,6 +40,8 @@ def to_image_tensor(image: ImageLike) -> torch.Tensor:
 
 
 class Predictor:
+    """A trained model in eval mode with its class list and set A; ``maskx.load`` makes one."""
+
     def __init__(self, model: torch.nn.Module, meta: dict, mask_threshold: float = 0.5,
                  config: Optional[Config] = None):
         self.model = model.eval()
@@ -68,6 +70,8 @@ class Predictor:
         return {k: v.cpu() for k, v in det.items()}
 
     def predict(self, image: ImageLike, score_thresh: float = 0.0) -> list[Instance]:
+        """Instances of one image scoring at least ``score_thresh``, masks bool [H, W] at the input's size
+        (probability >= ``mask_threshold``)."""
         return self.instances(self.predict_raw(image), score_thresh)
 
     def instances(self, det: dict[str, torch.Tensor], score_thresh: float = 0.0) -> list[Instance]:

@@ -1,11 +1,11 @@
 """Stage-wise mask training on cached RoI features.
 
-In the second stage of stage-wise training (paper §3.4) the backbone, RPN and box branch are
+In the second stage of stage-wise training (paper §3.2) the backbone, RPN and box branch are
 frozen, so what the mask branch sees of a training image (its positive RoIs' pooled features
 and their mask targets) does not change from step to step. ``build_roi_cache`` computes it once
 per detector; every stage-wise run of that detector (Tables 1a-c, Figure 3, the deeper head)
-then trains only the mask branch: on CPU about 3x fewer seconds per step, since the frozen
-backbone's forward was half of the step.
+then trains only the mask branch, skipping the frozen backbone's forward (about half of a step on
+images): on CPU several times fewer seconds per step (docs/code-notes.md).
 
 What differs from training on images: each image's RoIs are sampled once (torchvision's 25 %
 positive sampling of ``rois_per_image`` proposals, then at most ``per_image`` positives) rather

@@ -62,7 +62,7 @@ def resolve_data(data, split_name: str, seed: int, images=None) -> tuple[CocoDat
 def cpu_signature() -> str:
     """The CPU a run trained on: model name, family/model/stepping and the kernels torch picked. CPU
     training is bit-reproducible for a given torch version and thread count on one kind of CPU; a
-    restore on another kind may differ (measured: a detector restored on two machines gave two sha256)."""
+    restore on another kind may differ, so a run records the kind it trained on."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -76,6 +76,7 @@ def cpu_signature() -> str:
 
 
 def run_meta(config: Config, dataset: CocoDataset, split: Split, world_size: int) -> dict:
+    """What a run's ``run.json`` and every checkpoint JSON record: config, classes, set A, data, versions, CPU."""
     return {"config": config.to_json(), "class_names": list(dataset.categories.names),
             "category_ids": list(dataset.categories.ids), "set_A": list(split.a_ids), "split": split.to_json(),
             "data": str(dataset.ann_file), "world_size": world_size, "maskx_version": __version__,

@@ -1,5 +1,5 @@
 """RESULTS.md's "Scale and cost" section: compute spent, wall-clock hours against the 8-hour budget
-(``study_results.wall_hours``) and where they go, per kind of run."""
+(``maskx_study.results.wall_hours``) and where they go, per kind of run."""
 from __future__ import annotations
 
 from maskx_study.plan import StudyScale, beyond_budget, plan

@@ -1,6 +1,6 @@
 """Evaluate many stage-wise mask heads that share one frozen detector, running the detector once.
 
-Stage-wise variants reuse one detector (paper §4.1: "the same Faster R-CNN detection model can
+Stage-wise variants reuse one detector (paper §4.2: "the same Faster R-CNN detection model can
 be reused for all experiments"), so their detections are identical and only the mask branch
 differs. ``DetectionCache`` runs the backbone, RPN and box branch once per image and keeps the
 detections and their pooled mask RoI features [N, 256, 14, 14]; ``predict_masks`` then runs only

@@ -1,7 +1,7 @@
 """The study's evaluation of a trained run: AP on A and B (bbox, segm, per class) and mask IoU on
 ground-truth boxes. Stage-wise runs share their frozen detector's val detections and GT-box features
 (computed once per detector in each process); end-to-end runs run their full model. A mixin of
-``study.Study``."""
+``maskx_study.runner.Study``."""
 from __future__ import annotations
 
 import json
@@ -93,7 +93,8 @@ class StudyEvaluation:
         return metrics, how, preds, list(val.ids)
 
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
-        """Results written before ``masks_on_gt_boxes`` was measured get it (evaluation only)."""
+        """Results of ``runs`` that lack ``masks_on_gt_boxes`` get it (evaluation only, no training);
+        returns the result files rewritten."""
         from maskx import gt_box_eval
         from maskx.data.coco import CocoDataset
         from maskx.predictor import load

@@ -34,9 +34,9 @@ class StudyScale:
     second_backbone_seeds: Optional[tuple] = None  # Table 2's seeds on the second backbone in the plan (None: ``seeds``)
     second_backbone_detector_iters: Optional[int] = None  # its detectors' iterations (None: ``detector_iters``)
     # evaluation (stage-wise and end-to-end) skips the masks of detections whose class is absent from their
-    # image (``cached_eval.DetectionCache.predict_masks``, ``MaskXRoIHeads.masks_only_for``): AP/AP50/AP75
-    # and per-class AP unchanged, APs/m/l not
-    # computed (Tables 1a-d and Figure 3 report AP, AP50, AP75, as the paper's Table 1)
+    # image (``detection_cache.DetectionCache.predict_masks``, ``MaskXRoIHeads.masks_only_for``): AP/AP50/AP75
+    # and per-class AP unchanged, APs/m/l not computed (Tables 1a-d and Figure 3 report AP, AP50, AP75, as
+    # the paper's Table 1 does)
     eval_skip_absent_masks: bool = False
 
     def to_json(self) -> dict:
@@ -44,40 +44,37 @@ class StudyScale:
 
 
 SCALES = {
-    # The committed study: sized so that everything fits in 8 hours on 2 CPU cores (RESULTS.md).
+    # The committed study, sized to fit its 8-hour budget on 2 CPU cores (RESULTS.md, "Scale and cost").
     "study": StudyScale(
         name="study", data="data/synth-default", data_size="default", backbone="efficientnet_lite0",
         second_backbone="resnet18", detector_iters=3000, mask_iters=1000, e2e_iters=200,
-        # Cut to fit 8 hours from the measured --jobs 2 pace (RESULTS.md, "Scale and cost"): end-to-end runs
-        # 400 -> 300 -> 200 iterations, Figure 3 at |A| = 20, 40, 60 (x 5 trials) instead of 20, 30, 40, 50, 60.
-        # The study with e2e at 300 took 10.8 h on an idle machine (results/superseded/). Kept: detectors at
-        # 3000 (at 2000: box AP -2.3 voc / -4.1 non-voc) and stage-wise mask heads at 1000 (at 600 the oracle's
-        # train mask loss was still falling, 0.47, 0.41, 0.38, 0.37 per 100 iterations, the agnostic head's flat).
+        # The paper's 90k-iteration schedule (§4.1) cut to the budget at the ``--jobs 2`` pace: detectors
+        # long enough for box AP to settle (it bounds every mask head's AP), stage-wise mask heads long
+        # enough for the oracle's train mask loss to level off, end-to-end runs short (they start from the
+        # trained detector, §3.2). Figure 3 samples |A| = 20, 40, 60 of the paper's 20..60, 5 trials each.
+        # The measurements behind each number: docs/code-notes.md.
         fig3_sizes=(20, 40, 60),
-        # 84 % of the val detections are of a class absent from their image (measured, seed-0 detector):
-        # false positives whatever their masks, so their masks are not computed (AP, AP50, AP75 exact).
+        # Most val detections are of a class absent from their image: false positives whatever their
+        # masks, so their masks are not computed (AP, AP50, AP75 exact).
         eval_skip_absent_masks=True,
-        # The oracle's class-specific head did not learn in 500 iterations at the detector's lr (train mask
-        # loss 0.60 at the end); x10 reached 0.37 and left the agnostic head's as good (0.45 vs 0.48); chosen
-        # on train-split losses (runs/probe, RESULTS.md). Stage-wise runs train on the frozen detector's
-        # cached RoIs (16 per image, maskx.roi_cache): a step costs about a quarter of one on images, so
-        # they get 1000 iterations (v2 probe: masks on GT boxes still improving from 500 to 1000).
+        # The mask branch trains at 10x the detector's lr: at 1x the oracle's class-specific head (one w_seg
+        # per class) does not learn within the stage-wise iterations, and 10x leaves the class-agnostic head
+        # as good (chosen on train-split losses, never on B). Stage-wise runs (§3.2's second stage, frozen
+        # detector) train on 16 cached RoIs per image (maskx.roi_cache): a step costs about a quarter of
+        # one on images, which pays for their 1000 iterations.
         mask_lr_mult=10.0, mask_roi_cache=16,
-        # Detectors at 4x the linear-scaling lr (0.01 for 2 images; 200 warmup its): 3000 its at 0.0025
-        # left the train losses falling (2 epochs); at 0.01 every 250-it window's train loss is lower
-        # (last: 0.95 vs 1.07) and box AP on A rose 13.7 -> 15.9 (scripts/detector_probes.py, README), same cost.
+        # Detectors at 4x the linear-scaling lr (§4.1's 0.02 per 16 images gives 0.0025 for 2) with 200
+        # warm-up iterations: within 3000 iterations (2 epochs) the linear-scaling lr leaves the train losses
+        # falling; 4x gives lower losses and a higher box AP on A at the same cost (scripts/detector_probes.py).
         detector_overrides=("base_lr=0.08", "warmup_iters=200"),
-        # Table 2's second backbone (ResNet-18 from scratch) on seed 0 within the 8-hour budget: its seeds 1-2
-        # (2 detectors, 10 e2e runs) add ~1.7 h at the plan's rates, ~9.4 h in all (RESULTS.md, "Scale and
-        # cost"). They run beyond the budget (``beyond_budget``, ``study run --beyond-budget``) and
-        # Table 2 reports them; at 160 px they would still cost ~0.7 h (README).
+        # Table 2's second backbone (ResNet-18 from scratch) runs seed 0 within the budget; its seeds 1-2
+        # (2 detectors, 10 end-to-end runs) run beyond it (``beyond_budget``, ``study run --beyond-budget``)
+        # and Table 2 reports them.
         second_backbone_seeds=(0,),
-        # Projected from seed 0 and seed 1's detector measured: ~8.4 h with the second backbone's detector
-        # (from scratch) at 3000 iterations, ~48 min of it. Its detector trains 1500: decided on the budget
-        # alone, before any run on it at this scale (at 3000 it reached box AP 2.4 voc / 3.2 non-voc).
+        # Its detector trains 1500 iterations, half the main one's: a number set by the budget alone.
         second_backbone_detector_iters=1500,
-        # Test time: COCO's 100 detections per image, 300 RPN proposals (the Faster R-CNN paper's test
-        # setting): box AP on A 15.9 -> 17.6 against 20 and 1000, evaluation 1.9x faster (scripts/detector_probes.py).
+        # Test time: COCO's 100 detections per image, from 300 RPN proposals (the Faster R-CNN paper's test
+        # setting); chosen on box AP on A, and evaluation is faster (scripts/detector_probes.py).
         overrides=("rois_per_image=128", "mask_rois_per_image=16", "mask_dim=128", "detections_per_img=100",
                    "rpn_test_proposals=300", "checkpoint_every=250")),
     # CI and notebook smoke runs: minutes on 2 cores, numbers meaningless.

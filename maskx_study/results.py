@@ -55,7 +55,7 @@ def estimate_hours(runs: list, results: dict[str, dict]) -> dict:
             "runs_left_without_estimate": unknown, "roi_caches_left": len(caches_left)}
 
 
-STUDY_BUDGET_HOURS = 8.0  # issue 4: the whole study on this 2-core machine
+STUDY_BUDGET_HOURS = 8.0  # the whole study's budget, wall clock on this 2-core machine
 MACHINE_CORES = 2
 
 
@@ -88,7 +88,7 @@ def wall_hours(results: dict[str, dict], planned: Optional[list] = None) -> dict
     work sharing the machine (and pauses); ``quiet_estimate``: each run kind (stage, split family,
     backbone) at the lower quartile of its measured times, what a rerun on an otherwise idle machine
     would take; a detector restored bit for bit (``Study._restored``: the same training again) counts
-    its lower training time there. With ``planned`` (``study_plan.Run`` list): ``left``, the planned
+    its lower training time there. With ``planned`` (``maskx_study.plan.Run`` list): ``left``, the planned
     runs without a result at their kind's lower quartile (plus the RoI caches still to build,
     ``roi_caches_left``), and ``left_unmeasured``, those of a kind not measured yet. ``by_kind``: per
     kind, runs done and left, the lower-quartile wall minutes per run and the hours they come to, and a

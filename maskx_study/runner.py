@@ -8,7 +8,7 @@ A ``StudyScale`` fixes data, backbones, image size and iterations; a ``Run`` is 
 (preset, split, seed, backbone). Each run writes ``results/<run>.json`` (config, AP on A and B for
 bbox and segm, per class, wall times); runs already there are skipped, so the study resumes
 after any interruption. Stage-wise runs share their seed's detector (trained once, in
-``runs/study/``) and are evaluated on its cached detections (``cached_eval``). End-to-end runs
+``runs/study/``) and are evaluated on its cached detections (``detection_cache``). End-to-end runs
 start from the same detector and then train every part jointly (``Config.detector`` under stage
 e2e): from-scratch end-to-end training of 34 models does not fit the 8-hour CPU budget.
 
@@ -166,7 +166,7 @@ class Study(StudyEvaluation):
 
         want_config = run.config(self.scale, self.run_dir(run.detector()))
         want = want_config.to_json()
-        try:  # fields added since the run: what was in effect then (RECORDED_BEFORE)
+        try:  # fields the recorded config lacks: the values the run had (RECORDED_BEFORE)
             recorded = record.get("config")
             recorded = {**RECORDED_BEFORE, **recorded} if isinstance(recorded, dict) else recorded
             have = Config.from_json(recorded).to_json()
@@ -195,7 +195,7 @@ class Study(StudyEvaluation):
 
     def recorded_detector_sha256(self, run: Run) -> Optional[str]:
         """The checkpoint a detector's result (and the results built on it) recorded: what a restore
-        must reproduce. Results from before detectors recorded it: the one their dependants agree on."""
+        must reproduce. A detector result that does not record it: the one its dependants agree on."""
         det = run.detector()
         path = self.result_path(det)
         recorded = json.loads(path.read_text()).get("checkpoint_sha256") if path.is_file() else None
@@ -311,8 +311,8 @@ class Study(StudyEvaluation):
         return path
 
     def restore_threads(self, run: Run) -> int:
-        """The torch thread count a detector trained with (its result records it; results from before
-        that: ``LEGACY_DETECTOR_THREADS``). Its weights are reproducible only with the same count."""
+        """The torch thread count a detector trained with (its result records it; a result that does
+        not: ``LEGACY_DETECTOR_THREADS``). Its weights are reproducible only with the same count."""
         return json.loads(self.result_path(run).read_text()).get("torch_threads") or LEGACY_DETECTOR_THREADS
 
     def _restored(self, run: Run) -> bool:
@@ -338,7 +338,7 @@ class Study(StudyEvaluation):
         self._move_aside(run, record, reason, keep_run_dir=True)
         return False
 
-# The detectors trained before results recorded their thread count ran alone on this 2-core machine.
+# A detector result that records no thread count: trained alone on this 2-core machine, with both threads.
 LEGACY_DETECTOR_THREADS = 2
 
 

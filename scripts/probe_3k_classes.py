@@ -1,4 +1,4 @@
-"""Where the 3000-class detector's naming goes wrong (issue 5's data-design question).
+"""Where the 3000-class detector's naming goes wrong: which factor of a class it confuses (a data-design check).
 
 Every ground-truth box of the 3000-class val split is classified by the model's box head (the
 background column ignored), and the top-1 class is compared with the true one factor by factor:

@@ -1,4 +1,4 @@
-"""Do the 3000-class model's RoI features hold the shape at 14×14 that they lose at 7×7? (issue 5)
+"""Do the 3000-class model's RoI features hold the shape at 14×14 that they lose at 7×7?
 
 The box head sees each RoI through a 7×7 RoIAlign; the mask head through 14×14. The 3000 classes
 differ by base shape (200 of them) and by small edge / proportion attributes. This probe pools the

@@ -7,7 +7,7 @@ in order: ``fill=1`` adds the ring, ``fill=0`` cuts it out (holes, a crescent's 
 Why families: the paper's question (does knowing the class help predict its mask?) needs
 classes whose silhouettes differ in ways local pixels cannot reveal (a boundary hidden in a
 similar-coloured background, an occluder), and set-B classes that share structure with set-A
-classes, as real categories do (../shared/data-design.md).
+classes, as real categories do: a family's classes share one parametric outline and one look.
 """
 from __future__ import annotations
 
@@ -126,8 +126,8 @@ class Family:
     name: str
     outline: object  # callable(*params) -> list[Ring]
     rotate: float  # max rotation in degrees applied per instance (180 = any)
-    # appearance shared by the family (hue in [0, 1), texture kind) — data-design.md:
-    # per-family appearance lets an A-trained agnostic head learn objectness, not colours.
+    # appearance shared by the family (hue in [0, 1), texture kind): with a look per class, a head
+    # trained on set A would learn A's colours rather than objectness, and fail on B for that reason alone
     hue: float
     texture: str
     variants: tuple  # 8 x (class name, params)
@@ -176,12 +176,12 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 # The "voc-like" subset (20 classes), spread over the families as PASCAL VOC's 20 classes are over
-# COCO's supercategories (version 3): vehicle 7 of 8, animal 6 of 10, furniture 4 of 6, then one
-# each in person, kitchen and electronic, and none in the six others (outdoor, accessory, sports,
-# food, appliance, indoor). So, as on COCO, set B (non-voc) holds whole families whose look an
-# A-trained class-agnostic head never saw, beside unseen variants of seen families. Versions 1-2
-# took two classes from every family, so A covered every look and an A-trained agnostic head
-# segmented B as well as the oracle did (RESULTS.md gate: 5.1 vs 5.7 AP on B).
+# COCO's supercategories: vehicle 7 of 8, animal 6 of 10, furniture 4 of 6, then one each in
+# person, kitchen and electronic, and none in the six others (outdoor, accessory, sports, food,
+# appliance, indoor). So, as on COCO, set B (non-voc) holds whole families whose look an A-trained
+# class-agnostic head never saw, beside unseen variants of seen families. With A spread over every
+# family instead, A covers every look and an A-trained agnostic head segments B about as well as the
+# oracle: no gap for transfer to close (paper §4.1's voc→non-voc split; docs/code-notes.md).
 VOC_LIKE_VARIANTS = ((0, 1, 2, 3, 4, 5, 6), (0, 1, 2, 3, 4, 5), (0, 1, 2, 3), (0,), (0,), (0,), (), (), (), ())
 
 

@@ -1,27 +1,30 @@
 """The embedded dataset: a seeded, procedural 80-class instance-segmentation set in COCO format.
 
 ``generate(out_dir, num_images, seed, image_size)`` writes ``out_dir/annotations.json`` and
-``out_dir/images/NNNNNN.jpg``. Each image is drawn from ``np.random.default_rng([seed, i])``,
-so image ``i`` is the same whatever ``num_images`` is, and the same seed gives the same bytes.
+``out_dir/images/NNNNNN.jpg``. Each image is drawn from ``np.random.default_rng([seed, i,
+GENERATOR_VERSION])``, so image ``i`` is the same whatever ``num_images`` is, and the same seed
+gives the same bytes.
 
-Design (see ../shared/data-design.md, which measured what makes transfer answerable):
-- 10 silhouette families x 8 classes (``shapes.FAMILIES``); the class sets the shape,
-  colour and texture are shared by the family (with per-instance jitter); the voc-like classes
-  (set A of voc2nonvoc) crowd into a few families as VOC's do in COCO (``shapes.VOC_LIKE_VARIANTS``,
-  version 3), so B has seen families' unseen shapes and wholly unseen families;
-- textured, low-frequency-noise backgrounds with clutter (random blobs, some wearing object
-  textures), and 35 % of objects sit on a patch of their own family's look (low contrast);
+Design: the paper's question (does knowing the class help predict its mask? §3.1) needs data on
+which a class-agnostic head trained on set A does not segment set B as well as the oracle, and
+where what separates them is class knowledge, not an appearance shift between A and B:
+- 10 silhouette families x 8 classes (``shapes.FAMILIES``); the class sets the shape, while
+  colour and texture are shared by the family (with per-instance jitter), so a head trained on
+  A learns objectness rather than A's colours; the voc-like classes (set A of voc2nonvoc) crowd
+  into a few families as VOC's do in COCO (``shapes.VOC_LIKE_VARIANTS``), so B has seen
+  families' unseen shapes and wholly unseen families;
+- hard scenes, since clean, high-contrast objects need no class knowledge (any head segments
+  them): textured, low-frequency-noise backgrounds with clutter (random blobs, some wearing
+  object textures), and 35 % of objects sit on a patch of their own family's look (low contrast);
 - 1-5 objects per image, overlapping: the covered part is removed from the mask (COCO
   annotates visible extent); soft edges, global blur and pixel noise; JPEG like COCO.
 - long-tailed class frequencies (fixed log-normal weights), so random splits differ in
   masks per class (paper Fig. 3);
-- object sizes (version 3): radius log-uniform in ``RADIUS_RANGE``, whole objects in the frame
+- object sizes: radius log-uniform in ``RADIUS_RANGE``, whole objects in the frame
   (``CENTER_MARGIN``): about 22 % small, 65 % medium, 13 % large by COCO's area thresholds (COCO
-  train: 41 / 34 / 24 %). Version 1 (radius 0.07-0.22) drew 26 / 73 / 0.5 %: almost no object was
-  large enough for its outline (gear teeth, star points, holes) to matter at 28 x 28 mask
-  resolution. Version 2 (0.05-0.45, centres 0.6 radius from the border) let large objects run
-  out of the frame: a cut-off E block or star is no longer readable as its class, since colour
-  and texture are shared by the family, and box AP fell from 15-19 to 9-11 at every size.
+  train: 41 / 34 / 24 %). Large objects are where an outline's detail (gear teeth, star points,
+  holes) shows at the 28 x 28 mask resolution; whole objects, because a cut-off E block or star
+  is no longer readable as its class when colour and texture are shared by the family.
 
 ``GENERATOR_VERSION`` is recorded in ``info``; any change to drawing bumps it, and every
 result measured on the old version must be rerun.
@@ -45,8 +48,8 @@ GENERATOR_VERSION = 3
 # ``render_scene`` (backgrounds, clutter, own-look patches, occlusion, noise), shared with the
 # 3000-class world: its own version, so a change to the 80-class recipe alone leaves that world be
 SCENE_VERSION = 1
-RADIUS_RANGE = (0.07, 0.40)  # object radius / image size, log-uniform (v1: 0.07-0.22, v2: 0.05-0.45)
-CENTER_MARGIN = 1.0  # whole objects in the frame (v1, v2: 0.6, so large objects lost up to 40 % of their radius)
+RADIUS_RANGE = (0.07, 0.40)  # object radius / image size, log-uniform: small to large by COCO's thresholds
+CENTER_MARGIN = 1.0  # centres keep this x radius from the border: whole objects in the frame
 # COCO 2017's 80 category ids: not contiguous, so code that assumes label == id breaks here too.
 COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
                      24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47,

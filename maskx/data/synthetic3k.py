@@ -17,12 +17,10 @@
 ``info`` records ``set_A_category_ids`` (split name ``coco80`` in ``splits``), ``masks``
 ("set_A" or "all"), ``generator_version`` and the shared scene code's ``scene_version``.
 
-Sizes: "default" = 6000 train + 1000 val images at 256 px (~175 MB). The study's detector
-trains at ~2.5 img/s on the 2 CPU cores at 256 px (0.8 s per batch of 2), so 60-90 min sees
-9-13k images: ~2 passes over 6000 images, ~30k boxes (10 per class on average, 3 expected for
-the rarest). Generation: 21 img/s on one core, 14 img/s with 2 workers while a training job
-shares the cores (~8 min for default; ~2-3 min on idle cores). The val part holds ~5k instances
-of ~1.9k classes (AP averages over the classes present).
+Sizes: "default" = 6000 train + 1000 val images at 256 px (~175 MB), sized to what an hour or
+so of CPU training at 256 px gets through, about 2 passes: ~30k boxes (10 per class on average,
+3 expected for the rarest). The val part holds ~5k instances of ~1.9k classes (AP averages over
+the classes present). Training and generation rates: docs/code-notes.md.
 """
 from __future__ import annotations
 
@@ -129,8 +127,9 @@ def summarize3k(data: dict) -> dict:
 
 
 def _scene_version(info: dict):
-    """Data written before ``scene_version`` existed recorded the 80-class generator's version 1,
-    whose scene code is scene version 1."""
+    """The scene code's version of a part's ``info``: its ``scene_version``; else 1 where it records
+    only the 80-class generator's version (``foundation_generator_version``) and that is 1, whose
+    scene code is scene version 1; else None."""
     return info.get("scene_version", 1 if info.get("foundation_generator_version") == 1 else None)
 
 

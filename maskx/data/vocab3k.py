@@ -9,9 +9,10 @@ Every class is (family, base shape, edge attribute, proportion attribute):
 200 bases x 5 x 3 = 3000 classes. The 80 plain original bases are set A, drawn exactly as in
 ``synthetic`` (same ids, names, outline call and random draws); the 2920 others are set B.
 
-Looks (hue, texture) belong to the family, so set A's 80 classes wear every look B uses
-(../shared/data-design.md): what separates a B class from its A relatives is shape only, which
-is the knowledge a class-aware mask head can transfer.
+Looks (hue, texture) belong to the family, so set A's 80 classes wear every look B uses: what
+separates a B class from its A relatives is shape only, which is the knowledge a class-aware
+mask head can transfer (paper §3.1), and not an appearance that no A class shows, which no
+transfer could bridge.
 
 Frequencies are Zipf-like, p(rank r) ~ r^-0.7 (VG's synset counts also fall as a power law);
 the A classes hold frequent ranks (drawn from the top 240, in the 80-class set's own order),

@@ -119,9 +119,8 @@ def build_backbone(name: str, trainable_layers: int | None = None, norm: str | N
             ``None`` gives torchvision's plain FPN. GN there makes every level come out at unit scale
             whatever the trunk: the pretrained EfficientNet's stage outputs are linear projections
             with standard deviations of about 11, 7, 4 and 2 (stride 4..32), which a plain FPN passes
-            on to randomly initialised RPN and RoI heads: on a 2-image, 128 px check (3 seeds) the
-            initial Mask R-CNN mask loss was 8.7-10.4 with a plain FPN and 1.2-1.6 with GN (ResNet-18:
-            2.4-2.8 plain, 1.0-1.8 GN).
+            on to randomly initialised RPN and RoI heads, whose initial losses are then several times
+            those with GN (docs/code-notes.md).
 
     Returns:
         A module with ``out_channels``, ``featmap_names`` (``('0', '1', '2', '3', 'pool')``),

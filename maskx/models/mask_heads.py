@@ -85,7 +85,7 @@ class MaskWeights(nn.Module):
             self.bias = nn.Parameter(torch.zeros(rows))
             # Detectron: class-specific logits use a fan-based fill, the class-agnostic one N(0, 0.001),
             # because a fan-based fill of its single row (std sqrt(2)) is too large and stalls training
-            # (measured here at 10x lr: train mask loss 0.65 vs 0.45)
+            # at the study's 10x mask lr (docs/code-notes.md)
             nn.init.normal_(self.weight, std=0.001 if kind == "agnostic" else (2.0 / dim) ** 0.5)
         elif kind == "transfer":
             if transfer is None:

@@ -147,7 +147,7 @@ class MaskXRoIHeads(RoIHeads):
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
         """torchvision's ``postprocess_detections`` with the same output, but boxes are decoded only for
         the (RoI, class) pairs scoring above ``score_thresh``, not for all R x K: with 3001 classes
-        softmax scores are mostly tiny and decoding every pair took a sixth of a prediction.
+        softmax scores are mostly tiny and decoding every pair costs about a sixth of a prediction.
         class_logits [R, K], box_regression [R, 4K], proposals per image [R_i, 4] → per image
         boxes [N_i, 4], scores [N_i], labels [N_i]."""
         per_image = [len(p) for p in proposals]

@@ -1,9 +1,9 @@
 """RoIAlign as a sparse matrix product on CPU: a multithreaded backward (torchvision's is a serial
 loop) and, optionally, a faster forward.
 
-Profile (benchmarks/README.md): torchvision's CPU ``roi_align`` backward runs on one thread and
-took about a third of a training step; its forward, also a serial loop, was a fifth (512 px) to a
-third (256 px) of the 3000-class model's prediction. RoIAlign is linear in the features: with the feature map flattened
+torchvision's CPU ``roi_align`` backward runs on one thread, and its forward is a serial loop too;
+on few cores both are large shares of a training step and of a prediction (profile:
+benchmarks/README.md). RoIAlign is linear in the features: with the feature map flattened
 channels-last, X [B·H·W, C], the output is ``A · X`` where A [R·PH·PW, B·H·W] holds the bilinear
 weights of each bin's S × S sampling points (4 per point, divided by S²). Same sampling rules as
 torchvision with ``aligned=False`` (tests compare both to 1e-5).
@@ -13,7 +13,7 @@ torchvision with ``aligned=False`` (tests compare both to 1e-5).
   dX = Aᵀ · dOut.
 - torchvision's forward itself runs on ``torch.get_num_threads()`` threads (``threaded_roi_align``), each
   on a contiguous slice of the RoIs: every RoI is pooled by the same code from the same inputs, so
-  the result is torchvision's bit for bit (tested), in about 0.6x the time on 2 threads.
+  the result is torchvision's bit for bit (tested), in less time on several threads.
 - forward (``roi_align_forward="sparse"``): every FPN level is stacked into one X and one product
   A · X pools all RoIs (no per-level loop, no scatter into the result); the output is a
   channels-last view, so the mask head's convolutions run channels-last too. Results equal

@@ -2,8 +2,8 @@
 
 ``RegionProposalNetwork.filter_proposals`` ends in a loop over the batch's images (clip, drop small and
 low-scoring boxes, NMS per FPN level, keep the top ``post_nms_top_n``), and torchvision's CPU NMS kernel
-is serial: on a 3000-class training step (2 images of 256 px, 2000 proposals per level) the RPN's NMS is
-about 4 % of the time. Here the batched part (top-n per level, gather, sigmoid) runs as torchvision
+is serial, so on CPU one core filters while the others wait (``benchmarks/threaded_kernels.py`` measures
+the gain). Here the batched part (top-n per level, gather, sigmoid) runs as torchvision
 runs it, and each image's loop body runs on its own thread (the kernels release the GIL) on the same
 rows: every image is filtered by the same code from the same inputs, so the proposals are
 torchvision's bit for bit (tested) and trained checkpoints reproduce exactly.
