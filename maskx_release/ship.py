@@ -143,7 +143,7 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
                "fp16_check": {"images": FP16_CHECK_IMAGES, "fp32": _headline(fp32), "fp16": _headline(fp16)},
                "A": shipped["A"], "B": shipped["B"], "masks_on_gt_boxes": gt_boxes, "per_class": shipped["per_class"], "split": shipped["split"],
                "num_images": shipped["num_images"],
-               # bit for bit holds on this kind of CPU (README): the one the training ran on
+               # bit for bit holds on this kind of CPU (docs/reproducibility.md): the one the training ran on
                "trained_on_cpu": json.loads((runs / "run.json").read_text()).get("cpu")}
     write_json_atomic(summary, out / "eval.json")
     log(f"the model's masks on the app's {SAMPLE_IMAGES} sample images → {out / 'examples.json'}")

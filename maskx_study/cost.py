@@ -24,7 +24,7 @@ def cost_section(sc: StudyScale, results: dict, superseded: list[dict]) -> tuple
         verdict = f" (not met: {quiet / budget - 1:.0%} over even on an idle machine)."
     elif not left:
         verdict = (f" (met at this estimate, {budget - quiet:.1f} h to spare; it leaves out what comes once per worker"
-                   " and detector: its val detections and GT-box features, README).")
+                   " and detector: its val detections and GT-box features, docs/study.md).")
     else:
         total = quiet + wall["left"]
         verdict = (f" (so far; {left} of {len(planned)} runs to go: at the lower quartile of their kinds' times they add"

@@ -1,4 +1,4 @@
-"""The two measurements behind the study's detector settings (README, "The ablation study"),
+"""The two measurements behind the study's detector settings (docs/study.md),
 made on the seed-0 study detector: a training-lr probe and a test-settings sweep. Both look only
 at training losses and box AP; neither trains a mask head.
 

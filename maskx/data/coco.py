@@ -14,7 +14,7 @@ Box-only instances: an annotation with ``"has_mask": false`` (maskx's extension,
 ``synthetic3k`` and ``vg_coco`` for objects that have a box but no mask, like VG's) needs no
 ``segmentation`` and gets ``has_mask=False`` whatever ``mask_category_ids`` says.
 
-Bad input policy (README "Bad input"): structural faults (unreadable JSON, missing fields,
+Bad input policy (docs/faults.md): structural faults (unreadable JSON, missing fields,
 wrong types, duplicate ids, unknown image or category ids, missing/corrupt image files,
 malformed segmentation) raise ``DatasetError`` naming the file and id. Geometric faults that
 real COCO contains (zero-area box, box outside the image, empty segmentation) are skipped and
