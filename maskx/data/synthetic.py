@@ -36,6 +36,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -171,7 +172,8 @@ def _outline(cls: int, rng: np.random.Generator):
 
 
 def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, outline,
-                 radius_range: tuple[float, float] = (0.07, 0.22), margin: float = 0.6
+                 radius_range: tuple[float, float] = (0.07, 0.22), margin: float = 0.6,
+                 clutter_looks: Optional[list[tuple[float, str]]] = None
                  ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """One scene drawn from ``rng`` (the 80- and 3000-class worlds share it; see ``synthetic3k``).
 
@@ -207,7 +209,9 @@ def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, ou
                 objects.append([cls, rings, full, full.copy()])
                 break
 
-    # clutter: unlabelled blobs, a third wearing an object family's texture
+    # clutter: unlabelled blobs, a third wearing an object look (``clutter_looks``: (hue, texture) pairs;
+    # default: the 10 families')
+    looks = clutter_looks or [(f.hue, f.texture) for f in FAMILIES]
     for _ in range(int(rng.integers(2, 9))):
         r = size * rng.uniform(0.03, 0.2)
         c = rng.uniform(0, size, size=2)
@@ -217,8 +221,8 @@ def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, ou
         verts = np.stack([c[0] + rr * np.cos(t), c[1] + rr * np.sin(t)], 1)
         alpha = _rasterize([(verts, 1)], size, soften=rng.uniform(0, 1.5)) * rng.uniform(0.5, 1.0)
         if rng.random() < 0.33:
-            fam = FAMILIES[rng.integers(len(FAMILIES))]
-            color, kind = _family_color(rng, fam.hue), fam.texture
+            hue, kind = looks[rng.integers(len(looks))]
+            color = _family_color(rng, hue)
         else:
             color, kind = _hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.9)), TEXTURES[rng.integers(5)]
         _paint(img, alpha, lambda h, w, color=color, kind=kind: _texture(rng, kind, h, w, color))

@@ -1,0 +1,152 @@
+"""An 80-class embedded world whose classes are combinations of shared visual attributes.
+
+The paper's premise (§3.1) is that detection weights are an appearance embedding of the classes:
+classes that look alike get alike weights, so T can map a set-B class's weights to a mask head
+that suits it. In this world every class is one **body** (its silhouette, hence its mask), one
+**pattern** and one **hue**, e.g. "red striped star". Attributes are shared across classes in
+combinations, as a zebra shares a body with a horse and stripes with nothing in PASCAL VOC:
+
+- 10 bodies x 8 classes each; every look (pattern, hue) is worn by exactly two classes of
+  different bodies, so neither body nor look alone names a class and a detector must see both;
+- bodies are coarse, distinct outlines a detector sees at 256 px (no counting of star points);
+- the mask is the body: a class's mask is predictable from its attributes, and a B class whose
+  body some A classes have gets a mask head those A classes trained;
+- scenes (``synthetic.render_scene``): a patch of an object's own look behind it a third of the
+  time, clutter wearing object looks, overlapping objects: where the boundary is not visible the
+  mask has to come from knowing the body;
+- the voc-like 20 classes sit on 6 of the 10 bodies (as PASCAL VOC's classes cover a few of
+  COCO's supercategories), so the non-voc set keeps bodies no A class has: transfer cannot help
+  there, as on COCO.
+
+Each category records its ``attributes`` (``body:``, ``pattern:``, ``hue:``), which
+``maskx.diagnostics`` reads to measure how far an embedding reflects them.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .shapes import Family, arrow, block, cross, donut, moon, pebble, star, tile
+
+# body: (name, outline, parameters, max rotation in degrees)
+BODIES = (
+    ("disc", pebble, (2.0, 1.0), 180),
+    ("bar", pebble, (2.0, 0.38), 180),
+    ("square", tile, (4, 1.0), 20),
+    ("triangle", tile, (3, 1.0), 20),
+    ("star", star, (5, 0.42), 180),
+    ("cross", cross, (0.30, 1.0, 0), 20),
+    ("crescent", moon, (0.55, 0.85), 180),
+    ("ring", donut, (0.5, 0.0, 1.0), 90),
+    ("arrow", arrow, (0.85, 0.45, 0.30), 180),
+    ("ell", block, ("L", 1.0), 15),
+)
+# pattern: (adjective, texture kind of ``synthetic._texture``)
+PATTERNS = (("mottled", "speckle"), ("striped", "stripes"), ("checkered", "checker"), ("dotted", "dots"),
+            ("shaded", "gradient"))
+HUES = (("red", 0.0), ("orange", 0.07), ("yellow", 0.15), ("green", 0.32), ("teal", 0.47), ("blue", 0.61),
+        ("purple", 0.75), ("pink", 0.89))
+CLASSES_PER_BODY = 8
+# the voc-like classes: (body index, how many of its classes), 20 in all on 6 of the 10 bodies
+VOC_LIKE_BODIES = ((0, 4), (2, 4), (4, 3), (5, 3), (6, 3), (8, 3))
+RADIUS_RANGE = (0.09, 0.36)  # object radius / image size, log-uniform; whole objects in the frame
+CLASS_TABLE_SEED = 20180601  # fixes which looks go with which bodies (part of the world's definition)
+
+
+def class_table() -> list[tuple[int, int, int]]:
+    """The 80 classes as (body, pattern, hue) indices, body-major (class k has body k // 8).
+
+    Every look (pattern, hue) is used by exactly two classes, on two different bodies; a body's 8
+    classes wear 8 different looks."""
+    looks = [(p, h) for p in range(len(PATTERNS)) for h in range(len(HUES))]  # 40 looks
+    rng = np.random.default_rng(CLASS_TABLE_SEED)
+    for _ in range(1000):  # rejection: a draw where some body gets a look twice is redrawn
+        order = [looks[i] for i in rng.permutation(len(looks))] + [looks[i] for i in rng.permutation(len(looks))]
+        per_body = [order[b * CLASSES_PER_BODY:(b + 1) * CLASSES_PER_BODY] for b in range(len(BODIES))]
+        if all(len(set(b)) == CLASSES_PER_BODY for b in per_body):
+            return [(b, p, h) for b, group in enumerate(per_body) for p, h in group]
+    raise RuntimeError("no class table found")  # not reached for this seed (tested)
+
+
+def class_names() -> list[str]:
+    return [f"{HUES[h][0]} {PATTERNS[p][0]} {BODIES[b][0]}" for b, p, h in class_table()]
+
+
+def class_attributes() -> list[list[str]]:
+    """Each class's visual attributes, ``["body:star", "pattern:striped", "hue:red"]``."""
+    return [[f"body:{BODIES[b][0]}", f"pattern:{PATTERNS[p][0]}", f"hue:{HUES[h][0]}"] for b, p, h in class_table()]
+
+
+def categories() -> list[dict]:
+    """The 80 COCO-format categories: COCO's ids, the body as supercategory, the attributes."""
+    from .synthetic import COCO_CATEGORY_IDS
+
+    return [{"id": COCO_CATEGORY_IDS[k], "name": name, "supercategory": name.rsplit(" ", 1)[1], "attributes": attrs}
+            for k, (name, attrs) in enumerate(zip(class_names(), class_attributes()))]
+
+
+def voc_like_category_ids() -> list[int]:
+    from .synthetic import COCO_CATEGORY_IDS
+
+    return sorted(COCO_CATEGORY_IDS[b * CLASSES_PER_BODY + j] for b, n in VOC_LIKE_BODIES for j in range(n))
+
+
+def class_families() -> list[Family]:
+    """Per class, the ``Family`` record ``render_scene`` reads: its outline, rotation and look."""
+    out = []
+    for b, p, h in class_table():
+        name, outline, params, rotate = BODIES[b]
+        out.append(Family(name, outline, rotate, HUES[h][1], PATTERNS[p][1], ((name, params),)))
+    return out
+
+
+def render(seed: int, index: int, size: int, version: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Image ``index`` of the dataset with ``seed``: RGB uint8 [S, S, 3] and (class index, visible mask)."""
+    from .shapes import shape_rings
+    from .synthetic import class_weights, render_scene
+
+    weights = class_weights()
+    fams = class_families()
+    looks = sorted({(f.hue, f.texture) for f in fams})
+    return render_scene(np.random.default_rng([seed, index, version]), size,
+                        count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
+                        pick=lambda rng: int(rng.choice(len(fams), p=weights)),
+                        family_of=fams.__getitem__,
+                        outline=lambda cls, rng: shape_rings(fams[cls], fams[cls].variants[0][1], rng, 0.06),
+                        radius_range=RADIUS_RANGE, margin=1.0, clutter_looks=looks)
+
+
+def make_image(job: tuple[int, int, int, int, str]) -> tuple[dict, list[dict]]:
+    """One image file and its annotations: ``job`` = (seed, index, size, version, images folder)."""
+    from .synthetic import COCO_CATEGORY_IDS, JPEG_QUALITY, _encode_instance
+
+    seed, index, size, version, images_dir = job
+    pixels, instances = render(seed, index, size, version)
+    image_id = index + 1
+    name = f"{image_id:06d}.jpg"
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    Path(images_dir, name).write_bytes(buf.getvalue())
+    anns = []
+    for k, (cls, mask) in enumerate(instances):
+        rle, area, bbox = _encode_instance(mask)
+        anns.append({"id": image_id * 100 + k, "image_id": image_id, "category_id": COCO_CATEGORY_IDS[cls],
+                     "segmentation": rle, "area": area, "bbox": bbox, "iscrowd": 0})
+    return {"id": image_id, "file_name": name, "width": size, "height": size}, anns
+
+
+def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, version: int = 4, workers: int = 1,
+             overwrite: bool = False, progress: bool = False) -> dict:
+    """Write ``num_images`` images of this world drawn with ``seed`` to ``out_dir`` (COCO format,
+    atomically); image ``i`` comes from ``np.random.default_rng([seed, i, version])``."""
+    from .synthetic import check_generate_args, summarize, write_dataset
+
+    check_generate_args(num_images, image_size)
+    info = {"description": "maskx embedded synthetic dataset (classes as combinations of visual attributes)",
+            "generator": "maskx.data.attribute_world", "generator_version": version, "seed": seed,
+            "image_size": image_size, "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()}
+    jobs = [(seed, i, image_size, version) for i in range(num_images)]
+    return summarize(write_dataset(out_dir, jobs, make_image, info, categories(), workers, overwrite, progress))

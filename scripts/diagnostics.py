@@ -1,0 +1,201 @@
+"""The transfer diagnostics (``maskx.diagnostics``) of one trained detector: a JSON record and its table.
+
+    python scripts/diagnostics.py --detector runs/study/efficientnet_lite0__detector__all__s0 \\
+        --data data/synth-default --split voc2nonvoc --seed 0 --out results/diagnostics/v3_s0_voc2nonvoc.json
+
+Trains (or reuses, when their folders hold a finished run) the stage-wise mask heads the measures need
+on the frozen detector, with the study scale's settings (``maskx_study.plan``): the oracle and the
+class-agnostic head with every class's masks, the class-agnostic head and T(cls+box) with set A's.
+Then measures, on the ground-truth boxes of the first val images: the similarity index and the linear
+probe of each embedding, T's spread, and what knowing the class is worth on B.
+
+``--table A.json B.json ...`` prints the markdown table of records already written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+MASK_RUNS = (("oracle", "all"), ("agnostic_all", "all"), ("agnostic", None), ("transfer_clsbox_2lrelu", None))
+
+
+def train_mask_heads(detector: Path, data: Path, split: str, seed: int, runs: Path, scale_name: str,
+                     split_seed: int) -> dict:
+    """{preset: run folder} of the stage-wise runs on ``detector``, trained here where not finished."""
+    from maskx.checkpoint import list_checkpoints
+    from maskx.train import run_training
+    from maskx_study.plan import SCALES, Run
+
+    scale = SCALES[scale_name]
+    out = {}
+    for preset, fixed_split in MASK_RUNS:
+        run = Run(preset, fixed_split or split, seed, scale.backbone)
+        folder = runs / (run.key + (f"__split-seed{split_seed}" if split_seed != seed and not fixed_split else ""))
+        if not (folder / "done.json").is_file():
+            cfg = run.config(scale, detector)
+            if split_seed != seed and not fixed_split:  # the random split is drawn with its own seed
+                cfg = cfg.replace(split=str(_split_file(data, split, split_seed, folder)))
+            print(f"training {run.key} ({cfg.iters} iterations on cached RoIs)", flush=True)
+            run_training(cfg, data / "train", folder, resume=bool(list_checkpoints(folder)), progress=False)
+        out[preset] = folder
+    return out
+
+
+def _split_file(data: Path, split: str, split_seed: int, folder: Path) -> Path:
+    """``split`` drawn with ``split_seed``, written as a JSON split file (what ``--split FILE`` reads)."""
+    from maskx.atomic import write_json_atomic
+    from maskx.data.coco import read_json
+    from maskx.data.splits import info_split_args, resolve_split
+
+    train = read_json(data / "train" / "annotations.json")
+    resolved = resolve_split(split, train["categories"], seed=split_seed, **info_split_args(train.get("info")))
+    path = folder.parent / f"{folder.name}.split.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(resolved.to_json(), path)
+    return path
+
+
+def measure(detector: Path, data: Path, split_name: str, seed: int, runs: Path, scale_name: str,
+            images: int, split_seed: int) -> dict:
+    import maskx
+    from maskx.data.coco import CocoDataset
+    from maskx.data.splits import info_split_args, resolve_split
+    from maskx.data.synthetic import GENERATOR_VERSION
+    from maskx.diagnostics import diagnose
+
+    t0 = time.perf_counter()
+    folders = train_mask_heads(detector, data, split_name, seed, runs, scale_name, split_seed)
+    val = CocoDataset.from_dir(data / "val")
+    split = resolve_split(split_name, val.data["categories"], seed=split_seed,
+                          **info_split_args(val.data.get("info")))
+    det = maskx.load(detector)
+    box = _box_ap(det, val, split)
+    load = {k: maskx.load(v).model for k, v in folders.items()}
+    record = diagnose(det.model, load["oracle"], load["agnostic"], val, split,
+                      agnostic_all=load["agnostic_all"], transfer=load["transfer_clsbox_2lrelu"], images=images,
+                      seed=seed)
+    info = val.data.get("info", {})
+    return {"generator_version": info.get("generator_version", GENERATOR_VERSION), "split": split_name,
+            "seed": seed, "detector": str(detector), "runs": {k: str(v) for k, v in folders.items()},
+            "split_seed": split_seed, "detector_box_ap": box, "seconds": round(time.perf_counter() - t0, 1), **record}
+
+
+def _box_ap(predictor, val, split) -> dict:
+    """The detector's box AP on the val split: over every class (the mean of per-class AP), on A and on B."""
+    import statistics
+
+    from maskx.engine import evaluate_model
+
+    metrics, _ = evaluate_model(predictor, val, split, progress=False)
+    per_class = [v["bbox_AP"] for v in metrics["per_class"].values() if v.get("bbox_AP") is not None]
+    return {"all": round(statistics.fmean(per_class), 2) if per_class else None,
+            "A": metrics["A"]["bbox_AP"], "B": metrics["B"]["bbox_AP"]}
+
+
+def measure_model(model_path: str, categories: str, kinds=("cls", "box", "cls+box", "randn")) -> dict:
+    """Measures (a) and (d) of a trained model alone (no heads to train): the similarity index of its
+    detection weights and T's spread. ``categories``: ``3k`` (the 3000-class world's) or a COCO
+    annotations file holding the model's categories."""
+    import numpy as np
+
+    import maskx
+    from maskx import diagnostics as dg
+
+    if categories == "3k":
+        from maskx.data.vocab3k import categories3k
+
+        cats = categories3k()
+    else:
+        cats = json.loads(Path(categories).read_text())["categories"]
+    p = maskx.load(model_path)
+    by_id = {c["id"]: c for c in cats}
+    attrs, names = dg.attribute_matrix(dg.category_attributes([by_id[i] for i in p.category_ids]))
+    in_b = np.array([i not in p.set_a for i in p.category_ids])
+    out = {"model": model_path, "classes": len(p.category_ids), "A_classes": int((~in_b).sum()),
+           "attribute_kinds": sorted({a.split(":")[0] for a in names}), "embeddings": {}}
+    for kind in kinds:
+        emb = dg.class_embedding_matrix(p.model, p.class_names, kind)
+        out["embeddings"][kind] = {"similarity": dg.similarity_index(emb, attrs, in_b),
+                                   "similarity_centred": dg.similarity_index(emb, attrs, in_b, center=True)}
+    out["spread"] = dg.transfer_spread(dg.mask_weight_rows(p.model)[:, :-1])
+    return out
+
+
+def _f(x, digits=2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def table(records: list[dict]) -> str:
+    """One markdown table per record: a row per embedding, then the heads' IoUs and T's spread."""
+    parts = []
+    for r in records:
+        iou = r["iou_on_gt_boxes"]
+        parts += [f"### World v{r['generator_version']}, {r['split']}, seed {r['seed']} "
+                  f"({r['A_classes']} A of {r['classes']} classes; mask IoU on the ground-truth boxes of "
+                  f"{r['images']} val images)", "",
+                  "| embedding | ρ (cos vs shared attributes) | ρ centred | nearest A shares an attribute "
+                  "(chance) | probe IoU on B | probe closes |", "|---|---|---|---|---|---|"]
+        for kind, e in r["embeddings"].items():
+            if "error" in e:
+                parts.append(f"| {kind} | {e['error']} | | | | |")
+                continue
+            s, c, p = e["similarity"], e["similarity_centred"], e["probe"]
+            parts.append(f"| {kind} | {_f(s['rho'])} | {_f(c['rho'])} | {_f(s.get('nearest_a_shares'))} "
+                         f"({_f(s.get('chance_shares'))}) | {_f(p['iou_B'], 3)} | "
+                         f"{_f(None if p['gap_closed_B'] is None else 100 * p['gap_closed_B'], 0)} % |")
+        heads = " · ".join(f"{k} {_f(v['A'], 3)} / {_f(v['B'], 3)}" for k, v in iou.items())
+        spread = " · ".join(f"{k} {_f(v['spread'])}" for k, v in r["spread"].items())
+        parts += ["", f"Mask IoU on A / B: {heads}.", "",
+                  f"Oracle − agnostic on B: {_f(r['oracle_minus_agnostic_B'], 3)}; oracle − agnostic trained "
+                  f"with every mask (what knowing the class is worth): {_f(r.get('class_value_B'), 3)}. "
+                  f"Spread of the mask weights (per-class deviation / mean-row norm): {spread}.", ""]
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--detector", type=Path, help="a trained detector run (stage 'detector')")
+    ap.add_argument("--data", type=Path, help="folder with train/ and val/ (the detector's data)")
+    ap.add_argument("--split", default="voc2nonvoc")
+    ap.add_argument("--seed", type=int, default=0, help="the mask runs' seed")
+    ap.add_argument("--split-seed", type=int, default=None, help="seed of a random split (default: --seed); "
+                    "a design split uses one the study never uses")
+    ap.add_argument("--runs", type=Path, default=None, help="where the mask heads train (default: beside the detector)")
+    ap.add_argument("--scale", default="study", help="maskx_study.plan.SCALES entry giving the mask runs' settings")
+    ap.add_argument("--images", type=int, default=100, help="val images whose ground-truth boxes are measured")
+    ap.add_argument("--out", type=Path, help="the JSON record (a .md table is written beside it)")
+    ap.add_argument("--table", nargs="+", type=Path, help="print the table of these records and exit")
+    ap.add_argument("--model", help="measure a trained model alone (similarity index, spread): a run, "
+                    "a checkpoint or a shipped model's name; with --categories")
+    ap.add_argument("--categories", default="3k", help="with --model: 3k or a COCO annotations file")
+    args = ap.parse_args(argv)
+    if args.model:
+        record = measure_model(args.model, args.categories)
+        if args.out:
+            from maskx.atomic import write_json_atomic
+
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(record, args.out)
+        print(json.dumps(record, indent=1))
+        return 0
+    if args.table:
+        print(table([json.loads(p.read_text()) for p in args.table]))
+        return 0
+    if not (args.detector and args.data and args.out):
+        ap.error("--detector, --data and --out are required (or --table)")
+    from maskx.atomic import write_json_atomic
+
+    record = measure(args.detector, args.data, args.split, args.seed, args.runs or args.detector.parent,
+                     args.scale, args.images, args.seed if args.split_seed is None else args.split_seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, args.out)
+    args.out.with_suffix(".md").write_text(table([record]) + "\n")
+    print(table([record]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
