@@ -4,7 +4,7 @@ Stage-wise variants reuse one detector (paper §4.2: "the same Faster R-CNN dete
 be reused for all experiments"), so their detections are identical and only the mask branch
 differs. ``DetectionCache`` runs the backbone, RPN and box branch once per image and keeps the
 detections and their pooled mask RoI features [N, 256, 14, 14]; ``predict_masks`` then runs only
-a run's mask branch on them. The predictions equal the full model's (tests/test_study.py).
+a run's mask branch on them. The predictions equal the full model's (tests/study/test_detection_cache.py).
 """
 from __future__ import annotations
 

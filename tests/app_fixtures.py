@@ -1,5 +1,5 @@
-"""Fixtures of the app's tests (tests/test_app.py, tests/test_app_browser.py): a tiny trained model,
-a small val set, and fake study results in the format ``maskx_study.runner`` writes."""
+"""Fixtures of the app's tests (tests/app/test_app.py, tests/app/test_app_browser.py): a tiny trained
+model, a small val set, and fake study results in the format ``maskx_study.runner`` writes."""
 from __future__ import annotations
 
 import json

@@ -2,14 +2,25 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskx.data.synthetic import SIZES, generate
+# Test modules here and in tests/study/, tests/release/ and tests/app/ import this folder's shared modules
+# by name (helpers, app_fixtures, conftest). pytest's default "prepend" import mode already puts this folder
+# on sys.path when it imports this file; the lines below make that explicit. No folder has an __init__.py,
+# so each test file's name must be unique across the folders.
+TESTS = str(Path(__file__).resolve().parent)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+from helpers import tiny_config  # noqa: E402
+from maskx.data.synthetic import SIZES, generate  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +38,49 @@ def data64(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data64") / "d"
     generate(out, 4, seed=0, image_size=64)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train on one thread (2 shared cores); restore the setting for other modules. The modules that
+    train ask for it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data64) -> Path:
+    """A 2-iteration Mask^X run (scores kept down to 0, so an untrained model still detects), trained on
+    one thread. Shared by the session (tests/test_engine.py, test_train.py, test_checkpoint.py,
+    test_predictor.py): tests copy it before writing."""
+    from maskx.train import run_training
+
+    out = tmp_path_factory.mktemp("runs") / "maskx"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_training(tiny_config(iters=2, checkpoint_every=1, score_thresh=0.0), data64, out, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The tiny scale's gate runs and one end-to-end run, trained once per session (about a minute):
+    shared by the slow tests of tests/study/test_runner.py, test_detection_cache.py and test_evaluation.py."""
+    import dataclasses
+
+    from maskx_study.runner import SCALES, Run, Study, plan
+
+    root = tmp_path_factory.mktemp("study")
+    scale = dataclasses.replace(SCALES["tiny"], data=str(root / "data"))
+    study = Study(scale, results_dir=root / "results", runs_dir=root / "runs", progress=False, log=lambda m: None)
+    runs = plan(scale, ["gate"]) + [Run("agnostic_e2e", "voc2nonvoc", 0, scale.backbone)]
+    written = study.run(runs)
+    return study, runs, written
 
 
 def write_image(path: Path, h: int, w: int, mode: str = "RGB", seed: int = 0, fmt: str | None = None) -> None:
@@ -139,5 +193,5 @@ def vg_fixture(root: Path, extra_objects: list | None = None) -> None:
 
 
 # the app's fixtures (a tiny trained model, val images, fake study results), shared by
-# tests/test_app.py and tests/test_app_browser.py so that the model is trained once per session
+# tests/app/test_app.py and tests/app/test_app_browser.py so that the model is trained once per session
 from app_fixtures import app_val, fake_results, tiny_model  # noqa: E402,F401

@@ -1,5 +1,6 @@
-"""benchmarks/model_speed.py runs end to end and writes the JSON it documents (no timing assertions),
-and the K-independent mask weights it measures match the full-matrix path."""
+"""The benchmark scripts (benchmarks/) run end to end and write the JSON they document (no timing
+assertions): model_speed.py, threaded_kernels.py (outputs unchanged by the threaded kernels) and
+data_rate.py."""
 from __future__ import annotations
 
 import json
@@ -8,31 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-
-from maskx.models.mask_heads import MaskWeights
-from maskx.models.transfer import WeightTransfer, detection_weights
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.mark.parametrize("kind", ["cls", "box", "cls+box"])
-def test_detection_weights_of_some_classes_are_rows_of_all(kind):
-    torch.manual_seed(0)
-    bp = FastRCNNPredictor(16, 11)
-    classes = torch.tensor([0, 3, 10])
-    assert torch.equal(detection_weights(bp, kind, classes), detection_weights(bp, kind)[classes])
-
-
-def test_mask_weights_need_only_the_batch_classes():
-    torch.manual_seed(0)
-    bp = FastRCNNPredictor(16, 11)
-    mw = MaskWeights("transfer", 11, 8, "cls+box", WeightTransfer(5 * 16, 8, 2, 8))
-    labels = torch.tensor([4, 1, 4, 9])
-    w, b = mw(labels, bp)
-    w_all, _ = mw.all_classes(bp)
-    assert b is None and torch.allclose(w, w_all[labels], atol=1e-6)
 
 
 @pytest.mark.slow
@@ -82,3 +60,24 @@ def test_threaded_kernels_benchmark_finds_outputs_unchanged(tmp_path):
     assert t["losses"]["loss_mask"] > 0  # set-A masks reached the mask loss
     for r in (t["step"], t["filter_proposals"], p):
         assert r["torchvision"]["median_s"] > 0 and r["threaded"]["ratio_vs_torchvision"] > 0
+
+
+def test_data_rate_writes_json_and_table(tmp_path):
+    out = tmp_path / "res" / "data_rate.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data_rate.py"), "--sizes", "64", "--images",
+                           "3", "--load-passes", "1", "--train-steps", "3", "--out", str(out)],
+                          check=True, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    res = json.loads(out.read_text())
+    assert res["benchmark"] == "data_rate" and res["command"].endswith(f"--out {out}")
+    [row] = res["results"]
+    assert row["image_size"] == 64 and row["images"] == 3
+    for key in ("generate_images_per_s_1_worker", "generate_images_per_s_2_workers", "load_images_per_s",
+                "load_images_per_s_default_threads", "generate_images_per_cpu_s_1_worker", "load_images_per_cpu_s"):
+        assert row[key] > 0, key
+    # training timed through the real loop: 3 steps, the first 2 are warm-up
+    assert row["train_steps_timed"] == 1 and row["train_images_per_s"] > 0 and row["train_batch"] == 2
+    # the ratio of the unrounded rates: equal to the rounded ones' within their rounding
+    assert row["load_over_train"] == pytest.approx(row["load_images_per_s"] / row["train_images_per_s"], rel=1e-2)
+    assert "| load / train |" in proc.stdout
+    assert "| 64 | 3 |" in proc.stdout
+    assert [p.name for p in out.parent.iterdir()] == ["data_rate.json"]  # atomic write, no temp files

@@ -1,8 +1,9 @@
 """Faults: kill -9 and --resume, a DDP worker that dies, fuzzed COCO annotations, untrusted checkpoints.
 
-The bad-input cases written by hand live in tests/test_coco_loader.py, the checkpoint faults
-(truncated, altered, pickle, other classes, non-finite losses) in tests/test_engine.py; this
-file adds what needs a real process to die, or many generated inputs.
+The bad-input cases written by hand live in tests/test_coco.py, the checkpoint faults (truncated,
+altered, pickle) in tests/test_checkpoint.py, a checkpoint of other classes in tests/test_predictor.py,
+non-finite losses in tests/test_engine.py; this file adds what needs a real process to die, or many
+generated inputs.
 """
 from __future__ import annotations
 
@@ -25,12 +26,11 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 from safetensors.torch import load_file
 
-from helpers import subprocess_env
+from helpers import TINY, subprocess_env
 from maskx.checkpoint import list_checkpoints, read_checkpoint
 from maskx.data.coco import CocoDataset, DatasetError
 
 from conftest import coco_fixture
-from test_cli_train import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ VALID_COMPRESSED = _compressed(_BLOB)
 NUM = st.one_of(st.integers(-100, 200), st.floats(-100, 200), st.integers(-2 ** 80, 2 ** 80),
                 st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([10 ** 400, -(10 ** 400), 1e308]))
 WEIRD = st.one_of(st.none(), st.booleans(), NUM, st.text(max_size=6), st.lists(st.integers(-3, 3), max_size=4),
-                  st.dictionaries(st.text(max_size=3), st.integers(0, 3), max_size=2), st.just([]), st.just({}))
+                  st.dictionaries(st.text(max_size=3), st.integers(0, 3), max_size=2), st.builds(list), st.builds(dict))
 IDS = st.one_of(st.sampled_from([1, 3, 18, 44, 62, 90, 139, 140, 141, 1001, 1002, 1003, 1004, 1005, 0, -1]),
                 st.integers(-2 ** 70, 2 ** 70), WEIRD)
 SIZE = st.one_of(st.just([48, 64]), st.just([64, 48]), st.lists(st.integers(-2, 100), max_size=3), WEIRD)

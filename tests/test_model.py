@@ -1,16 +1,17 @@
-"""The paper's claims as tests: stop-grad, A-only mask loss, K-independent = full mask path, stages."""
-from __future__ import annotations
+"""The whole model (maskx/models/maskx_rcnn.py) and the paper's claims as tests: stop-grad, A-only mask
+loss, stages; targets checked, every preset builds, inference settings, fixed embeddings.
 
-from types import SimpleNamespace
+Its parts have their own files: tests/test_roi_heads.py, test_mask_heads.py (the K-independent mask path
+equals the full one), test_transfer.py, test_backbones.py, test_embeddings.py; the config: test_config.py.
+"""
+from __future__ import annotations
 
 import pytest
 import torch
 
 from maskx.config import Config, ConfigError, get_preset
-from maskx.models.mask_heads import MaskWeights, MLPMaskBranch, all_class_mask_logits, gather_mask_logits
 from maskx.models.maskx_rcnn import TargetError, build_model
-from maskx.models.roi_heads import cap_rois, maskx_loss, project_mask_targets, select_mask_rois
-from maskx.models.transfer import WeightTransfer, detection_weights
+from maskx.models.transfer import WeightTransfer
 
 NAMES = [f"class{i}" for i in range(6)]
 SIZE = 96
@@ -76,94 +77,6 @@ def test_no_set_a_roi_gives_zero_mask_loss_not_nan():
     loss = _mask_loss(model, images, targets)
     assert loss.item() == 0.0 and torch.isfinite(loss)
     loss.backward()  # the graph stays valid
-
-
-def test_select_mask_rois_keeps_only_positive_set_a_and_caps():
-    props = [torch.rand(10, 4)]
-    labels = [torch.tensor([1, 2, 0, 1, 2, 0, 1, 1, 2, 1])]
-    matched = [torch.tensor([0, 1, 0, 0, 1, 0, 0, 0, 1, 0])]
-    has_mask = [torch.tensor([True, False])]
-    boxes, idxs, labs = select_mask_rois(props, labels, matched, has_mask)
-    assert (idxs[0] == 0).all() and (labs[0] == 1).all() and len(boxes[0]) == 5
-    boxes, idxs, labs = select_mask_rois(props, labels, matched, has_mask, max_per_image=2)
-    assert len(boxes[0]) == 2
-
-
-def test_maskx_loss_empty_is_zero():
-    logits = torch.zeros(0, 28, 28, requires_grad=True)
-    targets = project_mask_targets([torch.zeros(1, 8, 8)], [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 28)
-    loss = maskx_loss(logits, targets)
-    assert targets.shape == (0, 28, 28) and loss.item() == 0.0
-    loss.backward()  # the zero keeps the graph
-    assert logits.grad is not None
-
-
-def test_maskx_loss_is_bce_of_own_class_logits_against_projected_targets():
-    gt = torch.zeros(1, 16, 16)
-    gt[0, 4:12, 4:12] = 1
-    boxes = [torch.tensor([[4.0, 4.0, 12.0, 12.0], [0.0, 0.0, 16.0, 16.0]])]
-    targets = project_mask_targets([gt], boxes, [torch.tensor([0, 0])], 8)
-    assert targets[0, :7, :7].min() == 1 and float(targets[0].mean()) > 0.8  # the box is the mask (edges interpolated)
-    assert 0.2 < float(targets[1].mean()) < 0.3  # the mask is a quarter of the whole image
-    logits = torch.randn(2, 8, 8)
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    assert torch.allclose(maskx_loss(logits, targets), expected)
-
-
-def test_cap_rois_keeps_at_most_the_cap_and_only_given_indices():
-    keep = torch.tensor([3, 5, 7, 9, 11])
-    assert torch.equal(cap_rois(keep, 0), keep) and torch.equal(cap_rois(keep, 5), keep)
-    capped = cap_rois(keep, 2)
-    assert len(capped) == 2 and set(capped.tolist()) <= set(keep.tolist()) and len(set(capped.tolist())) == 2
-
-
-@pytest.mark.parametrize("kind,inp", [("agnostic", "cls+box"), ("oracle", "cls+box"), ("transfer", "cls+box"),
-                                      ("transfer", "cls"), ("transfer", "box"), ("transfer", "randn")])
-def test_k_independent_mask_path_equals_full_path(kind, inp):
-    torch.manual_seed(0)
-    k1 = 3001
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-
-    box_pred = FastRCNNPredictor(64, k1)
-    emb = torch.randn(k1, 50) if inp == "randn" else None
-    transfer = WeightTransfer(50 if emb is not None else {"cls": 64, "box": 256, "cls+box": 320}[inp], 32)
-    weights = MaskWeights(kind, k1, 32, inp, transfer if kind == "transfer" else None, emb)
-    if kind == "oracle":
-        torch.nn.init.normal_(weights.bias)
-    feats = torch.randn(7, 32, 28, 28)
-    labels = torch.tensor([5, 3000, 5, 1, 77, 1200, 2])
-    w, b = weights(labels, box_pred)
-    ours = gather_mask_logits(feats, w, b)
-    w_all, b_all = weights.all_classes(box_pred)
-    full = all_class_mask_logits(feats, w_all, b_all)[torch.arange(7), labels]
-    assert ours.shape == (7, 28, 28)
-    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
-
-
-def test_detection_weights_layout():
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-
-    bp = FastRCNNPredictor(16, 5)
-    w = detection_weights(bp, "cls+box")
-    assert w.shape == (5, 16 + 64)
-    torch.testing.assert_close(w[3, :16], bp.cls_score.weight[3])
-    torch.testing.assert_close(w[3, 16:32], bp.bbox_pred.weight[12])  # class 3's dx row
-    with pytest.raises(ValueError):
-        detection_weights(bp, "glove")
-
-
-@pytest.mark.parametrize("layers,act,n_linear", [(1, "relu", 1), (2, "leaky_relu", 2), (3, "relu", 3)])
-def test_transfer_structure(layers, act, n_linear):
-    t = WeightTransfer(5120, 256, layers, 256, act)
-    linears = [m for m in t.net if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == n_linear and linears[0].in_features == 5120 and linears[-1].out_features == 256
-    assert not isinstance(t.net[-1], (torch.nn.ReLU, torch.nn.LeakyReLU))  # no final activation
-    if act == "leaky_relu":
-        assert t.net[1].negative_slope == 0.1
-
-
-def test_mlp_branch_shape():
-    assert MLPMaskBranch(32)(torch.randn(3, 32, 14, 14)).shape == (3, 28, 28)
 
 
 def test_stagewise_mask_stage_trains_only_the_mask_branch():
@@ -235,22 +148,6 @@ def test_bad_targets_rejected():
         model(images, bad)
 
 
-def test_config_rejects_bad_values_and_presets():
-    with pytest.raises(ConfigError, match="unknown preset"):
-        get_preset("transfer_magic")
-    with pytest.raises(ConfigError):
-        Config(transfer_layers=4)
-    with pytest.raises(ConfigError):
-        Config(mask_head="oracle", split="voc2nonvoc")
-    with pytest.raises(ConfigError, match="unknown config field"):
-        Config().with_overrides(["nope=1"])
-    with pytest.raises(ConfigError, match="expected int"):
-        Config().with_overrides(["iters=abc"])
-    c = Config().with_overrides(["iters=7", "stop_grad=false", "base_lr=1"])
-    assert (c.iters, c.stop_grad, c.base_lr) == (7, False, 1.0)
-    assert Config.from_json(c.to_json()) == c
-
-
 def test_every_preset_builds():
     from maskx.config import PRESETS
 
@@ -269,34 +166,6 @@ def test_text_embedding_model_feeds_t_with_384d_rows():
     assert model.roi_heads.mask_predictor.transfer.net[0].in_features == 384
 
 
-@pytest.mark.parametrize("num_classes, score_thresh", [(81, 0.05), (3001, 0.001), (2, 0.0), (21, 0.5)])
-def test_postprocess_decodes_only_kept_pairs_with_torchvision_output(num_classes, score_thresh):
-    """MaskXRoIHeads.postprocess_detections returns exactly torchvision's (bit for bit)."""
-    from torchvision.models.detection import _utils as det_utils
-    from torchvision.models.detection.roi_heads import RoIHeads
-
-    from maskx.models.roi_heads import MaskXRoIHeads
-
-    heads = SimpleNamespace(box_coder=det_utils.BoxCoder((10.0, 10.0, 5.0, 5.0)), nms_thresh=0.5,
-                            score_thresh=score_thresh, detections_per_img=50)
-    gen = torch.Generator().manual_seed(num_classes)
-    proposals = []
-    for n in (300, 0, 150):
-        xy = torch.rand(n, 2, generator=gen) * 300 - 20
-        proposals.append(torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 120], 1))
-    proposals[2][:5, 2:] = proposals[2][:5, :2]  # empty boxes: removed as small
-    n = sum(len(p) for p in proposals)
-    logits = torch.randn(n, num_classes, generator=gen) * 3
-    codes = torch.randn(n, 4 * num_classes, generator=gen) * 4  # large: exp clamped
-    shapes = [(256, 320)] * 3
-    ref = RoIHeads.postprocess_detections(heads, logits, codes, proposals, shapes)
-    out = MaskXRoIHeads.postprocess_detections(heads, logits, codes, proposals, shapes)
-    assert sum(len(b) for b in ref[0]) > 0
-    for a, b in zip(ref, out):
-        for u, v in zip(a, b):
-            assert u.shape == v.shape and torch.equal(u, v)
-
-
 @pytest.mark.parametrize("norm", [1.0, 2.5])
 def test_fixed_embedding_rows_are_scaled_to_embedding_norm(norm):
     """randn rows are ~sqrt(5120) = 71.6 raw; T sees every class row at the same norm, background zero."""
@@ -311,31 +180,6 @@ def test_fixed_embedding_rows_are_scaled_to_embedding_norm(norm):
     assert 60 < raw[1:].norm(dim=1).min() and raw[1:].norm(dim=1).max() < 85
     # the same directions: scaling only
     torch.testing.assert_close(emb[1:], raw[1:] / raw[1:].norm(dim=1, keepdim=True) * norm)
-
-
-def test_negative_embedding_norm_is_rejected():
-    with pytest.raises(ConfigError, match="embedding_norm"):
-        Config(embedding_norm=-1.0)
-
-
-def test_transfer_msra_init_is_the_official_fill_and_torch_init_is_unchanged():
-    """init="msra": Detectron's MSRAFill (N(0, sqrt(2 / fan_out)), zero biases) in every FC of T;
-    init="torch" draws exactly what nn.Linear draws (results recorded before the option still hold)."""
-    torch.manual_seed(0)
-    t = WeightTransfer(5120, 256, layers=2, init="msra")
-    for m in (t.net[0], t.net[2]):
-        assert torch.all(m.bias == 0)
-        assert abs(m.weight.std().item() - (2.0 / 256) ** 0.5) < 0.003
-        assert abs(m.weight.mean().item()) < 0.002
-    torch.manual_seed(0)
-    default = WeightTransfer(5120, 256, layers=2)
-    torch.manual_seed(0)
-    ref = [torch.nn.Linear(5120, 256), torch.nn.Linear(256, 256)]
-    for got, want in zip((default.net[0], default.net[2]), ref):
-        assert torch.equal(got.weight, want.weight) and torch.equal(got.bias, want.bias)
-    # the msra rows make T's output about an order of magnitude larger for detection-weight-sized input
-    x = torch.randn(8, 5120) * (1.5 / 5120 ** 0.5)
-    assert t(x).std() > 5 * default(x).std()
 
 
 def test_transfer_init_is_checked_and_reaches_the_model():

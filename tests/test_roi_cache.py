@@ -20,7 +20,7 @@ from maskx.roi_cache import (CachedMaskTraining, CachedRoIs, RoICacheError, buil
                              cache_meta, ensure_roi_cache)
 from maskx.train import run_training
 
-from test_engine import assert_bit_identical, model_tensors, tiny_config
+from helpers import assert_bit_identical, model_tensors, tiny_config
 
 MASK_BRANCH = ("roi_heads.mask_head.", "roi_heads.mask_predictor.", "roi_heads.mask_mlp.")
 

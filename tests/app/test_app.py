@@ -21,7 +21,7 @@ from conftest import vg_fixture
 
 st_testing = pytest.importorskip("streamlit.testing.v1", reason="the app extra (streamlit) is not installed")
 AppTest = st_testing.AppTest
-APP = Path(__file__).resolve().parents[1] / "app"
+APP = Path(__file__).resolve().parents[2] / "app"
 sys.path.insert(0, str(APP))
 
 

@@ -1,4 +1,7 @@
-"""The study runner: plan order, resumable results, cached evaluation equal to the full model's."""
+"""The study runner (maskx_study/runner.py): stale results superseded and kept, detectors restored bit for
+bit or retrained, resumable results, workers that share a plan, claims and locks.
+
+The slow tests share the tiny study's trained runs (``tiny_study`` in tests/conftest.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,126 +9,12 @@ import json
 import os
 
 import pytest
-from pycocotools import mask as mask_utils
 import torch
 
-from maskx_study.detection_cache import CacheMismatch, DetectionCache
 from maskx.checkpoint import find_checkpoint, model_state
-from maskx.data.coco import CocoDataset
-from maskx.data.splits import resolve_split
-from maskx.engine import evaluate_model
-from maskx.predictor import load
-from maskx.train import cpu_signature
 from maskx.data.synthetic import GENERATOR_VERSION
-from maskx_study.runner import DIRECTIONS, SCALES, TABLES, Run, Study, plan
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    scale = dataclasses.replace(SCALES["tiny"], data=str(root / "data"))
-    study = Study(scale, results_dir=root / "results", runs_dir=root / "runs", progress=False, log=lambda m: None)
-    runs = plan(scale, ["gate"]) + [Run("agnostic_e2e", "voc2nonvoc", 0, scale.backbone)]
-    written = study.run(runs)
-    return study, runs, written
-
-
-def test_plan_orders_detectors_first_and_has_no_duplicates():
-    scale = SCALES["study"]
-    runs = plan(scale)
-    assert len(runs) == len(set(runs))
-    assert [r.preset for r in runs[:3]] == ["detector", "agnostic", "oracle"]  # the data-design gate first
-    for k, r in enumerate(runs):
-        if r.preset != "detector":
-            assert runs.index(r.detector()) < k
-    # the oracle trains on every class: one run per seed serves both directions
-    oracles = [r for r in runs if r.preset == "oracle"]
-    assert {r.split for r in oracles} == {"all"} and len(oracles) == len(scale.seeds)
-    assert Run("oracle", "all", 0, "x").eval_splits == DIRECTIONS
-    # Table 1a and Table 2 in both directions with every seed; Table 2 on two backbones
-    t2 = [r for r in runs if r.preset == "transfer_clsbox_2lrelu_mlp_e2e"]
-    assert len(t2) == 2 * (len(scale.seeds) + len(scale.second_backbone_seeds or scale.seeds))
-    assert {r.backbone for r in t2} == {scale.backbone, scale.second_backbone}
-    fig3 = [r for r in runs if r.split.startswith("rand")]
-    assert len(fig3) == 2 * len(scale.fig3_sizes) * scale.fig3_trials
-    assert plan(scale, ["t1b"], seeds=[0])[0] == Run("detector", "all", 0, scale.backbone)
-
-
-def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
-    from maskx_study.runner import table_runs
-
-    scale = dataclasses.replace(SCALES["study"], second_backbone_seeds=(0,))
-    runs = table_runs("t2", scale)
-    assert {r.seed for r in runs if r.backbone == scale.backbone} == {0, 1, 2}
-    assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {0}
-    full = table_runs("t2", dataclasses.replace(scale, second_backbone_seeds=None))
-    assert {r.seed for r in full if r.backbone == scale.second_backbone} == {0, 1, 2} and len(set(full)) == len(set(runs)) + 10
-
-
-def test_the_plan_has_the_second_backbone_on_seed_0_and_beyond_budget_adds_its_other_seeds_only():
-    from maskx_study.runner import beyond_budget
-
-    scale = SCALES["study"]
-    runs, every = plan(scale), plan(beyond_budget(scale))
-    assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {scale.seeds[0]}
-    extra = [r for r in every if r not in set(runs)]
-    assert set(runs) < set(every) and len(extra) == 12
-    assert {r.backbone for r in extra} == {scale.second_backbone} and {r.seed for r in extra} == {1, 2}
-    assert {r.preset for r in extra} == {"detector"} | {p for _, p in TABLES["t2"].rows}
-    assert beyond_budget(scale).to_json() == {**scale.to_json(), "second_backbone_seeds": None}
-
-
-def test_cli_beyond_budget_plans_the_second_backbones_other_seeds(tmp_path, capsys):
-    from maskx.__main__ import main
-
-    base = ["study", "plan", "--tables", "t2", "--backbones", "second", "--results", str(tmp_path), "--runs", str(tmp_path)]
-    second = SCALES["study"].second_backbone
-    assert main(base) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["runs"] == 6 and all("__s0" in r for r in out["plan"])
-    assert main([*base, "--beyond-budget"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["runs"] == 18 and f"todo {second}__detector__all__s2" in out["plan"]
-
-
-def test_run_configs_follow_the_scale():
-    scale = SCALES["study"]
-    det = Run("detector", "all", 1, scale.backbone).config(scale)
-    sw = Run("transfer_glove_2lrelu", "nonvoc2voc", 1, "resnet18").config(scale, "runs/x")
-    e2e = Run("agnostic_e2e", "voc2nonvoc", 1, "resnet18").config(scale, "runs/x")
-    assert (det.stage, det.iters, det.detector) == ("detector", scale.detector_iters, None)
-    assert (sw.stage, sw.iters, sw.detector, sw.split, sw.seed) == ("mask", scale.mask_iters, "runs/x", "nonvoc2voc", 1)
-    assert (e2e.stage, e2e.iters, e2e.detector) == ("e2e", scale.e2e_iters, "runs/x")
-    assert sw.rois_per_image == 128 and sw.mask_dim == 128
-
-
-def test_the_second_backbone_detector_has_its_own_iterations_and_nothing_else_does():
-    scale = dataclasses.replace(SCALES["study"], second_backbone_detector_iters=7)
-    main, second = scale.backbone, scale.second_backbone
-    assert Run("detector", "all", 0, second).config(scale).iters == 7
-    assert Run("detector", "all", 0, main).config(scale).iters == scale.detector_iters
-    assert Run("agnostic_e2e", "voc2nonvoc", 0, second).config(scale, "runs/x").iters == scale.e2e_iters
-    unset = dataclasses.replace(scale, second_backbone_detector_iters=None)
-    assert Run("detector", "all", 0, second).config(unset).iters == scale.detector_iters
-    # one backbone in both roles (the tiny scale): the main backbone's count
-    same = dataclasses.replace(scale, second_backbone=main)
-    assert Run("detector", "all", 0, main).config(same).iters == scale.detector_iters
-
-
-def test_estimate_counts_each_roi_cache_once_and_the_caches_left():
-    from maskx_study.runner import estimate_hours
-
-    det = [Run("detector", "all", s, "resnet18") for s in (0, 1)]
-    mask = [Run(p, "voc2nonvoc", s, "resnet18") for s in (0, 1) for p in ("agnostic", "oracle")]
-    cache = {"detector_sha256": "x", "build_seconds": 3600.0}
-    results = {det[0].key: {"train_seconds": 7200, "eval_seconds": 0},
-               mask[0].key: {"train_seconds": 1800, "eval_seconds": 0, "roi_cache": cache},
-               mask[1].key: {"train_seconds": 1800, "eval_seconds": 0, "roi_cache": cache}}
-    est = estimate_hours(det + mask, results)
-    assert est["hours_done"] == 4.0  # 2 h detector, 2 x 0.5 h stage-wise, the shared cache's 1 h once
-    # left: one detector (2 h), two stage-wise runs (0.5 h each) and seed 1's cache (1 h)
-    assert est["hours_left_estimate"] == 4.0 and est["roi_caches_left"] == 1
-    assert est["runs_left_without_estimate"] == 0
+from maskx.train import cpu_signature
+from maskx_study.runner import DIRECTIONS, SCALES, Run, Study, plan
 
 
 def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path):
@@ -310,114 +199,6 @@ def test_e2e_run_starts_from_the_detector_and_trains_it(tiny_study):
     assert (det[key] - e2e[key]).abs().max() < 0.1 * det[key].abs().max()
 
 
-@pytest.mark.slow  # trains 4 tiny runs (about a minute)
-def test_cached_evaluation_equals_the_full_model(tiny_study):
-    study, runs, _ = tiny_study
-    val = CocoDataset.from_dir(f"{study.scale.data}/val")
-    split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
-    detector = load(study.run_dir(runs[0])).model
-    predictor = load(study.run_dir(Run("agnostic", "voc2nonvoc", 0, study.scale.backbone)))
-    for m in (detector, predictor.model):  # an untrained detector scores below the default threshold
-        m.roi_heads.score_thresh = 0.0
-    cache = DetectionCache(detector, val, progress=False)
-    cached = cache.predict_masks(predictor)
-    _, full = evaluate_model(predictor, val, split, progress=False)
-    assert len(full) > 0
-    assert cached == full
-    with torch.no_grad():
-        next(predictor.model.backbone.parameters()).add_(1.0)
-    with pytest.raises(CacheMismatch, match="detector weights differ"):
-        cache.predict_masks(predictor)
-
-
-@pytest.mark.slow  # trains 4 tiny runs (about a minute; shared with the tests above)
-def test_skipping_masks_of_absent_classes_keeps_ap_and_per_class_ap(tiny_study):
-    """A detection of a class with no ground truth in its image is a false positive whatever its mask:
-    evaluating without those masks gives the same segm AP, AP50, AP75 and per-class AP."""
-    from maskx.evaluate import evaluate_predictions
-
-    study, runs, _ = tiny_study
-    val = CocoDataset.from_dir(f"{study.scale.data}/val")
-    split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
-    detector = load(study.run_dir(runs[0])).model
-    predictor = load(study.run_dir(Run("agnostic", "voc2nonvoc", 0, study.scale.backbone)))
-    for m in (detector, predictor.model):
-        m.roi_heads.score_thresh = 0.0
-    present: dict = {}
-    for a in val.data["annotations"]:
-        present.setdefault(a["image_id"], set()).add(a["category_id"])
-    cache = DetectionCache(detector, val, progress=False)
-    full = cache.predict_masks(predictor)
-    # an untrained detector names no class of its image: count half of its detected classes as present
-    # too (a superset of the ground truth's classes keeps the result), so both branches run
-    for p in full[::2]:
-        present.setdefault(p["image_id"], set()).add(p["category_id"])
-    skipped = cache.predict_masks(predictor, present=present)
-    assert [(p["image_id"], p["category_id"], p["score"]) for p in full] == \
-        [(p["image_id"], p["category_id"], p["score"]) for p in skipped]
-    absent = [k for k, p in enumerate(full) if p["category_id"] not in present.get(p["image_id"], set())]
-    assert 0 < len(absent) < len(full)  # both kinds occur, so the comparison means something
-    for k, (f, s) in enumerate(zip(full, skipped)):
-        if k in set(absent):
-            assert mask_utils.area(s["segmentation"]) == 0
-        else:
-            assert s["segmentation"] == f["segmentation"]
-    a, b = evaluate_predictions(val.data, full, split), evaluate_predictions(val.data, skipped, split)
-    for s in ("A", "B"):
-        for k in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"):
-            assert a[s][k] == b[s][k], (s, k)
-    assert {n: v["segm_AP"] for n, v in a["per_class"].items()} == {n: v["segm_AP"] for n, v in b["per_class"].items()}
-
-
-@pytest.mark.slow  # reuses the tiny study's runs: evaluation only
-def test_the_full_model_skips_masks_of_absent_classes_and_keeps_ap(tiny_study):
-    """End-to-end runs are evaluated with the full model: ``evaluate_model(present=)`` computes no mask for a
-    detection of a class absent from its image and leaves AP, AP50, AP75 and per-class AP as they were."""
-    from maskx.evaluate import evaluate_predictions
-
-    study, _, _ = tiny_study
-    val = CocoDataset.from_dir(f"{study.scale.data}/val")
-    split = resolve_split("voc2nonvoc", val.data["categories"], voc_like_ids=val.data["info"]["voc_like_category_ids"])
-    predictor = load(study.run_dir(Run("agnostic_e2e", "voc2nonvoc", 0, study.scale.backbone)))
-    predictor.model.roi_heads.score_thresh = 0.0
-    _, full = evaluate_model(predictor, val, split, progress=False)
-    present: dict = {}
-    for a in val.data["annotations"]:
-        present.setdefault(a["image_id"], set()).add(a["category_id"])
-    for p in full[::2]:  # as above: a superset of the ground truth's classes, so both branches run
-        present.setdefault(p["image_id"], set()).add(p["category_id"])
-    _, skipped = evaluate_model(predictor, val, split, progress=False, present=present)
-    assert [(p["image_id"], p["category_id"], p["bbox"]) for p in full] == \
-        [(p["image_id"], p["category_id"], p["bbox"]) for p in skipped]
-    absent = {k for k, p in enumerate(full) if p["category_id"] not in present.get(p["image_id"], set())}
-    assert 0 < len(absent) < len(full)
-    for k, (f, s) in enumerate(zip(full, skipped)):
-        if k in absent:
-            assert mask_utils.area(s["segmentation"]) == 0
-        else:
-            assert mask_utils.area(mask_utils.merge([s["segmentation"], f["segmentation"]], intersect=True)) >= \
-                0.99 * mask_utils.area(f["segmentation"])  # same mask (another batch: float rounding)
-    a, b = evaluate_predictions(val.data, full, split), evaluate_predictions(val.data, skipped, split)
-    for s in ("A", "B"):
-        for k in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP"):
-            assert a[s][k] == pytest.approx(b[s][k], abs=1e-9), (s, k)
-    assert predictor.model.roi_heads._mask_only_labels is None  # the filter ends with the image
-
-
-@pytest.mark.slow  # reuses the tiny study's runs: evaluation only
-def test_a_scale_that_skips_absent_class_masks_reports_no_area_stats(tiny_study, tmp_path):
-    study, _, _ = tiny_study
-    scale = dataclasses.replace(study.scale, eval_skip_absent_masks=True)
-    other = Study(scale, results_dir=tmp_path / "results", runs_dir=study.runs_dir, progress=False, log=lambda m: None)
-    run = Run("agnostic", "voc2nonvoc", 0, scale.backbone)
-    det_dir = other.run_dir(run.detector())
-    metrics, how, _, _ = other.evaluate_run(run, run.config(scale, det_dir), other.run_dir(run), det_dir)
-    assert how == "mask head on cached detections of classes present in their image"
-    for s in ("A", "B"):  # masks of unmatched detections were not computed: their area ranges are unknown
-        assert all(metrics["voc2nonvoc"][s][f"segm_{k}"] is None for k in ("APs", "APm", "APl"))
-        assert "segm_AP" in metrics["voc2nonvoc"][s] and "bbox_APs" in metrics["voc2nonvoc"][s]
-
-
 def test_a_detector_whose_weights_here_differ_is_evaluated_again_and_its_runs_rerun(tmp_path):
     """A detector trained here whose checkpoint is not the one its result (or, for results from before
     detectors recorded it, the runs built on it) recorded: the detector is evaluated again (weights
@@ -513,7 +294,7 @@ def test_two_worker_processes_share_a_plan(tmp_path):
     import subprocess
     import sys
 
-    from tests.helpers import subprocess_env
+    from helpers import subprocess_env
 
     cmd = [sys.executable, "-m", "maskx", "study", "run", "--scale", "tiny", "--tables", "gate", "--jobs", "2",
            "--quiet", "--data", str(tmp_path / "data"), "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "runs")]
@@ -521,39 +302,6 @@ def test_two_worker_processes_share_a_plan(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "r").glob("*.json")) == sorted(f"{r.key}.json" for r in plan(SCALES["tiny"], ["gate"]))
     assert not list((tmp_path / "runs").glob("*.lock"))
-
-
-def test_detector_probe_script_compares_loss_windows(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    runs = []
-    for name, scale in (("a", 1.0), ("b", 0.5)):
-        run = tmp_path / name
-        run.mkdir()
-        rows = [{"iter": i, "loss": scale * (2 - i / 500), "loss_classifier": 1.0, "loss_box_reg": 0.5,
-                 "loss_objectness": 0.1} for i in range(500)]
-        (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-        runs.append(str(run))
-    script = Path(__file__).resolve().parents[1] / "scripts" / "detector_probes.py"
-    out = subprocess.run([sys.executable, str(script), "losses", *runs], capture_output=True, text=True, check=True).stdout
-    lines = out.strip().splitlines()
-    assert len(lines) == 3 and lines[1].startswith("0-249 | 1.751 ") and "| 0.875 " in lines[1]
-
-
-def test_cli_plan_restricted_to_the_main_backbone(tmp_path, capsys):
-    from maskx.__main__ import main
-
-    base = ["study", "plan", "--tables", "t2", "--seeds", "0", "--results", str(tmp_path), "--runs", str(tmp_path)]
-    assert main([*base, "--backbones", "main"]) == 0
-    out = capsys.readouterr().out
-    main_bb, second = SCALES["study"].backbone, SCALES["study"].second_backbone
-    assert f"{main_bb}__transfer_clsbox_2lrelu_mlp_e2e__voc2nonvoc__s0" in out and f"{second}__" not in out
-    assert main(base) == 0
-    assert f"{second}__detector__all__s0" in capsys.readouterr().out
-    assert main([*base, "--backbones", "vgg16"]) == 2
-    assert "--backbones: unknown ['vgg16']" in capsys.readouterr().err
 
 
 def test_results_recorded_before_embedding_norm_are_stale_only_for_fixed_embeddings(tmp_path):

@@ -1,49 +1,22 @@
-"""``python -m maskx train / predict / eval`` end to end, CLI errors, and distributed training (torchrun, gloo)."""
+"""The command line (maskx/__main__.py): ``python -m maskx train / predict / eval`` end to end, and CLI
+errors. Distributed training through torchrun is in tests/test_train.py."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-from helpers import subprocess_env
+from helpers import TINY, maskx_cli
+from helpers import check_exit as _check
 from maskx.__main__ import main
 from maskx.config import PRESETS, Config
 from maskx.evaluate import check_predictions
-
-ROOT = Path(__file__).resolve().parents[1]
-# tiny model and RoI budgets (see tests/test_engine.py)
-TINY = ["--image-size", "64", "--set", "rois_per_image=64", "--set", "mask_rois_per_image=16",
-        "--set", "box_head_dim=128", "--set", "mask_dim=64", "--set", "transfer_hidden=64",
-        "--set", "warmup_iters=1", "--set", "detections_per_img=20", "--quiet"]
 
 
 @pytest.fixture
 def data(data64) -> Path:
     return data64
-
-
-def maskx_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskx", *map(str, args)], cwd=ROOT, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def torchrun(*args, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={port}", "-m", "maskx", *map(str, args)]
-    return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def _check(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
 # ------------------------------------------------------------------ errors (fast, in-process)
@@ -143,64 +116,7 @@ def test_train_resume_predict_eval(data, tmp_path):
     assert metrics["num_predictions"] == len(preds)
 
 
-def _update(run: Path, it: int, init: dict) -> torch.Tensor:
-    t = load_file(run / f"ckpt_{it:07d}.safetensors")
-    return torch.cat([(t[f"model.{k}"] - v).flatten() for k, v in init.items() if v.is_floating_point()])
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_match_one_process_with_the_global_batch(data, tmp_path):
-    """torchrun x2 (gloo, CPU), 1 image per process == 1 process with 2 images, up to RoI sampling.
-
-    Both runs read the same global batch (engine.batch_positions) at the same lr (scaled by the
-    global batch), and DDP averages gradients. The torch RNG is reseeded per (seed, iter, rank),
-    so RoI/anchor sampling differs between the two setups and exact equality is not expected: the
-    updates must agree in size (a wrong lr scale or summed gradients would show as x0.5 or x2)
-    and in direction.
-    """
-    common = ["train", "--preset", "transfer_clsbox_2lrelu_mlp_e2e", "--data", data, "--iters", "2",
-              "--set", "checkpoint_every=1", "--set", "grad_clip=0.0", *TINY]
-    ddp, single = tmp_path / "ddp", tmp_path / "single"
-    proc = torchrun(*common, "--set", "batch_size=1", "--out", ddp)
-    _check(proc)
-    _check(maskx_cli(*common, "--set", "batch_size=2", "--out", single))
-    for run in (ddp, single):
-        assert sorted(p.name for p in run.glob("ckpt_*.json")) == ["ckpt_0000001.json", "ckpt_0000002.json"]
-        assert (run / "done.json").is_file()
-    assert json.loads((ddp / "run.json").read_text())["world_size"] == 2
-    log_ddp = [json.loads(line) for line in (ddp / "log.jsonl").read_text().splitlines()]
-    log_single = [json.loads(line) for line in (single / "log.jsonl").read_text().splitlines()]
-    assert [r["iter"] for r in log_ddp] == [0, 1]  # rank 0 alone writes the log
-    assert [r["lr"] for r in log_ddp] == pytest.approx([r["lr"] for r in log_single])
-
-    meta = json.loads((single / "ckpt_0000001.json").read_text())
-    from maskx.models.maskx_rcnn import build_model
-    cfg = Config.from_json(meta["config"])
-    torch.manual_seed(cfg.seed)  # as run_training: the same initial weights in both runs
-    init = build_model(cfg, meta["class_names"]).state_dict()
-    for it in (1, 2):
-        a, b = _update(ddp, it, init), _update(single, it, init)
-        assert b.norm() > 0
-        ratio = float(a.norm() / b.norm())
-        cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-        assert 0.85 < ratio < 1.15, f"iteration {it}: DDP update / single-process update = {ratio:.3f}"
-        assert cos > 0.9, f"iteration {it}: cosine of the updates {cos:.3f}"
-
-
-@pytest.mark.slow
-def test_ddp_stagewise_trains_detector_then_mask_head(data, tmp_path):
-    """The detector of a stage-wise preset is trained inside the same torchrun job, then the mask head."""
-    run = tmp_path / "run"
-    proc = torchrun("train", "--preset", "transfer_clsbox_2lrelu", "--data", data, "--iters", "1",
-                    "--detector-iters", "1", "--set", "batch_size=1", *TINY, "--out", run)
-    _check(proc)
-    for d in (run / "detector", run):
-        assert (d / "done.json").is_file()
-        assert [p.name for p in d.glob("ckpt_*.json")] == ["ckpt_0000001.json"]
-        assert len((d / "log.jsonl").read_text().splitlines()) == 1
-    meta = json.loads((run / "ckpt_0000001.json").read_text())
-    assert meta["world_size"] == 2 and meta["config"]["detector"] == str(run / "detector")
-
+# ------------------------------------------------------------------ data arguments
 
 def test_annotations_file_needs_images_folder(data, tmp_path, capsys):
     assert main(["train", "--preset", "agnostic_e2e", "--data", str(data / "annotations.json"),
@@ -233,13 +149,3 @@ def test_malformed_categories_are_a_clear_error(data, tmp_path, capsys):
     assert main(["train", "--preset", "agnostic_e2e", "--data", str(bad), "--images", str(data / "images"),
                  "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "categories[3]" in capsys.readouterr().err
-
-
-def test_cpu_signature_names_the_cpu_and_torchs_kernels():
-    """Recorded in run.json: bit-for-bit restores hold on one kind of CPU only."""
-    import torch
-
-    from maskx.train import cpu_signature
-
-    sig = cpu_signature()
-    assert sig.endswith(f"torch {torch.backends.cpu.get_cpu_capability()})") and len(sig) > 20

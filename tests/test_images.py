@@ -1,4 +1,5 @@
-"""What the app relies on in maskx: safe image reading, class-embedding projections, dataset opening."""
+"""Reading images safely (maskx/images.py): RGB, RGBA, gray and 16-bit become RGB, huge images are
+downscaled with a note, bad uploads are clear errors naming the file."""
 from __future__ import annotations
 
 import io
@@ -7,11 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskx_app.browse import open_dataset
-from maskx.data.coco import DatasetError
 from maskx.images import ImageError, read_image
-from maskx_app.projection import umap_2d
-from maskx_app.visualize import GREEN, RED, Drawn, overlay
 
 
 def _png(arr: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
@@ -52,37 +49,3 @@ def test_bad_uploads_are_clear_errors(data, match):
     with pytest.raises(ImageError, match=match) as e:
         read_image(data, name="cat.png")
     assert "cat.png" in str(e.value)
-
-
-@pytest.mark.slow  # umap-learn compiles with numba on first use (~30 s)
-def test_umap_is_cached_and_handles_degenerate_inputs(tmp_path):
-    m = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
-    a = umap_2d(m, tmp_path)
-    assert a.shape == (40, 2) and len(list(tmp_path.glob("umap-*.npy"))) == 1
-    assert np.array_equal(umap_2d(m, tmp_path), a)  # from the cache
-    same = umap_2d(np.ones((10, 4), np.float32))  # a class-agnostic w_seg: every row equal
-    assert same.shape == (10, 2) and not same.any()
-
-
-def test_open_dataset_knows_coco_and_vg_and_refuses_other_folders(tiny_synth, tmp_path):
-    ds, kind = open_dataset(tiny_synth)
-    assert kind == "coco" and len(ds) == 24
-    ds, kind = open_dataset(tiny_synth / "annotations.json")
-    assert kind == "coco"
-    (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(DatasetError, match="not a dataset folder"):
-        open_dataset(tmp_path)
-    with pytest.raises(DatasetError, match="no such"):
-        open_dataset(tmp_path / "missing")
-
-
-def test_overlay_colours_set_a_green_and_set_b_red():
-    img = np.zeros((40, 40, 3), np.uint8)
-    ma, mb = np.zeros((40, 40), bool), np.zeros((40, 40), bool)
-    ma[5:15, 5:15] = True
-    mb[25:35, 25:35] = True
-    out = overlay(img, [Drawn([5, 5, 15, 15], ma, "a", 0.9, True), Drawn([25, 25, 35, 35], mb, "b", 0.8, False)],
-                  labels=False)
-    ga, rb = out[10, 10].astype(int), out[30, 30].astype(int)
-    assert ga[1] > ga[0] and ga[1] > ga[2] and np.argmax(GREEN) == 1
-    assert rb[0] > rb[1] and rb[0] > rb[2] and np.argmax(RED) == 0

@@ -1,5 +1,5 @@
-"""RESULTS.md from results/: the gate, the gap closed, seed statistics, Figure 3 points and the
-superseded history, computed from hand-made result records (no training)."""
+"""RESULTS.md from results/ (maskx_study/report.py): the gate, the gap closed, seed statistics, Figure 3
+points and the superseded history, computed from hand-made result records (no training)."""
 from __future__ import annotations
 
 import json
@@ -8,21 +8,7 @@ import pytest
 
 from maskx_study import report
 from maskx_study.runner import DIRECTIONS, SCALES, Run, plan, table_runs
-
-SCALE = SCALES["tiny"]
-
-
-def record(run: Run, b: float, a: float = 30.0, **extra) -> dict:
-    per = {"A": {"segm_AP": a, "bbox_AP": a + 1}, "B": {"segm_AP": b, "bbox_AP": b + 1}}
-    config = run.config(SCALE, "det")
-    return {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
-            "stage": config.stage, "config": config.to_json(), "generator_version": 1,
-            "metrics": {d: per for d in run.eval_splits}, "train_seconds": 60.0, "eval_seconds": 30.0, **extra}
-
-
-def gate_results(agnostic_b: float, oracle_b: float) -> dict:
-    _, agn, ora = table_runs("gate", SCALE)
-    return {agn.key: record(agn, agnostic_b), ora.key: record(ora, oracle_b)}
+from study_records import SCALE, gate_results, record
 
 
 @pytest.mark.parametrize("agnostic_b,oracle_b,passed", [(10.0, 18.0, True), (10.0, 17.9, False), (8.9, 5.0, False)])
@@ -216,60 +202,6 @@ def test_detector_box_ap_per_backbone_reads_voc_and_nonvoc_from_the_detector_run
     assert report.detector_box_ap(results, scale, "main") == {"voc": None, "nonvoc": None}
 
 
-def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile():
-    from maskx_study.results import wall_hours
-
-    def rec(split, stage, threads, seconds):
-        return {"split": split, "stage": stage, "backbone": "b", "torch_threads": threads,
-                "train_seconds": seconds, "eval_seconds": 0}
-
-    results = {f"m{i}": rec("voc2nonvoc", "mask", 1, s) for i, s in enumerate((3600, 3600, 3600, 36000))}
-    results["det"] = rec("all", "detector", 2, 7200)
-    results.update({f"r{t}": rec(f"rand20_t{t}", "mask", 1, 1800 * (t + 1)) for t in range(2)})
-    w = wall_hours(results)
-    # measured: (3 + 10) / 2 mask-hours + 2 detector-hours + (0.5 + 1) / 2 rand20-hours
-    assert w["measured"] == pytest.approx(6.5 + 2 + 0.75)
-    # quiet: 4 mask runs at their lower quartile (1 h) / 2 + the detector + 2 rand20 runs at 0.5 h / 2
-    assert w["quiet_estimate"] == pytest.approx(2 + 2 + 0.5) and w["budget"] == 8.0
-    # a detector restored bit for bit (the same training, timed again): the lower time in the quiet estimate
-    results["det"]["restores"] = [{"train_seconds": 5400, "at": "x"}, {"train_seconds": 9000, "at": "y"}]
-    w = wall_hours(results)
-    assert w["measured"] == pytest.approx(6.5 + 2 + 0.75)
-    assert w["quiet_estimate"] == pytest.approx(2 + 1.5 + 0.5)
-    # a RoI cache (one per detector, however many runs used it) is built by one 1-thread worker
-    results["m0"]["roi_cache"] = results["m1"]["roi_cache"] = {"detector_sha256": "d", "build_seconds": 3600}
-    w = wall_hours(results)
-    assert w["measured"] == pytest.approx(6.5 + 2 + 0.75 + 0.5)
-    assert w["quiet_estimate"] == pytest.approx(2 + 1.5 + 0.5 + 0.5)
-
-
-def test_wall_hours_projects_the_runs_left_at_their_kinds_lower_quartile():
-    from maskx_study.results import wall_hours
-
-    det0, agn0 = Run("detector", "all", 0, "b"), Run("agnostic", "voc2nonvoc", 0, "b")
-    agn1, ora0, e2e0 = Run("agnostic", "voc2nonvoc", 1, "b"), Run("oracle", "all", 0, "b"), Run("agnostic_e2e", "voc2nonvoc", 0, "b")
-    results = {det0.key: {"split": "all", "stage": "detector", "backbone": "b", "seed": 0, "torch_threads": 2,
-                          "train_seconds": 7200, "eval_seconds": 0},
-               agn0.key: {"split": "voc2nonvoc", "stage": "mask", "backbone": "b", "seed": 0, "torch_threads": 1,
-                          "train_seconds": 3000, "eval_seconds": 600,
-                          "roi_cache": {"detector_sha256": "d0", "build_seconds": 3600}}}
-    w = wall_hours(results, [det0, agn0, agn1, ora0, e2e0])
-    assert w["quiet_estimate"] == pytest.approx(2 + 0.5 + 0.5)
-    # agn1 at agn0's 0.5 h, plus seed 1's RoI cache (0.5 h as a 1-thread build); the oracle (stage-wise on
-    # split "all") and the end-to-end run are kinds not measured yet
-    assert w["left"] == pytest.approx(1.0) and w["left_unmeasured"] == 2
-    # where the time goes, per measured kind: runs done and left, minutes per run, hours in all
-    assert w["by_kind"] == [{"kind": "detector all b", "done": 1, "left": 0, "minutes": 120.0, "hours": 2.0},
-                            {"kind": "mask voc2nonvoc b", "done": 1, "left": 1, "minutes": 30.0, "hours": 1.0},
-                            {"kind": "RoI cache (one per detector, 1 thread)", "done": 1, "left": 1, "minutes": 30.0,
-                             "hours": 1.0}]
-    # the rows add up to the projection (hours from unrounded seconds, not from the rounded minutes)
-    results[agn0.key]["train_seconds"] = 3001
-    w = wall_hours(results, [det0, agn0, agn1, ora0, e2e0])
-    assert sum(k["hours"] for k in w["by_kind"]) == pytest.approx(w["quiet_estimate"] + w["left"], abs=0.005)
-    assert "left" not in wall_hours(results)
-
-
 def test_table_2_shows_size_aps_only_where_every_mask_was_computed():
     import dataclasses
 
@@ -280,55 +212,6 @@ def test_table_2_shows_size_aps_only_where_every_mask_was_computed():
     row = report.table2_detail({}, skip, "main")[0]
     assert "voc2nonvoc_AP75" in row and not any(k.endswith(("APs", "APm", "APl")) for k in row)
     assert "nonvoc2voc_APl" in report.table2_detail({}, every, "main")[0]
-
-
-def test_the_cost_section_says_how_far_a_projection_or_a_finished_study_is_over():
-    from maskx_study.cost import cost_section
-
-    det, agn = plan(SCALE)[:2]
-    assert (det.preset, agn.preset) == ("detector", "agnostic")
-    results = {det.key: {**record(det, 1.0), "torch_threads": 2, "train_seconds": 7 * 3600.0, "eval_seconds": 0},
-               agn.key: {**record(agn, 1.0), "torch_threads": 1, "train_seconds": 3600.0, "eval_seconds": 0}}
-    lines, seconds = cost_section(SCALE, results, [])
-    text = "\n".join(lines)
-    assert seconds == 8 * 3600  # worker-seconds as recorded
-    # 7.5 h done at the lower quartile, the other voc2nonvoc stage-wise runs left at 0.5 h each: over 8 h
-    left = sum(r.key not in results and r.split == "voc2nonvoc" and r.config(SCALE).stage == "mask" for r in plan(SCALE))
-    assert left >= 1 and f"≈ {7.5 + left * 0.5:.1f} h in all, {(7.5 + left * 0.5) / 8 - 1:.0%} over" in text
-    results[det.key]["train_seconds"] = 9 * 3600.0
-    assert "(not met: 19% over even on an idle machine)." in "\n".join(cost_section(SCALE, results, [])[0])
-
-
-def test_the_budget_counts_the_plan_and_prices_the_runs_beyond_it_apart():
-    """Table 2's second backbone on seeds 1-2 is beyond the study's budget: the budget's hours are the
-    plan's (seed 0 there); the others are priced at the plan's rates for their kinds and as they ran."""
-    from maskx_study.cost import cost_section
-    from maskx_study.runner import beyond_budget
-
-    scale = SCALES["study"]
-    t2 = table_runs("t2", beyond_budget(scale), backbones=["second"])
-    runs = set(t2) | {r.detector() for r in t2}
-    # seed 0 (in the plan) on one CPU: detectors 1 h with 2 threads, e2e 0.2 h with 1; seeds 1-2 at half that
-    results = {r.key: {**record(r, 1.0), "torch_threads": 2 if r.preset == "detector" else 1,
-                       "cpu": "Intel X (6/207/2)" if r.seed == 0 else "AMD Y (26/2/1)",
-                       "train_seconds": 3600.0 * (1.0 if r.preset == "detector" else 0.2) * (1 if r.seed == 0 else 0.5),
-                       "eval_seconds": 0} for r in runs}
-    text = "\n".join(cost_section(scale, results, [])[0])
-    # the plan: one detector (1 h) and 5 end-to-end runs (0.2 h / 2 each)
-    assert "1.5 h at the lower quartile" in text and "(met at this estimate, 6.5 h to spare;" not in text  # runs left
-    done = {**results, **{r.key: {**record(r, 1.0), "train_seconds": 60.0} for r in plan(scale) if r.key not in results}}
-    assert "(met at this estimate, " in "\n".join(cost_section(scale, done, [])[0])
-    assert "seeds 1, 2: 12 runs (their 2 detectors included), 12 done." in text
-    # at the plan's rates: 2 detectors at 1 h + 10 runs at 0.1 h; as they ran (the other CPU): half
-    assert "of their kinds (Intel X) they come to ≈ 3.0 h, ≈ 4.5 h with the plan." in text
-    assert "As they ran (AMD Y): ≈ 1.5 h at their own lower quartile." in text
-    # none run yet: priced at the plan's rates alone
-    first = {k: r for k, r in results.items() if r["seed"] == 0}
-    text = "\n".join(cost_section(scale, first, [])[0])
-    assert "12 done" not in text and "0 done. At the lower quartile" in text and "As they ran" not in text
-    # a plan with every seed leaves nothing beyond its budget (and counts those runs in it)
-    text = "\n".join(cost_section(beyond_budget(scale), results, [])[0])
-    assert "Beyond the budget" not in text and "1.5 h at the lower quartile" not in text
 
 
 def test_table_2_reports_the_second_backbones_seeds_beyond_the_budget():
