@@ -172,8 +172,8 @@ def gap_closed(value: float, agnostic: float, oracle: float) -> Optional[float]:
 def class_embedding_matrix(model, class_names: Sequence[str], kind: str, seed: int = 0) -> np.ndarray:
     """The input of T for each of the model's K real classes, float64 [K, D]: detection weights read from
     its box predictor (``cls``, ``box``, ``cls+box``) or a fixed embedding of the class names (``randn``,
-    ``glove``: zero rows for names GloVe does not know, ``text``), each row as T would see it (fixed
-    embeddings at the model's ``embedding_norm``)."""
+    ``glove``: zero rows for names GloVe does not know, ``text``) as its source gives it (T sees a fixed
+    embedding's rows scaled to ``Config.embedding_norm``, which changes no cosine)."""
     from .models.embeddings import class_embeddings
 
     if kind in ("cls", "box", "cls+box"):

@@ -13,8 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from maskx.models.embeddings import class_embeddings
-from maskx.models.transfer import detection_weights
+from maskx.diagnostics import class_embedding_matrix, mask_weight_rows
 
 INPUTS = ("w_cls", "w_box", "w_cls+box", "glove", "text", "randn", "w_seg")
 
@@ -26,23 +25,21 @@ def embedding_matrices(predictor, kinds=INPUTS) -> dict[str, np.ndarray]:
     ``w_seg`` is the model's mask weights per class: T(w_det) for a transfer model, the learned
     rows for an oracle, one shared row for a class-agnostic head. GloVe gives zero rows for names
     without known words; text needs the ``text`` extra (a kind that cannot be built is left out).
+    The matrices are ``maskx.diagnostics``' (the transfer diagnostics measure the same rows).
     """
     model, names = predictor.model, predictor.class_names
-    rh = model.roi_heads
     out: dict[str, np.ndarray] = {}
     for kind in kinds:
-        if kind in ("w_cls", "w_box", "w_cls+box"):
-            w = detection_weights(rh.box_predictor, kind[2:])[1:]
-        elif kind == "w_seg":
-            if not hasattr(rh, "mask_predictor") or rh.mask_predictor is None:
+        if kind == "w_seg":
+            if getattr(model.roi_heads, "mask_predictor", None) is None:
                 continue
-            w = rh.mask_predictor.all_classes(rh.box_predictor)[0][1:]
+            w = mask_weight_rows(model)[:, :-1]
         else:
             try:
-                w = class_embeddings(kind, names, missing="zero") if kind == "glove" else class_embeddings(kind, names)
+                w = class_embedding_matrix(model, names, kind[2:] if kind.startswith("w_") else kind)
             except ImportError:
                 continue
-        out[kind] = w.detach().float().cpu().numpy()
+        out[kind] = np.ascontiguousarray(w, dtype=np.float32)
     return out
 
 
