@@ -88,7 +88,12 @@ def _cmd_train(args) -> dict:
 
 
 def _cmd_predict(args) -> dict:
+    """Predict every image of a file or folder. An image that cannot be read is skipped with a warning
+    naming it and counted (``--strict``: it stops the run); the run fails only when no image was read."""
+    from tqdm import tqdm
+
     from .atomic import write_json_atomic
+    from .data.coco import DatasetError, load_image
     from .predictor import load
 
     predictor = load(args.checkpoint, roi_align_forward=args.roi_align_forward)
@@ -102,11 +107,22 @@ def _cmd_predict(args) -> dict:
     else:
         raise ValueError(f"{src}: no such image or folder")
     ids = _image_ids(files, args.ann)
-    preds = []
-    for f in files:
-        preds.extend(predictor.predict_coco(f, ids[f.name], score_thresh=args.score_thresh))
+    preds, skipped = [], []
+    for f in tqdm(files, desc="predict", unit="image", disable=args.quiet or len(files) < 2, dynamic_ncols=True):
+        try:
+            image = load_image(f, ids[f.name])
+        except DatasetError as e:
+            if args.strict:
+                raise
+            print(f"warning: skipped {e}", file=sys.stderr)
+            skipped.append(str(f))
+            continue
+        preds.extend(predictor.predict_coco(image, ids[f.name], score_thresh=args.score_thresh))
+    if len(skipped) == len(files):
+        raise DatasetError(f"{src}: none of its {len(files)} images could be read; nothing written")
     write_json_atomic(preds, args.out)
-    return {"images": len(files), "detections": len(preds), "out": str(args.out)}
+    return {"images": len(files) - len(skipped), "skipped": len(skipped), "skipped_files": skipped,
+            "detections": len(preds), "out": str(args.out)}
 
 
 def _image_ids(files: list[Path], ann: str | None) -> dict[str, int]:
@@ -313,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--roi-align-forward", choices=("torchvision", "sparse"),
                     help="sparse: faster on CPU, same results up to float rounding (default: the checkpoint's)")
     pr.add_argument("--out", required=True)
+    pr.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read "
+                    "(default: skip it with a warning and count it)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
 
     st = sub.add_parser("study", help="the ablation study: plan, run (resumable), report").add_subparsers(

@@ -149,3 +149,56 @@ def test_malformed_categories_are_a_clear_error(data, tmp_path, capsys):
     assert main(["train", "--preset", "agnostic_e2e", "--data", str(bad), "--images", str(data / "images"),
                  "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "categories[3]" in capsys.readouterr().err
+
+
+@pytest.fixture
+def untrained_run(tmp_path) -> Path:
+    """A loadable run folder: an untrained tiny model's checkpoint (predict needs weights, not skill)."""
+    from maskx.checkpoint import save_checkpoint
+    from maskx.models.maskx_rcnn import build_model
+
+    cfg = Config(image_size=64, box_head_dim=32, mask_dim=16, mlp_hidden=16, detections_per_img=5,
+                 pretrained_backbone=False)
+    names = ["a", "b"]
+    save_checkpoint(tmp_path / "run", 1, build_model(cfg, names),
+                    {"config": cfg.to_json(), "class_names": names, "category_ids": [1, 2], "set_A": [1]})
+    return tmp_path / "run"
+
+
+def _images(folder: Path, good: int, bad: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for k in range(good):
+        Image.new("RGB", (48, 40), (40 * k, 90, 160)).save(folder / f"good{k}.png")
+    for k in range(bad):
+        (folder / f"bad{k}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return folder
+
+
+def test_predict_skips_an_unreadable_image_with_a_warning_and_counts_it(untrained_run, tmp_path, capsys):
+    folder = _images(tmp_path / "imgs", good=2, bad=1)
+    out = tmp_path / "preds.json"
+    assert main(["predict", "--checkpoint", str(untrained_run), "--images", str(folder), "--out", str(out),
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: skipped" in captured.err and "bad0.jpg" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["images"] == 2 and summary["skipped"] == 1 and summary["skipped_files"][0].endswith("bad0.jpg")
+    assert isinstance(json.loads(out.read_text()), list)
+
+
+def test_predict_strict_stops_at_an_unreadable_image(untrained_run, tmp_path, capsys):
+    folder = _images(tmp_path / "imgs", good=1, bad=1)
+    out = tmp_path / "preds.json"
+    assert main(["predict", "--checkpoint", str(untrained_run), "--images", str(folder), "--out", str(out),
+                 "--strict", "--quiet"]) == 2
+    assert "bad0.jpg" in capsys.readouterr().err and not out.exists()
+
+
+def test_predict_fails_when_no_image_can_be_read(untrained_run, tmp_path, capsys):
+    folder = _images(tmp_path / "imgs", good=0, bad=2)
+    out = tmp_path / "preds.json"
+    assert main(["predict", "--checkpoint", str(untrained_run), "--images", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "none of its 2 images could be read" in err and not out.exists()
