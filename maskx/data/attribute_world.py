@@ -23,11 +23,7 @@ Each category records its ``attributes`` (``body:``, ``pattern:``, ``hue:``), wh
 """
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
-from PIL import Image
 
 from .shapes import Family, arrow, block, cross, donut, moon, pebble, star, tile
 
@@ -121,21 +117,11 @@ def render(seed: int, index: int, size: int, version: int) -> tuple[np.ndarray, 
 
 def make_image(job: tuple[int, int, int, int, str]) -> tuple[dict, list[dict]]:
     """One image file and its annotations: ``job`` = (seed, index, size, version, images folder)."""
-    from .synthetic import COCO_CATEGORY_IDS, JPEG_QUALITY, _encode_instance
+    from .synthetic import COCO_CATEGORY_IDS, write_image
 
     seed, index, size, version, images_dir = job
     pixels, instances = render(seed, index, size, version)
-    image_id = index + 1
-    name = f"{image_id:06d}.jpg"
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    Path(images_dir, name).write_bytes(buf.getvalue())
-    anns = []
-    for k, (cls, mask) in enumerate(instances):
-        rle, area, bbox = _encode_instance(mask)
-        anns.append({"id": image_id * 100 + k, "image_id": image_id, "category_id": COCO_CATEGORY_IDS[cls],
-                     "segmentation": rle, "area": area, "bbox": bbox, "iscrowd": 0})
-    return {"id": image_id, "file_name": name, "width": size, "height": size}, anns
+    return write_image(pixels, instances, index + 1, images_dir, COCO_CATEGORY_IDS)
 
 
 def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, version: int = 4, workers: int = 1,

@@ -256,10 +256,11 @@ def _encode_instance(mask: np.ndarray) -> tuple[dict, float, list[float]]:
     return rle, area, bbox
 
 
-def _make_image(job: tuple[int, int, int, str]) -> tuple[dict, list[dict]]:
-    seed, index, size, images_dir = job
-    pixels, instances = render(seed, index, size)
-    image_id = index + 1
+def write_image(pixels: np.ndarray, instances: list[tuple[int, np.ndarray]], image_id: int, images_dir,
+                category_ids) -> tuple[dict, list[dict]]:
+    """Save ``pixels`` [S, S, 3] uint8 as ``images_dir/<image_id:06d>.jpg`` and return its COCO image entry
+    and annotations: one per (class index, visible mask [S, S] bool) of ``instances``, category id
+    ``category_ids[class index]``."""
     name = f"{image_id:06d}.jpg"
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
@@ -267,9 +268,15 @@ def _make_image(job: tuple[int, int, int, str]) -> tuple[dict, list[dict]]:
     anns = []
     for k, (cls, mask) in enumerate(instances):
         rle, area, bbox = _encode_instance(mask)
-        anns.append({"id": image_id * 100 + k, "image_id": image_id, "category_id": COCO_CATEGORY_IDS[cls],
+        anns.append({"id": image_id * 100 + k, "image_id": image_id, "category_id": category_ids[cls],
                      "segmentation": rle, "area": area, "bbox": bbox, "iscrowd": 0})
-    return {"id": image_id, "file_name": name, "width": size, "height": size}, anns
+    return {"id": image_id, "file_name": name, "width": pixels.shape[1], "height": pixels.shape[0]}, anns
+
+
+def _make_image(job: tuple[int, int, int, str]) -> tuple[dict, list[dict]]:
+    seed, index, size, images_dir = job
+    pixels, instances = render(seed, index, size)
+    return write_image(pixels, instances, index + 1, images_dir, COCO_CATEGORY_IDS)
 
 
 def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_size: int = 256,
