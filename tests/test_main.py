@@ -99,7 +99,8 @@ def test_train_resume_predict_eval(data, tmp_path):
     _check(proc)
     gt = json.loads((data / "annotations.json").read_text())
     preds = json.loads(pred.read_text())
-    assert json.loads(proc.stdout) == {"images": 4, "detections": len(preds), "out": str(pred)}
+    assert json.loads(proc.stdout) == {"images": 4, "skipped": 0, "skipped_files": [], "detections": len(preds),
+                                       "out": str(pred)}
     assert preds and check_predictions(preds, gt) is preds
     assert {p["image_id"] for p in preds} <= {im["id"] for im in gt["images"]}
     assert all("segmentation" in p for p in preds)
