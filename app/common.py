@@ -124,6 +124,28 @@ def load_model(path: Optional[Path] = None):
         return None, f"The model at `{path}` cannot be loaded ({type(e).__name__}: {e}). {how}"
 
 
+EMBEDDED_WORLD_NOTE = (
+    "The shipped model knows only the embedded 3000-class world (procedural shapes), not real photos: on a "
+    "photo it finds little or nothing. To segment real objects, train on COCO or Visual Genome "
+    "(README, \"Train, predict, evaluate\"; docs/visual_genome.md) and open the app on that run "
+    "(--model RUN).")
+
+
+def is_shipped_model() -> bool:
+    """Whether the app shows the shipped 3000-class model (``maskx.hub``), which knows only its world."""
+    from maskx.hub import SHIPPED_NAMES, ShippedModelError, shipped_dir
+
+    model = settings().model
+    for name in SHIPPED_NAMES:
+        try:
+            shipped = shipped_dir(name)
+        except ShippedModelError:
+            continue
+        if model.resolve() == shipped.resolve() or model.resolve().parent == shipped.resolve():
+            return True
+    return False
+
+
 def require_model():
     predictor, error = load_model()
     if error:

@@ -27,6 +27,8 @@ def choose_image():
             st.stop()
         for note in notes:
             st.caption(f"Note: {note}.")
+        if common.is_shipped_model():
+            st.info(common.EMBEDDED_WORLD_NOTE)
         return rgb, upload.name, 1
     labels = [s[0] for s in common.sample_list(str(cfg.data))]
     k = st.selectbox("Sample", range(len(labels)), format_func=lambda i: labels[i], key="seg_sample")
@@ -54,8 +56,14 @@ def main():
                      "uploads and other images run the model.")
     above = [i for i in found if i.score >= thresh]
     with controls:
-        names = sorted({i.class_name for i in above})
+        # a chosen class stays chosen when the threshold rises past its instances (said below), rather
+        # than being dropped from the filter unseen
+        kept = [c for c in st.session_state.get("seg_classes", []) if c in {i.class_name for i in found}]
+        names = sorted({i.class_name for i in above} | set(kept))
         chosen = st.multiselect("Classes (none chosen: all)", names, key="seg_classes")
+        faded = sorted(c for c in chosen if c not in {i.class_name for i in above})
+        if faded:
+            st.caption(f"No instance of {', '.join(faded)} scores {thresh:.2f} or more.")
     shown = [i for i in above if (i.in_A and show_a or not i.in_A and show_b)
              and (not chosen or i.class_name in chosen)]
     with view:

@@ -211,6 +211,11 @@ def test_segment_widgets_change_what_is_shown(model_env):
     name = table["class"][0]
     at.multiselect(key="seg_classes").set_value([name]).run()
     assert set(at.dataframe[0].value["class"]) == {name}
+    at.slider(key="seg_thresh").set_value(1.0).run()  # past every instance: the chosen class stays chosen
+    assert at.multiselect(key="seg_classes").value == [name]
+    assert f"No instance of {name} scores 1.00" in texts(at.caption)
+    at.slider(key="seg_thresh").set_value(0.0).run()
+    assert set(at.dataframe[0].value["class"]) == {name}
     at.toggle(key="seg_show_a").set_value(False).run()
     at.toggle(key="seg_show_b").set_value(False).run()
     assert "hidden by the set or class filters" in texts(at.info)
@@ -288,6 +293,31 @@ def test_segment_draws_saved_masks_without_loading_the_model(model_env, tiny_mod
     assert "Masks saved" not in texts(at.caption)
 
 
+def test_only_the_shipped_model_is_called_shipped(env, monkeypatch):
+    import common
+    from maskx.hub import shipped_dir
+
+    assert not common.is_shipped_model()  # env: a folder with no model
+    monkeypatch.setenv("MASKX_MODEL", str(shipped_dir("maskx-3k")))
+    assert common.is_shipped_model()
+    ckpt = next(shipped_dir("maskx-3k").glob("ckpt_*.json"))
+    monkeypatch.setenv("MASKX_MODEL", str(ckpt))
+    assert common.is_shipped_model()
+
+
+@pytest.mark.slow
+def test_an_upload_to_the_shipped_model_says_what_it_knows(env, monkeypatch):
+    from maskx.hub import shipped_dir
+
+    monkeypatch.setenv("MASKX_MODEL", str(shipped_dir("maskx-3k")))
+    at = open_page("segment", timeout=300)
+    at.radio(key="seg_source").set_value("Upload").run()
+    photo = png(np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    at.file_uploader(key="seg_upload").set_value(("photo.png", photo, "image/png")).run()
+    assert not at.exception and "knows only the embedded 3000-class world" in texts(at.info)
+    assert "train on COCO or Visual Genome" in texts(at.info)
+
+
 @pytest.mark.slow
 def test_segment_uploads(model_env):
     at = open_page("segment")
@@ -304,6 +334,7 @@ def test_segment_uploads(model_env):
     for name, data, error, note in cases:
         at.file_uploader(key="seg_upload").set_value((name, data, "image/png")).run()
         assert not at.exception, name
+        assert "knows only the embedded" not in texts(at.info)  # a model of the user's own: no such note
         if error:
             assert error in texts(at.error) and name in texts(at.error), name
         else:
