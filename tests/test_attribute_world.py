@@ -56,3 +56,26 @@ def test_generate_is_deterministic_and_splits_resolve(tmp_path):
     assert len(split.a_ids) == 20 and len(split.b_ids) == 60
     image, target = ds[0]
     assert image.shape[-2:] == (96, 96) and len(target["boxes"]) == len(target["masks"])
+
+
+def _crowding(scene: str, n: int = 16) -> tuple[float, float]:
+    """(instances per image, share of instances whose box overlaps another's) over n images at 128 px."""
+    per, overlapping, total = 0, 0, 0
+    for i in range(n):
+        _, inst = w.render(7, i, 128, 4, scene)
+        boxes = []
+        for _, m in inst:
+            ys, xs = np.nonzero(m)
+            boxes.append((xs.min(), ys.min(), xs.max(), ys.max()))
+        per += len(boxes)
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            total += 1
+            overlapping += any(min(x1, b[2]) > max(x0, b[0]) and min(y1, b[3]) > max(y0, b[1])
+                               for j, b in enumerate(boxes) if j != k)
+    return per / n, overlapping / max(total, 1)
+
+
+def test_the_crowded_scene_puts_objects_against_each_other():
+    per_a, overlap_a = _crowding("v4a")
+    per_b, overlap_b = _crowding("v4b")
+    assert per_b > per_a and overlap_b > overlap_a + 0.1

@@ -11,9 +11,9 @@ combinations, as a zebra shares a body with a horse and stripes with nothing in 
 - bodies are coarse, distinct outlines a detector sees at 256 px (no counting of star points);
 - the mask is the body: a class's mask is predictable from its attributes, and a B class whose
   body some A classes have gets a mask head those A classes trained;
-- scenes (``synthetic.render_scene``): a patch of an object's own look behind it a third of the
-  time, clutter wearing object looks, overlapping objects: where the boundary is not visible the
-  mask has to come from knowing the body;
+- scenes (``synthetic.render_scene``, ``SCENES``): crowded, objects against each other, clutter
+  wearing object looks: a box holds much of other objects, and which pixels are this object's
+  depends on its class's look (its pattern and hue) as well as its body;
 - the voc-like 20 classes sit on 6 of the 10 bodies (as PASCAL VOC's classes cover a few of
   COCO's supercategories), so the non-voc set keeps bodies no A class has: transfer cannot help
   there, as on COCO.
@@ -48,7 +48,16 @@ HUES = (("red", 0.0), ("orange", 0.07), ("yellow", 0.15), ("green", 0.32), ("tea
 CLASSES_PER_BODY = 8
 # the voc-like classes: (body index, how many of its classes), 20 in all on 6 of the 10 bodies
 VOC_LIKE_BODIES = ((0, 4), (2, 4), (4, 3), (5, 3), (6, 3), (8, 3))
-RADIUS_RANGE = (0.09, 0.36)  # object radius / image size, log-uniform; whole objects in the frame
+# Scene candidates of the design (docs/world-design.md): objects per image (values, probabilities), object
+# radius / image size (log-uniform; whole objects in the frame), and how crowded and camouflaged
+# (``synthetic.SceneStyle``). v4a: version 3's scene. v4b: crowded, as COCO's 7 objects per image, objects
+# placed against each other so that a box holds much of other objects of other looks: which pixels are
+# this object's then depends on its class's look.
+SCENES = {
+    "v4a": {"count": ((1, 2, 3, 4, 5), (0.15, 0.3, 0.25, 0.18, 0.12)), "radius": (0.09, 0.36), "style": {}},
+    "v4b": {"count": ((2, 3, 4, 5, 6, 7), (0.15, 0.25, 0.25, 0.17, 0.1, 0.08)), "radius": (0.10, 0.32),
+            "style": {"min_visible": 0.4, "clutter": (2, 7), "own_look_patch": 0.15, "cluster": 0.5}},
+}
 CLASS_TABLE_SEED = 20180601  # fixes which looks go with which bodies (part of the world's definition)
 
 
@@ -99,33 +108,37 @@ def class_families() -> list[Family]:
     return out
 
 
-def render(seed: int, index: int, size: int, version: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+def render(seed: int, index: int, size: int, version: int, scene: str = "v4b"
+           ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Image ``index`` of the dataset with ``seed``: RGB uint8 [S, S, 3] and (class index, visible mask)."""
     from .shapes import shape_rings
-    from .synthetic import class_weights, render_scene
+    from .synthetic import SceneStyle, class_weights, render_scene
 
     weights = class_weights()
     fams = class_families()
     looks = sorted({(f.hue, f.texture) for f in fams})
+    spec = SCENES[scene]
+    counts, probs = spec["count"]
     return render_scene(np.random.default_rng([seed, index, version]), size,
-                        count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
+                        count=lambda rng: int(rng.choice(counts, p=probs)),
                         pick=lambda rng: int(rng.choice(len(fams), p=weights)),
                         family_of=fams.__getitem__,
                         outline=lambda cls, rng: shape_rings(fams[cls], fams[cls].variants[0][1], rng, 0.06),
-                        radius_range=RADIUS_RANGE, margin=1.0, clutter_looks=looks)
+                        radius_range=spec["radius"], margin=1.0, clutter_looks=looks,
+                        style=SceneStyle(**spec["style"]))
 
 
-def make_image(job: tuple[int, int, int, int, str]) -> tuple[dict, list[dict]]:
-    """One image file and its annotations: ``job`` = (seed, index, size, version, images folder)."""
+def make_image(job: tuple[int, int, int, int, str, str]) -> tuple[dict, list[dict]]:
+    """One image file and its annotations: ``job`` = (seed, index, size, version, scene, images folder)."""
     from .synthetic import COCO_CATEGORY_IDS, write_image
 
-    seed, index, size, version, images_dir = job
-    pixels, instances = render(seed, index, size, version)
+    seed, index, size, version, scene, images_dir = job
+    pixels, instances = render(seed, index, size, version, scene)
     return write_image(pixels, instances, index + 1, images_dir, COCO_CATEGORY_IDS)
 
 
-def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, version: int = 4, workers: int = 1,
-             overwrite: bool = False, progress: bool = False) -> dict:
+def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, version: int = 4, scene: str = "v4b",
+             workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
     """Write ``num_images`` images of this world drawn with ``seed`` to ``out_dir`` (COCO format,
     atomically); image ``i`` comes from ``np.random.default_rng([seed, i, version])``."""
     from .synthetic import check_generate_args, summarize, write_dataset
@@ -133,6 +146,7 @@ def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, ver
     check_generate_args(num_images, image_size)
     info = {"description": "maskx embedded synthetic dataset (classes as combinations of visual attributes)",
             "generator": "maskx.data.attribute_world", "generator_version": version, "seed": seed,
-            "image_size": image_size, "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()}
-    jobs = [(seed, i, image_size, version) for i in range(num_images)]
+            "scene": scene, "image_size": image_size, "num_images": num_images,
+            "voc_like_category_ids": voc_like_category_ids()}
+    jobs = [(seed, i, image_size, version, scene) for i in range(num_images)]
     return summarize(write_dataset(out_dir, jobs, make_image, info, categories(), workers, overwrite, progress))

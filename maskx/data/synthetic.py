@@ -35,6 +35,7 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -171,9 +172,19 @@ def _outline(cls: int, rng: np.random.Generator):
     return shape_rings(fam, fam.variants[cls % 8][1], rng, 0.06)
 
 
+@dataclass(frozen=True)
+class SceneStyle:
+    """How crowded and camouflaged a scene is (``render_scene``); the defaults are the version-3 and
+    3000-class worlds' scenes."""
+    min_visible: float = MIN_VISIBLE_FRACTION  # an object may lose at most 1 - this to later objects
+    clutter: tuple[int, int] = (2, 9)  # unlabelled blobs per image: integers in [low, high)
+    own_look_patch: float = 0.35  # chance of a background patch of the object's own look behind it
+    cluster: float = 0.0  # chance that an object is placed against an earlier one (so they overlap)
+
+
 def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, outline,
                  radius_range: tuple[float, float] = (0.07, 0.22), margin: float = 0.6,
-                 clutter_looks: Optional[list[tuple[float, str]]] = None
+                 clutter_looks: Optional[list[tuple[float, str]]] = None, style: SceneStyle = SceneStyle()
                  ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """One scene drawn from ``rng`` (the 80- and 3000-class worlds share it; see ``synthetic3k``).
 
@@ -198,12 +209,18 @@ def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, ou
         for _try in range(20):
             radius = size * math.exp(rng.uniform(math.log(radius_range[0]), math.log(radius_range[1])))
             center = rng.uniform(margin * radius, size - margin * radius, size=2)
+            if style.cluster and objects and rng.random() < style.cluster:  # against an earlier object
+                other = objects[int(rng.integers(len(objects)))][2]
+                ys, xs = np.nonzero(other)
+                angle, reach = rng.uniform(0, 2 * math.pi), radius * rng.uniform(0.5, 1.1)
+                center = np.clip(np.array([xs.mean(), ys.mean()]) + reach * np.array([math.cos(angle), math.sin(angle)]),
+                                 margin * radius, size - margin * radius)
             rings = place_rings(outline(cls, rng), center, radius,
                                 rng.uniform(-fam.rotate, fam.rotate), rng.uniform(0.88, 1.12))
             full = _rasterize(rings, size) >= 0.5
             if full.sum() < 0.15 * radius * radius:
                 continue
-            if all((vis & ~full).sum() >= MIN_VISIBLE_FRACTION * f.sum() for _, _, f, vis in objects):
+            if all((vis & ~full).sum() >= style.min_visible * f.sum() for _, _, f, vis in objects):
                 for o in objects:
                     o[3] &= ~full
                 objects.append([cls, rings, full, full.copy()])
@@ -212,7 +229,7 @@ def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, ou
     # clutter: unlabelled blobs, a third wearing an object look (``clutter_looks``: (hue, texture) pairs;
     # default: the 10 families')
     looks = clutter_looks or [(f.hue, f.texture) for f in FAMILIES]
-    for _ in range(int(rng.integers(2, 9))):
+    for _ in range(int(rng.integers(*style.clutter))):
         r = size * rng.uniform(0.03, 0.2)
         c = rng.uniform(0, size, size=2)
         n = int(rng.integers(3, 9))
@@ -230,7 +247,7 @@ def render_scene(rng: np.random.Generator, size: int, count, pick, family_of, ou
     # a background patch of the object's own look: the boundary has to come from the shape prior
     looks = [(_family_color(rng, family_of(o[0]).hue), family_of(o[0]).texture) for o in objects]
     for (cls, rings, full, _), (color, kind) in zip(objects, looks):
-        if rng.random() < 0.35:
+        if rng.random() < style.own_look_patch:
             ys, xs = np.nonzero(full)
             cy, cx, r = ys.mean(), xs.mean(), 0.8 * math.sqrt(full.sum())
             blob = [(np.array([[cx + r * rng.uniform(0.9, 1.5) * math.cos(a), cy + r * rng.uniform(0.9, 1.5) * math.sin(a)]
