@@ -206,7 +206,7 @@ def with_mask_weights(oracle_model, rows: np.ndarray):
     if mp.kind != "oracle":
         raise ValueError(f"needs an oracle (class-specific) mask head, got {mp.kind!r}")
     model = copy.deepcopy(oracle_model)
-    rows_t = torch.as_tensor(np.asarray(rows), dtype=mp.weight.dtype)
+    rows_t = torch.tensor(np.array(rows), dtype=mp.weight.dtype)  # a copy: rows may be a read-only view
     if rows_t.shape != (mp.weight.shape[0] - 1, mp.weight.shape[1] + 1):
         raise ValueError(f"rows must be [{mp.weight.shape[0] - 1}, {mp.weight.shape[1] + 1}], got {tuple(rows_t.shape)}")
     model.roi_heads.mask_predictor.weight[1:] = rows_t[:, :-1]
@@ -242,8 +242,11 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
     (e.g. ``text`` without its extra) is reported with its error.
 
     Returns ``{"iou_on_gt_boxes": {model: {"A", "B"}}, "embeddings": {kind: {"similarity",
-    "similarity_centred", "probe": {"alpha", "iou_A", "iou_B", "gap_closed_B"}}}, "spread": {...},
-    "class_value_B": oracle - agnostic_all on B, ...}``.
+    "similarity_centred", "probe": {"alpha", "iou_A", "iou_B", "gap_closed_B", "class_part_closed_B"}}},
+    "spread": {...}, "class_value_B": oracle - agnostic_all on B, ...}``. ``gap_closed_B`` is the
+    probe's share of the agnostic (A's masks) → oracle gap; ``class_part_closed_B`` its share of the
+    gap between the oracle's FCN with one shared row (A's mean, ``oracle_mean_row``) and the oracle:
+    the class-specific part alone, since the probe runs on the oracle's FCN, trained with B's masks.
     """
     from . import gt_box_eval
 
@@ -263,6 +266,11 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
                  "iou_on_gt_boxes": {k: ious(m) for k, m in models.items() if m is not None}}
     base = out["iou_on_gt_boxes"]
     oracle_rows = mask_weight_rows(oracle)
+    # the oracle's features with one shared row (A's mean) for every class: what the oracle's FCN gives
+    # without class-specific weights. The probe's gap over the A-only agnostic head mixes two things:
+    # B's masks in the FCN's training, and B's own weights; from this row on, only the second is left
+    mean_row = np.broadcast_to(oracle_rows[in_a].mean(0), oracle_rows.shape)
+    base["oracle_mean_row"] = ious(with_mask_weights(oracle, mean_row))
     out["embeddings"] = {}
     for kind in kinds:
         try:
@@ -276,7 +284,9 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
             "similarity": similarity_index(emb, attrs, ~in_a),
             "similarity_centred": similarity_index(emb, attrs, ~in_a, center=True),
             "probe": {"alpha": fit.alpha, "iou_A": probe["A"], "iou_B": probe["B"],
-                      "gap_closed_B": gap_closed(probe["B"], base["agnostic"]["B"], base["oracle"]["B"])}}
+                      "gap_closed_B": gap_closed(probe["B"], base["agnostic"]["B"], base["oracle"]["B"]),
+                      "class_part_closed_B": gap_closed(probe["B"], base["oracle_mean_row"]["B"],
+                                                        base["oracle"]["B"])}}
     out["spread"] = {"oracle": transfer_spread(oracle_rows[:, :-1])}
     if transfer is not None:
         out["spread"]["transfer"] = transfer_spread(mask_weight_rows(transfer)[:, :-1])

@@ -124,6 +124,10 @@ def measure_model(model_path: str, categories: str, kinds=("cls", "box", "cls+bo
     return out
 
 
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
 def _f(x, digits=2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -137,15 +141,16 @@ def table(records: list[dict]) -> str:
                   f"({r['A_classes']} A of {r['classes']} classes; mask IoU on the ground-truth boxes of "
                   f"{r['images']} val images)", "",
                   "| embedding | ρ (cos vs shared attributes) | ρ centred | nearest A shares an attribute "
-                  "(chance) | probe IoU on B | probe closes |", "|---|---|---|---|---|---|"]
+                  "(chance) | probe IoU on B | probe closes (agnostic → oracle) | probe closes (shared row → "
+                  "oracle) |", "|---|---|---|---|---|---|---|"]
         for kind, e in r["embeddings"].items():
             if "error" in e:
-                parts.append(f"| {kind} | {e['error']} | | | | |")
+                parts.append(f"| {kind} | {e['error']} | | | | | |")
                 continue
             s, c, p = e["similarity"], e["similarity_centred"], e["probe"]
             parts.append(f"| {kind} | {_f(s['rho'])} | {_f(c['rho'])} | {_f(s.get('nearest_a_shares'))} "
-                         f"({_f(s.get('chance_shares'))}) | {_f(p['iou_B'], 3)} | "
-                         f"{_f(None if p['gap_closed_B'] is None else 100 * p['gap_closed_B'], 0)} % |")
+                         f"({_f(s.get('chance_shares'))}) | {_f(p['iou_B'], 3)} | {_pct(p['gap_closed_B'])} | "
+                         f"{_pct(p.get('class_part_closed_B'))} |")
         heads = " · ".join(f"{k} {_f(v['A'], 3)} / {_f(v['B'], 3)}" for k, v in iou.items())
         spread = " · ".join(f"{k} {_f(v['spread'])}" for k, v in r["spread"].items())
         parts += ["", f"Mask IoU on A / B: {heads}.", "",

@@ -179,10 +179,11 @@ def test_diagnose_end_to_end_recovers_mask_weights_planted_on_the_class_weights(
     agnostic = detector
     out = dg.diagnose(detector, oracle, agnostic, val, split, images=6, kinds=("cls", "randn"))
     iou = out["iou_on_gt_boxes"]
-    assert set(iou) == {"agnostic", "oracle"} and iou["oracle"]["B"] != iou["agnostic"]["B"]
+    assert set(iou) == {"agnostic", "oracle", "oracle_mean_row"} and iou["oracle"]["B"] != iou["agnostic"]["B"]
     cls, randn = out["embeddings"]["cls"], out["embeddings"]["randn"]
     assert cls["probe"]["iou_B"] == pytest.approx(iou["oracle"]["B"], abs=0.02)
     assert cls["probe"]["gap_closed_B"] == pytest.approx(1.0, abs=0.2)
+    assert cls["probe"]["class_part_closed_B"] == pytest.approx(1.0, abs=0.2)
     assert abs(randn["probe"]["iou_B"] - iou["oracle"]["B"]) > abs(cls["probe"]["iou_B"] - iou["oracle"]["B"])
     assert set(cls["similarity"]) >= {"rho", "nearest_a_shares", "chance_shares"}
     assert out["attributes"] and all(a.startswith("family:") for a in out["attributes"])
@@ -229,3 +230,23 @@ def test_category_attributes_of_each_world():
           "attributes": ["body:star", "pattern:striped", "hue:red"]}
     assert dg.category_attributes([v3, world3k, v4]) == [
         ["family:star"], ["mod:nicked", "base:five star", "family:star"], ["body:star", "pattern:striped", "hue:red"]]
+
+
+def test_the_shared_row_reading_separates_the_fcn_from_the_weights(tiny_synth):
+    """An oracle whose class rows are all equal: the shared-row model is the oracle itself, so the
+    class-specific part is zero and no probe can close any of it (None: no gap)."""
+    from maskx.data.coco import CocoDataset
+    from maskx.data.splits import info_split_args, resolve_split
+
+    val = CocoDataset.from_dir(tiny_synth)
+    split = resolve_split("voc2nonvoc", val.data["categories"], **info_split_args(val.data.get("info")))
+    names = list(val.categories.names)
+    cfg = TINY.replace(image_size=128)
+    torch.manual_seed(1)
+    oracle = build_model(cfg.replace(mask_head="oracle", split="all"), names)
+    rows = dg.mask_weight_rows(oracle)
+    oracle = dg.with_mask_weights(oracle, np.broadcast_to(rows[0], rows.shape))
+    out = dg.diagnose(oracle, oracle, oracle, val, split, images=4, kinds=("cls",))
+    iou = out["iou_on_gt_boxes"]
+    assert iou["oracle_mean_row"] == iou["oracle"]
+    assert out["embeddings"]["cls"]["probe"]["class_part_closed_B"] is None
