@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 MASK_RUNS = (("oracle", "all"), ("agnostic_all", "all"), ("agnostic", None), ("transfer_clsbox_2lrelu", None))
 
@@ -59,7 +60,7 @@ def _split_file(data: Path, split: str, split_seed: int, folder: Path) -> Path:
 
 
 def measure(detector: Path, data: Path, split_name: str, seed: int, runs: Path, scale_name: str,
-            images: int, split_seed: int) -> dict:
+            images: int, split_seed: int, reuse_box_ap: Optional[dict] = None) -> dict:
     import maskx
     from maskx.data.coco import CocoDataset
     from maskx.data.splits import info_split_args, resolve_split
@@ -72,7 +73,7 @@ def measure(detector: Path, data: Path, split_name: str, seed: int, runs: Path, 
     split = resolve_split(split_name, val.data["categories"], seed=split_seed,
                           **info_split_args(val.data.get("info")))
     det = maskx.load(detector)
-    box = _box_ap(det, val, split)
+    box = reuse_box_ap if reuse_box_ap is not None else _box_ap(det, val, split)
     load = {k: maskx.load(v).model for k, v in folders.items()}
     record = diagnose(det.model, load["oracle"], load["agnostic"], val, split,
                       agnostic_all=load["agnostic_all"], transfer=load["transfer_clsbox_2lrelu"], images=images,
@@ -193,8 +194,13 @@ def main(argv=None) -> int:
         ap.error("--detector, --data and --out are required (or --table)")
     from maskx.atomic import write_json_atomic
 
+    reuse = None
+    if args.out.is_file():  # measured before on this detector: its box AP (the slow part) is kept
+        old = json.loads(args.out.read_text())
+        if old.get("detector") == str(args.detector) and old.get("detector_box_ap"):
+            reuse = old["detector_box_ap"]
     record = measure(args.detector, args.data, args.split, args.seed, args.runs or args.detector.parent,
-                     args.scale, args.images, args.seed if args.split_seed is None else args.split_seed)
+                     args.scale, args.images, args.seed if args.split_seed is None else args.split_seed, reuse)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, args.out)
     args.out.with_suffix(".md").write_text(table([record]) + "\n")
