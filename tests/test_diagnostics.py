@@ -215,8 +215,8 @@ def test_the_diagnostics_script_trains_the_heads_and_writes_its_table(tmp_path):
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     record = json.loads(out.read_text())
-    assert record["split_seed"] == 4242 and set(record["iou_on_gt_boxes"]) == {"agnostic", "oracle", "agnostic_all",
-                                                                               "transfer"}
+    assert record["split_seed"] == 4242 and set(record["iou_on_gt_boxes"]) == {
+        "agnostic", "oracle", "agnostic_all", "transfer", "oracle_mean_row"}
     split_file = next((tmp_path / "runs").glob("*agnostic__rand20_t0*.split.json"))
     assert len(json.loads(split_file.read_text())["A"]) == 20
     assert "| cls+box |" in out.with_suffix(".md").read_text()
