@@ -98,6 +98,12 @@ def similarity_index(emb: np.ndarray, attributes: np.ndarray, in_b: np.ndarray, 
     return out
 
 
+def similarity_indices(emb: np.ndarray, attributes: np.ndarray, in_b: np.ndarray) -> dict:
+    """``similarity_index`` of ``emb`` as given and centred: ``{"similarity", "similarity_centred"}``."""
+    return {"similarity": similarity_index(emb, attributes, in_b),
+            "similarity_centred": similarity_index(emb, attributes, in_b, center=True)}
+
+
 @dataclass(frozen=True)
 class RidgeMap:
     """y ≈ (x - x_mean) @ weight + y_mean, fitted by ``fit_ridge``."""
@@ -191,9 +197,7 @@ def mask_weight_rows(model) -> np.ndarray:
     w, b = rh.mask_predictor.all_classes(rh.box_predictor)
     w = w.detach().double().cpu().numpy()[1:]
     b = np.zeros(len(w)) if b is None else b.detach().double().cpu().numpy()[1:]
-    if len(w) == 1 or w.shape[0] != len(b):  # a class-agnostic head: one shared row
-        w = np.broadcast_to(w[:1], (len(b), w.shape[1]))
-    return np.concatenate([w, b[:, None]], axis=1)
+    return np.concatenate([w, b[:, None]], axis=1)  # a class-agnostic head's shared row comes K times
 
 
 @torch.no_grad()
@@ -252,7 +256,8 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
 
     names = list(val.categories.names)
     ids = list(val.categories.ids)
-    in_a = np.array([c in set(split.a_ids) for c in ids])
+    a_ids = set(split.a_ids)
+    in_a = np.array([c in a_ids for c in ids])
     cats = {c["id"]: c for c in val.data["categories"]}
     attrs, attr_names = attribute_matrix(category_attributes([cats[c] for c in ids]))
     inputs = gt_box_eval.gt_box_inputs(detector, val, images)
@@ -281,8 +286,7 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
         pred, fit = linear_probe(emb, oracle_rows, in_a)
         probe = ious(with_mask_weights(oracle, pred))
         out["embeddings"][kind] = {
-            "similarity": similarity_index(emb, attrs, ~in_a),
-            "similarity_centred": similarity_index(emb, attrs, ~in_a, center=True),
+            **similarity_indices(emb, attrs, ~in_a),
             "probe": {"alpha": fit.alpha, "iou_A": probe["A"], "iou_B": probe["B"],
                       "gap_closed_B": gap_closed(probe["B"], base["agnostic"]["B"], base["oracle"]["B"]),
                       "class_part_closed_B": gap_closed(probe["B"], base["oracle_mean_row"]["B"],

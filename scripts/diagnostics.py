@@ -34,10 +34,11 @@ def train_mask_heads(detector: Path, data: Path, split: str, seed: int, runs: Pa
     out = {}
     for preset, fixed_split in MASK_RUNS:
         run = Run(preset, fixed_split or split, seed, scale.backbone)
-        folder = runs / (run.key + (f"__split-seed{split_seed}" if split_seed != seed and not fixed_split else ""))
+        own_split = split_seed != seed and not fixed_split  # the random split is drawn with its own seed
+        folder = runs / (run.key + (f"__split-seed{split_seed}" if own_split else ""))
         if not (folder / "done.json").is_file():
             cfg = run.config(scale, detector)
-            if split_seed != seed and not fixed_split:  # the random split is drawn with its own seed
+            if own_split:
                 cfg = cfg.replace(split=str(_split_file(data, split, split_seed, folder)))
             print(f"training {run.key} ({cfg.iters} iterations on cached RoIs)", flush=True)
             run_training(cfg, data / "train", folder, resume=bool(list_checkpoints(folder)), progress=False)
@@ -119,8 +120,7 @@ def measure_model(model_path: str, categories: str, kinds=("cls", "box", "cls+bo
            "attribute_kinds": sorted({a.split(":")[0] for a in names}), "embeddings": {}}
     for kind in kinds:
         emb = dg.class_embedding_matrix(p.model, p.class_names, kind)
-        out["embeddings"][kind] = {"similarity": dg.similarity_index(emb, attrs, in_b),
-                                   "similarity_centred": dg.similarity_index(emb, attrs, in_b, center=True)}
+        out["embeddings"][kind] = dg.similarity_indices(emb, attrs, in_b)
     out["spread"] = dg.transfer_spread(dg.mask_weight_rows(p.model)[:, :-1])
     return out
 
