@@ -58,10 +58,11 @@ def main():
     with controls:
         # a chosen class stays chosen when the threshold rises past its instances (said below), rather
         # than being dropped from the filter unseen
-        kept = [c for c in st.session_state.get("seg_classes", []) if c in {i.class_name for i in found}]
-        names = sorted({i.class_name for i in above} | set(kept))
+        found_names, above_names = {i.class_name for i in found}, {i.class_name for i in above}
+        kept = [c for c in st.session_state.get("seg_classes", []) if c in found_names]
+        names = sorted(above_names | set(kept))
         chosen = st.multiselect("Classes (none chosen: all)", names, key="seg_classes")
-        faded = sorted(c for c in chosen if c not in {i.class_name for i in above})
+        faded = sorted(c for c in chosen if c not in above_names)
         if faded:
             st.caption(f"No instance of {', '.join(faded)} scores {thresh:.2f} or more.")
     shown = [i for i in above if (i.in_A and show_a or not i.in_A and show_b)

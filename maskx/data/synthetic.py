@@ -7,7 +7,8 @@ gives the same bytes.
 
 Design: the paper's question (does knowing the class help predict its mask? §3.1) needs data on
 which a class-agnostic head trained on set A does not segment set B as well as the oracle, and
-where what separates them is class knowledge, not an appearance shift between A and B:
+where what separates them is class knowledge, not an appearance shift between A and B (the
+diagnostics show this version misses the second part: docs/world-design.md):
 - 10 silhouette families x 8 classes (``shapes.FAMILIES``); the class sets the shape, while
   colour and texture are shared by the family (with per-instance jitter), so a head trained on
   A learns objectness rather than A's colours; the voc-like classes (set A of voc2nonvoc) crowd
