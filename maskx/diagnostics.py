@@ -11,8 +11,12 @@ differ. These measures check each link of that chain directly, without training 
 - ``linear_probe``: how much of a class-specific mask head can a linear map from the embedding
   recover? Ridge regression from the embedding of A's classes to the oracle's learned mask weights
   (oracle trained with every class's masks), applied to B; scored by mask IoU on B's ground-truth
-  boxes (``probe_mask_ious``). The share of the agnostic-to-oracle gap it closes is roughly what a
-  T could reach from that embedding.
+  boxes. The share of the agnostic-to-oracle gap it closes is roughly what a T could reach from
+  that embedding. Ridge shrinks what it cannot explain toward A's mean row; where the oracle's rows
+  share little (its mean row is no mask head), a shrunk row predicts empty masks whatever its
+  direction, so the probe is also read **calibrated**: each predicted row's deviation from A's
+  mean row rescaled to the mean deviation of A's rows (``calibrate_rows``). A T trained on the
+  mask loss is not shrunk this way.
 - the class-agnostic head trained with every class's masks (preset ``agnostic_all``): oracle minus
   it on B is what knowing the class is worth, apart from having B's masks.
 - ``transfer_spread``: how class-specific are a trained T's outputs? The mean distance of each
@@ -31,6 +35,9 @@ import torch
 from .models.transfer import detection_weights
 
 EMBEDDING_KINDS = ("cls", "box", "cls+box", "randn", "glove", "text")
+# the attributes themselves (one-hot rows of ``attribute_matrix``): the probe's upper bound for any
+# embedding that reflects them, measured beside the embeddings T can be given
+ATTRIBUTES = "attributes"
 RIDGE_ALPHAS = tuple(10.0 ** k for k in range(-4, 5))  # searched by leave-one-out on set A
 
 
@@ -157,6 +164,19 @@ def linear_probe(emb: np.ndarray, w_seg: np.ndarray, in_a: np.ndarray,
     return fit(emb), fit
 
 
+def calibrate_rows(pred: np.ndarray, w_seg: np.ndarray, in_a: np.ndarray) -> np.ndarray:
+    """Rows ``pred`` [K, E] with each one's deviation from A's mean row of ``w_seg`` [K, E] rescaled to
+    the mean norm of A's own deviations (``in_a`` [K] bool): the direction ridge predicts, at the size
+    the oracle's rows have. A row equal to the mean stays the mean."""
+    in_a = np.asarray(in_a, bool)
+    w = np.asarray(w_seg, np.float64)
+    mean = w[in_a].mean(0)
+    target = float(np.linalg.norm(w[in_a] - mean, axis=1).mean())
+    dev = np.asarray(pred, np.float64) - mean
+    norm = np.linalg.norm(dev, axis=1, keepdims=True)
+    return mean + np.divide(dev * target, norm, out=np.zeros_like(dev), where=norm > 0)
+
+
 def transfer_spread(w_seg: np.ndarray) -> dict:
     """How class-specific the rows of ``w_seg`` [K, E] are: ``{"mean_row_norm": |mean row|,
     "mean_deviation": mean over classes of |w_k - mean row|, "spread": their ratio}``. A class-agnostic
@@ -246,8 +266,9 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
     (e.g. ``text`` without its extra) is reported with its error.
 
     Returns ``{"iou_on_gt_boxes": {model: {"A", "B"}}, "embeddings": {kind: {"similarity",
-    "similarity_centred", "probe": {"alpha", "iou_A", "iou_B", "gap_closed_B", "class_part_closed_B"}}},
-    "spread": {...}, "class_value_B": oracle - agnostic_all on B, ...}``. ``gap_closed_B`` is the
+    "similarity_centred", "probe": {"alpha", "iou_A", "iou_B", "gap_closed_B", "class_part_closed_B"},
+    "probe_calibrated": the same without alpha}}, "spread": {...}, "class_value_B": oracle -
+    agnostic_all on B, ...}``; the kinds are ``kinds`` and ``"attributes"`` (the upper bound). ``gap_closed_B`` is the
     probe's share of the agnostic (A's masks) → oracle gap; ``class_part_closed_B`` its share of the
     gap between the oracle's FCN with one shared row (A's mean, ``oracle_mean_row``) and the oracle:
     the class-specific part alone, since the probe runs on the oracle's FCN, trained with B's masks.
@@ -277,20 +298,24 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
     mean_row = np.broadcast_to(oracle_rows[in_a].mean(0), oracle_rows.shape)
     base["oracle_mean_row"] = ious(with_mask_weights(oracle, mean_row))
     out["embeddings"] = {}
-    for kind in kinds:
+
+    def probe_record(pred: np.ndarray) -> dict:
+        r = ious(with_mask_weights(oracle, pred))
+        return {"iou_A": r["A"], "iou_B": r["B"],
+                "gap_closed_B": gap_closed(r["B"], base["agnostic"]["B"], base["oracle"]["B"]),
+                "class_part_closed_B": gap_closed(r["B"], base["oracle_mean_row"]["B"], base["oracle"]["B"])}
+
+    for kind in (*kinds, ATTRIBUTES):
         try:
-            emb = class_embedding_matrix(detector, names, kind, seed=seed)
+            emb = attrs.astype(np.float64) if kind == ATTRIBUTES else class_embedding_matrix(detector, names, kind, seed=seed)
         except (ImportError, OSError, ValueError) as e:
             out["embeddings"][kind] = {"error": f"{type(e).__name__}: {e}"}
             continue
         pred, fit = linear_probe(emb, oracle_rows, in_a)
-        probe = ious(with_mask_weights(oracle, pred))
         out["embeddings"][kind] = {
             **similarity_indices(emb, attrs, ~in_a),
-            "probe": {"alpha": fit.alpha, "iou_A": probe["A"], "iou_B": probe["B"],
-                      "gap_closed_B": gap_closed(probe["B"], base["agnostic"]["B"], base["oracle"]["B"]),
-                      "class_part_closed_B": gap_closed(probe["B"], base["oracle_mean_row"]["B"],
-                                                        base["oracle"]["B"])}}
+            "probe": {"alpha": fit.alpha, **probe_record(pred)},
+            "probe_calibrated": probe_record(calibrate_rows(pred, oracle_rows, in_a))}
     out["spread"] = {"oracle": transfer_spread(oracle_rows[:, :-1])}
     if transfer is not None:
         out["spread"]["transfer"] = transfer_spread(mask_weight_rows(transfer)[:, :-1])

@@ -143,15 +143,18 @@ def table(records: list[dict]) -> str:
                   f"{r['images']} val images)", "",
                   "| embedding | ρ (cos vs shared attributes) | ρ centred | nearest A shares an attribute "
                   "(chance) | probe IoU on B | probe closes (agnostic → oracle) | probe closes (shared row → "
-                  "oracle) |", "|---|---|---|---|---|---|---|"]
+                  "oracle) | calibrated probe IoU on B | calibrated closes (agnostic → oracle) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for kind, e in r["embeddings"].items():
             if "error" in e:
-                parts.append(f"| {kind} | {e['error']} | | | | | |")
+                parts.append(f"| {kind} | {e['error']} | | | | | | | |")
                 continue
             s, c, p = e["similarity"], e["similarity_centred"], e["probe"]
+            cal = e.get("probe_calibrated", {})
             parts.append(f"| {kind} | {_f(s['rho'])} | {_f(c['rho'])} | {_f(s.get('nearest_a_shares'))} "
                          f"({_f(s.get('chance_shares'))}) | {_f(p['iou_B'], 3)} | {_pct(p['gap_closed_B'])} | "
-                         f"{_pct(p.get('class_part_closed_B'))} |")
+                         f"{_pct(p.get('class_part_closed_B'))} | {_f(cal.get('iou_B'), 3)} | "
+                         f"{_pct(cal.get('gap_closed_B'))} |")
         heads = " · ".join(f"{k} {_f(v['A'], 3)} / {_f(v['B'], 3)}" for k, v in iou.items())
         spread = " · ".join(f"{k} {_f(v['spread'])}" for k, v in r["spread"].items())
         parts += ["", f"Mask IoU on A / B: {heads}.", "",

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from maskx.data import attribute_world as w
 from maskx.data.coco import CocoDataset
@@ -13,16 +14,25 @@ from maskx.data.splits import info_split_args, resolve_split
 from maskx.diagnostics import attribute_matrix, category_attributes, similarity_index
 
 
-def test_every_look_is_worn_by_two_classes_of_different_bodies():
-    table = w.class_table()
+@pytest.mark.parametrize("world, wearers, looks", [("v4b", {2}, 40), ("v4c", {3, 4}, 25)])
+def test_every_look_is_worn_by_classes_of_different_bodies(world, wearers, looks):
+    table = w.class_table(world)
     assert len(table) == 80 and len(set(table)) == 80
     assert [b for b, _, _ in table] == [k // 8 for k in range(80)]  # body-major
-    looks = Counter((p, h) for _, p, h in table)
-    assert set(looks.values()) == {2} and len(looks) == 40
-    for look in looks:
+    count = Counter((p, h) for _, p, h in table)
+    assert set(count.values()) == wearers and len(count) == looks
+    for look in count:
         bodies = [b for b, p, h in table if (p, h) == look]
-        assert bodies[0] != bodies[1]
-    assert len(set(w.class_names())) == 80
+        assert len(set(bodies)) == len(bodies)
+    assert len(set(w.class_names(world))) == 80
+
+
+def test_the_five_hues_are_farther_apart_than_the_jitter():
+    hues = sorted(h for _, h in w.HUES_5)
+    gaps = [b - a for a, b in zip(hues, hues[1:])] + [1 + hues[0] - hues[-1]]
+    assert min(gaps) >= 0.15  # a colour is drawn within +-0.035 of its hue
+    with pytest.raises(ValueError, match="world must be one of"):
+        w.class_table("v9")
 
 
 def test_categories_record_attributes_and_the_voc_like_classes_cover_six_bodies():
@@ -58,11 +68,11 @@ def test_generate_is_deterministic_and_splits_resolve(tmp_path):
     assert image.shape[-2:] == (96, 96) and len(target["boxes"]) == len(target["masks"])
 
 
-def _crowding(scene: str, n: int = 16) -> tuple[float, float]:
+def _crowding(world: str, n: int = 16) -> tuple[float, float]:
     """(instances per image, share of instances whose box overlaps another's) over n images at 128 px."""
     per, overlapping, total = 0, 0, 0
     for i in range(n):
-        _, inst = w.render(7, i, 128, 4, scene)
+        _, inst = w.render(7, i, 128, 4, world)
         boxes = []
         for _, m in inst:
             ys, xs = np.nonzero(m)

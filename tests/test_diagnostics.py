@@ -92,6 +92,24 @@ def test_the_probe_from_random_embeddings_predicts_only_the_mean():
     assert fit.alpha >= 1.0  # leave-one-out picks heavy shrinkage: nothing to learn
 
 
+def test_calibration_restores_the_size_of_rows_ridge_shrank_and_keeps_their_direction():
+    """Rows with no shared part (mean ~ 0): ridge with a strong alpha shrinks B's predictions toward A's
+    mean; calibration gives them A's mean deviation norm back, pointing where ridge pointed."""
+    w_det, w_seg = _planted()
+    w_seg = w_seg - w_seg.mean(0)
+    in_a = np.arange(80) < 20
+    pred, _ = dg.linear_probe(w_det, w_seg, in_a, alphas=(1e4,))
+    mean = w_seg[in_a].mean(0)
+    cal = dg.calibrate_rows(pred, w_seg, in_a)
+    target = np.linalg.norm(w_seg[in_a] - mean, axis=1).mean()
+    assert np.linalg.norm(pred[~in_a] - mean, axis=1).max() < 0.2 * target  # shrunk
+    assert np.allclose(np.linalg.norm(cal - mean, axis=1), target)
+    cos = np.sum((cal - mean) * (pred - mean), 1) / (np.linalg.norm(cal - mean, axis=1) * np.linalg.norm(pred - mean, axis=1))
+    assert np.allclose(cos, 1.0)
+    # a row equal to A's mean stays the mean (no direction to restore)
+    assert np.allclose(dg.calibrate_rows(np.tile(mean, (3, 1)), w_seg, in_a), mean)
+
+
 def test_ridge_leave_one_out_error_matches_refitting():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(12, 40)), rng.normal(size=(12, 3))
@@ -185,7 +203,10 @@ def test_diagnose_end_to_end_recovers_mask_weights_planted_on_the_class_weights(
     assert cls["probe"]["gap_closed_B"] == pytest.approx(1.0, abs=0.2)
     assert cls["probe"]["class_part_closed_B"] == pytest.approx(1.0, abs=0.2)
     assert abs(randn["probe"]["iou_B"] - iou["oracle"]["B"]) > abs(cls["probe"]["iou_B"] - iou["oracle"]["B"])
+    assert cls["probe_calibrated"]["iou_B"] == pytest.approx(iou["oracle"]["B"], abs=0.05)
     assert set(cls["similarity"]) >= {"rho", "nearest_a_shares", "chance_shares"}
+    assert set(out["embeddings"]) == {"cls", "randn", "attributes"}  # the attributes' upper bound rides along
+    assert out["embeddings"]["attributes"]["similarity"]["rho"] == pytest.approx(1.0)
     assert out["attributes"] and all(a.startswith("family:") for a in out["attributes"])
     assert out["spread"]["oracle"]["spread"] > 0.5
 

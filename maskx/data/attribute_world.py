@@ -43,8 +43,11 @@ BODIES = (
 # pattern: (adjective, texture kind of ``synthetic._texture``)
 PATTERNS = (("mottled", "speckle"), ("striped", "stripes"), ("checkered", "checker"), ("dotted", "dots"),
             ("shaded", "gradient"))
-HUES = (("red", 0.0), ("orange", 0.07), ("yellow", 0.15), ("green", 0.32), ("teal", 0.47), ("blue", 0.61),
-        ("purple", 0.75), ("pink", 0.89))
+# hue sets: 8 hues (v4a, v4b) put neighbours such as red/orange/pink 0.07-0.11 apart, which the
+# study's detector confuses at 256 px; 5 hues (v4c) keep every pair >= 0.18 apart (jitter is +-0.035)
+HUES_8 = (("red", 0.0), ("orange", 0.07), ("yellow", 0.15), ("green", 0.32), ("teal", 0.47), ("blue", 0.61),
+          ("purple", 0.75), ("pink", 0.89))
+HUES_5 = (("red", 0.0), ("yellow", 0.15), ("green", 0.33), ("blue", 0.6), ("purple", 0.79))
 CLASSES_PER_BODY = 8
 # the voc-like classes: (body index, how many of its classes), 20 in all on 6 of the 10 bodies
 VOC_LIKE_BODIES = ((0, 4), (2, 4), (4, 3), (5, 3), (6, 3), (8, 3))
@@ -58,39 +61,55 @@ SCENES = {
     "v4b": {"count": ((2, 3, 4, 5, 6, 7), (0.15, 0.25, 0.25, 0.17, 0.1, 0.08)), "radius": (0.10, 0.32),
             "style": {"min_visible": 0.4, "clutter": (2, 7), "own_look_patch": 0.15, "cluster": 0.5}},
 }
+# The design's candidate worlds (docs/world-design.md): a hue set and a scene.
+WORLDS = {"v4a": {"hues": HUES_8, "scene": "v4a"}, "v4b": {"hues": HUES_8, "scene": "v4b"},
+          "v4c": {"hues": HUES_5, "scene": "v4b"}}
+DEFAULT_WORLD = "v4c"
 CLASS_TABLE_SEED = 20180601  # fixes which looks go with which bodies (part of the world's definition)
 
 
-def class_table() -> list[tuple[int, int, int]]:
+def class_table(world: str = DEFAULT_WORLD) -> list[tuple[int, int, int]]:
     """The 80 classes as (body, pattern, hue) indices, body-major (class k has body k // 8).
 
-    Every look (pattern, hue) is used by exactly two classes, on two different bodies; a body's 8
-    classes wear 8 different looks."""
-    looks = [(p, h) for p in range(len(PATTERNS)) for h in range(len(HUES))]  # 40 looks
+    A body's 8 classes wear 8 different looks (pattern, hue); every look is worn by the same number
+    of classes (two with 8 hues: 40 looks) or by numbers that differ by at most one (3 or 4 with 5
+    hues: 25 looks), always on different bodies."""
+    hues = _world(world)["hues"]
+    looks = [(p, h) for p in range(len(PATTERNS)) for h in range(len(hues))]
+    copies = -(-len(BODIES) * CLASSES_PER_BODY // len(looks))
     rng = np.random.default_rng(CLASS_TABLE_SEED)
     for _ in range(1000):  # rejection: a draw where some body gets a look twice is redrawn
-        order = [looks[i] for i in rng.permutation(len(looks))] + [looks[i] for i in rng.permutation(len(looks))]
+        order = [looks[i] for _ in range(copies) for i in rng.permutation(len(looks))]
         per_body = [order[b * CLASSES_PER_BODY:(b + 1) * CLASSES_PER_BODY] for b in range(len(BODIES))]
         if all(len(set(b)) == CLASSES_PER_BODY for b in per_body):
             return [(b, p, h) for b, group in enumerate(per_body) for p, h in group]
-    raise RuntimeError("no class table found")  # not reached for this seed (tested)
+    raise RuntimeError("no class table found")  # not reached for these seeds (tested)
 
 
-def class_names() -> list[str]:
-    return [f"{HUES[h][0]} {PATTERNS[p][0]} {BODIES[b][0]}" for b, p, h in class_table()]
+def _world(world: str) -> dict:
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {sorted(WORLDS)}, got {world!r}")
+    return WORLDS[world]
 
 
-def class_attributes() -> list[list[str]]:
+def class_names(world: str = DEFAULT_WORLD) -> list[str]:
+    hues = _world(world)["hues"]
+    return [f"{hues[h][0]} {PATTERNS[p][0]} {BODIES[b][0]}" for b, p, h in class_table(world)]
+
+
+def class_attributes(world: str = DEFAULT_WORLD) -> list[list[str]]:
     """Each class's visual attributes, ``["body:star", "pattern:striped", "hue:red"]``."""
-    return [[f"body:{BODIES[b][0]}", f"pattern:{PATTERNS[p][0]}", f"hue:{HUES[h][0]}"] for b, p, h in class_table()]
+    hues = _world(world)["hues"]
+    return [[f"body:{BODIES[b][0]}", f"pattern:{PATTERNS[p][0]}", f"hue:{hues[h][0]}"]
+            for b, p, h in class_table(world)]
 
 
-def categories() -> list[dict]:
+def categories(world: str = DEFAULT_WORLD) -> list[dict]:
     """The 80 COCO-format categories: COCO's ids, the body as supercategory, the attributes."""
     from .synthetic import COCO_CATEGORY_IDS
 
     return [{"id": COCO_CATEGORY_IDS[k], "name": name, "supercategory": name.rsplit(" ", 1)[1], "attributes": attrs}
-            for k, (name, attrs) in enumerate(zip(class_names(), class_attributes()))]
+            for k, (name, attrs) in enumerate(zip(class_names(world), class_attributes(world)))]
 
 
 def voc_like_category_ids() -> list[int]:
@@ -99,25 +118,26 @@ def voc_like_category_ids() -> list[int]:
     return sorted(COCO_CATEGORY_IDS[b * CLASSES_PER_BODY + j] for b, n in VOC_LIKE_BODIES for j in range(n))
 
 
-def class_families() -> list[Family]:
+def class_families(world: str = DEFAULT_WORLD) -> list[Family]:
     """Per class, the ``Family`` record ``render_scene`` reads: its outline, rotation and look."""
+    hues = _world(world)["hues"]
     out = []
-    for b, p, h in class_table():
+    for b, p, h in class_table(world):
         name, outline, params, rotate = BODIES[b]
-        out.append(Family(name, outline, rotate, HUES[h][1], PATTERNS[p][1], ((name, params),)))
+        out.append(Family(name, outline, rotate, hues[h][1], PATTERNS[p][1], ((name, params),)))
     return out
 
 
-def render(seed: int, index: int, size: int, version: int, scene: str = "v4b"
+def render(seed: int, index: int, size: int, version: int, world: str = DEFAULT_WORLD
            ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Image ``index`` of the dataset with ``seed``: RGB uint8 [S, S, 3] and (class index, visible mask)."""
     from .shapes import shape_rings
     from .synthetic import SceneStyle, class_weights, render_scene
 
     weights = class_weights()
-    fams = class_families()
+    fams = class_families(world)
     looks = sorted({(f.hue, f.texture) for f in fams})
-    spec = SCENES[scene]
+    spec = SCENES[_world(world)["scene"]]
     counts, probs = spec["count"]
     return render_scene(np.random.default_rng([seed, index, version]), size,
                         count=lambda rng: int(rng.choice(counts, p=probs)),
@@ -129,15 +149,15 @@ def render(seed: int, index: int, size: int, version: int, scene: str = "v4b"
 
 
 def make_image(job: tuple[int, int, int, int, str, str]) -> tuple[dict, list[dict]]:
-    """One image file and its annotations: ``job`` = (seed, index, size, version, scene, images folder)."""
+    """One image file and its annotations: ``job`` = (seed, index, size, version, world, images folder)."""
     from .synthetic import COCO_CATEGORY_IDS, write_image
 
-    seed, index, size, version, scene, images_dir = job
-    pixels, instances = render(seed, index, size, version, scene)
+    seed, index, size, version, world, images_dir = job
+    pixels, instances = render(seed, index, size, version, world)
     return write_image(pixels, instances, index + 1, images_dir, COCO_CATEGORY_IDS)
 
 
-def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, version: int = 4, scene: str = "v4b",
+def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, version: int = 4, world: str = DEFAULT_WORLD,
              workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
     """Write ``num_images`` images of this world drawn with ``seed`` to ``out_dir`` (COCO format,
     atomically); image ``i`` comes from ``np.random.default_rng([seed, i, version])``."""
@@ -146,7 +166,8 @@ def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, ver
     check_generate_args(num_images, image_size)
     info = {"description": "maskx embedded synthetic dataset (classes as combinations of visual attributes)",
             "generator": "maskx.data.attribute_world", "generator_version": version, "seed": seed,
-            "scene": scene, "image_size": image_size, "num_images": num_images,
+            "world": world, "image_size": image_size, "num_images": num_images,
             "voc_like_category_ids": voc_like_category_ids()}
-    jobs = [(seed, i, image_size, version, scene) for i in range(num_images)]
-    return summarize(write_dataset(out_dir, jobs, make_image, info, categories(), workers, overwrite, progress))
+    _world(world)
+    jobs = [(seed, i, image_size, version, world) for i in range(num_images)]
+    return summarize(write_dataset(out_dir, jobs, make_image, info, categories(world), workers, overwrite, progress))
