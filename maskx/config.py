@@ -66,6 +66,10 @@ class Config:
     # training
     stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only): paper §3.2
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
+    # stage e2e only: a finished stage-wise run (stage mask, same mask branch, on ``detector``) whose
+    # weights this run starts from, so the joint iterations refine trained heads instead of training
+    # a class-specific head from scratch in a short schedule
+    mask_init: Optional[str] = None
     split: str = "voc2nonvoc"  # which classes have masks (A); 'all' for the oracle
     seed: int = 0
     iters: int = 1000
@@ -114,6 +118,8 @@ class Config:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
         if self.detector and self.stage == "detector":
             raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
+        if self.mask_init and (self.stage != "e2e" or not self.detector):
+            raise ConfigError("mask_init (a stage-wise run to start from) is for stage 'e2e' with a 'detector'")
         if self.mask_roi_cache < 0:
             raise ConfigError(f"mask_roi_cache must be >= 0 (RoIs cached per image; 0: off), got {self.mask_roi_cache}")
         if self.mask_roi_cache and self.stage != "mask":

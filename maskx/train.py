@@ -99,6 +99,34 @@ def load_detector(model: torch.nn.Module, detector_dir, dataset: CocoDataset, co
     load_model_state(model, model_state(tensors), str(detector_dir), skip_prefixes=MASK_BRANCH)
 
 
+# what a stage-wise run must share with the end-to-end run that starts from it (``Config.mask_init``)
+MASK_INIT_FIELDS = ("backbone", "box_head_dim", "image_size", "mask_head", "transfer_input", "transfer_layers",
+                    "transfer_activation", "transfer_hidden", "embedding_norm", "mlp_branch", "mlp_hidden",
+                    "mask_convs", "mask_dim", "split")
+
+
+def load_mask_init(model: torch.nn.Module, init_dir, dataset: CocoDataset, config: Config) -> None:
+    """Start an end-to-end run from a finished stage-wise run on the same detector: its frozen detector
+    and trained mask branch (paper §3.2: stage-wise training, then joint training of every part)."""
+    init_dir = Path(init_dir)
+    if not (init_dir / "done.json").is_file():
+        raise CheckpointError(f"{init_dir}: mask_init must be a finished stage-wise run (no done.json); "
+                              "train it first")
+    meta, tensors = find_checkpoint(init_dir)
+    check_classes(meta, list(dataset.categories.names), list(dataset.categories.ids), str(init_dir))
+    init = Config.from_json(meta["config"])
+    if init.stage != "mask":
+        raise CheckpointError(f"{init_dir}: mask_init must be a stage-wise (stage 'mask') run, got stage {init.stage!r}")
+    if not init.detector or Path(init.detector).resolve() != Path(config.detector).resolve():
+        raise CheckpointError(f"{init_dir}: its detector is {init.detector!r}, this run's {config.detector!r}; "
+                              "start from a stage-wise run on the same detector")
+    differ = [f for f in MASK_INIT_FIELDS if getattr(init, f) != getattr(config, f)]
+    if differ:
+        raise CheckpointError(f"{init_dir}: the stage-wise run differs in {', '.join(f'{f}={getattr(init, f)!r}' for f in differ)}"
+                              "; start from the stage-wise run of the same method")
+    load_model_state(model, model_state(tensors), str(init_dir))
+
+
 def read_log(path: Path) -> list[dict]:
     """The records of a run's ``log.jsonl`` (one per logged iteration), oldest first; [] when the
     file is missing. A last line cut by a kill is skipped."""
@@ -194,6 +222,8 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         model = build_model(config, names)
         if config.detector:  # stage mask: the frozen detector; stage e2e: start from it (warm start)
             load_detector(model, config.detector, dataset, config)
+        if config.mask_init:
+            load_mask_init(model, config.mask_init, dataset, config)
         meta = run_meta(config, dataset, split, world_size)
         model.to(device)
         optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum,

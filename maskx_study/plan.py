@@ -38,6 +38,10 @@ class StudyScale:
     # and per-class AP unchanged, APs/m/l not computed (Tables 1a-d and Figure 3 report AP, AP50, AP75, as
     # the paper's Table 1 does)
     eval_skip_absent_masks: bool = False
+    # end-to-end runs start from the finished stage-wise run of the same method on the same detector
+    # (``Config.mask_init``), so a short joint schedule refines trained heads: every method gets the
+    # same schedule, and a class-specific head is not left half-trained by it
+    e2e_from_stagewise: bool = False
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -110,7 +114,19 @@ class Run:
     def detector(self) -> "Run":
         return Run("detector", "all", self.seed, self.backbone)
 
-    def config(self, scale: StudyScale, detector_dir: Optional[Path] = None) -> Config:
+    def init(self, scale: StudyScale) -> Optional["Run"]:
+        """The stage-wise run an end-to-end run starts from under ``scale.e2e_from_stagewise`` (the same
+        preset without its ``_e2e`` part, e.g. ``transfer_clsbox_2lrelu_mlp`` for Mask^X R-CNN); None
+        for other runs. Stop-grad is about the joint stage, so a no-stop-grad run starts from the same one."""
+        if not scale.e2e_from_stagewise or get_preset(self.preset).stage != "e2e":
+            return None
+        stagewise = self.preset.replace("_e2e_nostopgrad", "").replace("_e2e", "")
+        if get_preset(stagewise).stage != "mask":
+            raise ValueError(f"{self.preset}: no stage-wise preset {stagewise!r} to start from")
+        return Run(stagewise, self.split, self.seed, self.backbone)
+
+    def config(self, scale: StudyScale, detector_dir: Optional[Path] = None, init_dir: Optional[Path] = None
+               ) -> Config:
         base = get_preset(self.preset).with_overrides(list(scale.overrides))
         if base.stage == "detector":
             base = base.with_overrides(list(scale.detector_overrides))
@@ -121,8 +137,9 @@ class Run:
             base = base.replace(mask_lr_mult=scale.mask_lr_mult)
         if base.stage == "mask":
             base = base.replace(mask_roi_cache=scale.mask_roi_cache)
+        init = str(init_dir) if base.stage == "e2e" and scale.e2e_from_stagewise else None
         return base.replace(split=self.split, seed=self.seed, backbone=self.backbone, iters=iters,
-                            detector=None if base.stage == "detector" else str(detector_dir))
+                            detector=None if base.stage == "detector" else str(detector_dir), mask_init=init)
 
 
 @dataclass(frozen=True)
@@ -190,7 +207,8 @@ def table_runs(name: str, scale: StudyScale, seeds: Optional[Iterable[int]] = No
 
 def plan(scale: StudyScale, tables: Optional[Iterable[str]] = None, seeds: Optional[Iterable[int]] = None) -> list[Run]:
     """Every run of the study in the order it runs (gate first, cheap seed-0 tables next), each
-    preceded by its detector, without duplicates. ``tables``/``seeds`` restrict it."""
+    preceded by its detector (and an end-to-end run by the stage-wise run it starts from), without
+    duplicates. ``tables``/``seeds`` restrict it."""
     wanted = set(tables) if tables is not None else None
     out: list[Run] = []
     for item in ORDER:
@@ -202,7 +220,7 @@ def plan(scale: StudyScale, tables: Optional[Iterable[str]] = None, seeds: Optio
         for run in table_runs(name, scale, seeds=sel, backbones=backbones):
             if seeds is not None and run.seed not in set(seeds):
                 continue
-            for r in (run.detector(), run):
-                if r not in out:
+            for r in (run.detector(), run.init(scale), run):
+                if r is not None and r not in out:
                     out.append(r)
     return out

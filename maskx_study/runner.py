@@ -74,7 +74,7 @@ class Study(StudyEvaluation):
             if not todo:
                 break
             ready = [r for r in todo if (r.preset == "detector" and self._can_restore(r)) or
-                     (r.preset != "detector" and self._finished(r.detector()))]
+                     (r.preset != "detector" and self._finished(r.detector()) and self._init_ready(r))]
             # a stage-wise run that would wait for the RoI cache another worker is building goes last:
             # this worker runs something else meanwhile (an end-to-end run) instead of idling
             building = self._roi_caches_being_built(todo)
@@ -82,8 +82,13 @@ class Study(StudyEvaluation):
             run = next((r for r in ready if self._claim(r)), None)
             if run is None:
                 busy = any(self._locked(r) or self._locked(r.detector()) for r in todo)
-                if not busy:
-                    break  # nothing claimable and nobody working: e.g. a detector outside this plan
+                if not busy:  # nothing claimable and nobody working: e.g. a detector outside this plan
+                    waiting = [r.key for r in todo if not self._init_ready(r)]
+                    if waiting:
+                        self.log(f"{len(waiting)} end-to-end run(s) wait for the weights of the stage-wise run "
+                                 f"they start from, which are not here (runs/ is not committed): rerun those "
+                                 f"stage-wise runs first, e.g. {waiting[0]}")
+                    break
                 time.sleep(poll_seconds)  # other processes hold the rest, or a detector is training
                 continue
             try:
@@ -138,6 +143,15 @@ class Study(StudyEvaluation):
                     self._release(det)
         return done
 
+    def _init_ready(self, run: Run) -> bool:
+        """An end-to-end run's stage-wise start (``Run.init``) is finished and its weights are here."""
+        init = run.init(self.scale)
+        return init is None or (self._finished(init) and self._trained_here(init))
+
+    def _config(self, run: Run):
+        init = run.init(self.scale)
+        return run.config(self.scale, self.run_dir(run.detector()), self.run_dir(init) if init else None)
+
     def _trained_here(self, run: Run) -> bool:
         return (self.run_dir(run) / "done.json").is_file()
 
@@ -164,7 +178,7 @@ class Study(StudyEvaluation):
         (the scale changed) or another generator version (the data changed)."""
         from maskx.data.synthetic import GENERATOR_VERSION
 
-        want_config = run.config(self.scale, self.run_dir(run.detector()))
+        want_config = self._config(run)
         want = want_config.to_json()
         try:  # fields the recorded config lacks: the values the run had (RECORDED_BEFORE)
             recorded = record.get("config")
@@ -173,7 +187,7 @@ class Study(StudyEvaluation):
         except ValueError as e:
             return f"unreadable config ({e})"
         # a detector trains boxes on every class whatever its split says: the split is not part of it
-        ignore = {"detector", "split"} if want["stage"] == "detector" else {"detector"}
+        ignore = {"detector", "split"} if want["stage"] == "detector" else {"detector", "mask_init"}
         ignore |= want_config.unused_fields()
         diff = sorted(k for k in want if k not in ignore and have[k] != want[k])
         if diff:
@@ -278,7 +292,7 @@ class Study(StudyEvaluation):
 
         out = self.run_dir(run)
         det_dir = self.run_dir(run.detector())
-        config = run.config(self.scale, det_dir)
+        config = self._config(run)
         if config.detector and not (det_dir / "done.json").is_file():
             raise RuntimeError(f"{run.key}: its detector {det_dir} is not trained; run the plan in order")
         restoring = run.preset == "detector" and self.result_path(run).is_file()

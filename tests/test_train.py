@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from helpers import TINY, assert_bit_identical, maskx_cli, model_tensors, read_log, tiny_config, torchrun
 from helpers import check_exit as _check
 from maskx.checkpoint import CheckpointError, list_checkpoints
-from maskx.config import Config
+from maskx.config import Config, ConfigError
 from maskx.train import run_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,6 +136,35 @@ def test_stagewise_trains_detector_first_and_resumes_exactly(data64, tmp_path, c
     assert_bit_identical(model_tensors(a), model_tensors(b))
     assert_bit_identical(model_tensors(det / "ckpt_0000001.json"),
                          model_tensors(tmp_path / "b" / "detector" / "ckpt_0000001.json"))
+
+
+def test_an_end_to_end_run_starts_from_its_stage_wise_run(data64, tmp_path, cpu_only):
+    """``mask_init``: the e2e run's first step starts from the stage-wise run's weights (detector and
+    trained mask branch); a stage-wise run of another method, or on another detector, is refused."""
+    from maskx.data.coco import CocoDataset
+    from maskx.models.maskx_rcnn import build_model
+    from maskx.train import load_mask_init
+
+    sw_cfg = tiny_config("agnostic", iters=2, checkpoint_every=2)
+    sw = run_training(sw_cfg, data64, tmp_path / "sw", detector_iters=1, progress=False)
+    det = str(tmp_path / "sw" / "detector")
+    e2e = tiny_config("agnostic_e2e", iters=1, detector=det, mask_init=str(tmp_path / "sw"))
+    ds = CocoDataset.from_dir(data64)
+    model = build_model(e2e, list(ds.categories.names))
+    load_mask_init(model, e2e.mask_init, ds, e2e)
+    started = {f"model.{k}": v for k, v in model.state_dict().items()}
+    assert_bit_identical({k: started[k] for k in model_tensors(sw)}, model_tensors(sw))
+    out = run_training(e2e, data64, tmp_path / "e2e", progress=False)
+    assert json.loads(out.read_text())["config"]["mask_init"] == str(tmp_path / "sw")
+    with pytest.raises(CheckpointError, match="differs in mask_head"):
+        load_mask_init(build_model(e2e.replace(mask_head="oracle", split="all"), list(ds.categories.names)),
+                       e2e.mask_init, ds, e2e.replace(mask_head="oracle", split="all"))
+    with pytest.raises(CheckpointError, match="same detector"):
+        load_mask_init(model, e2e.mask_init, ds, e2e.replace(detector=str(tmp_path / "other")))
+    with pytest.raises(CheckpointError, match="stage-wise"):
+        load_mask_init(model, det, ds, e2e)
+    with pytest.raises(ConfigError, match="mask_init"):
+        tiny_config("agnostic", mask_init="x")
 
 
 def test_read_log_skips_a_line_cut_by_a_kill(tmp_path):

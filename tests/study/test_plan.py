@@ -102,3 +102,21 @@ def test_cli_plan_restricted_to_the_main_backbone(tmp_path, capsys):
     assert f"{second}__detector__all__s0" in capsys.readouterr().out
     assert main([*base, "--backbones", "vgg16"]) == 2
     assert "--backbones: unknown ['vgg16']" in capsys.readouterr().err
+
+
+def test_end_to_end_runs_start_from_their_stage_wise_run_when_the_scale_says_so():
+    scale = dataclasses.replace(SCALES["study"], e2e_from_stagewise=True)
+    mx = Run("transfer_clsbox_2lrelu_mlp_e2e", "voc2nonvoc", 1, scale.backbone)
+    assert mx.init(scale) == Run("transfer_clsbox_2lrelu_mlp", "voc2nonvoc", 1, scale.backbone)
+    assert Run("transfer_clsbox_2lrelu_e2e_nostopgrad", "nonvoc2voc", 0, "r").init(scale).preset == "transfer_clsbox_2lrelu"
+    assert Run("oracle_e2e", "all", 0, "r").init(scale) == Run("oracle", "all", 0, "r")
+    assert Run("agnostic", "voc2nonvoc", 0, "r").init(scale) is None  # stage-wise runs start from the detector
+    assert mx.init(SCALES["study"]) is None  # off: from the detector, as before
+    cfg = mx.config(scale, "runs/det", "runs/sw")
+    assert (cfg.detector, cfg.mask_init, cfg.iters) == ("runs/det", "runs/sw", scale.e2e_iters)
+    assert mx.config(SCALES["study"], "runs/det").mask_init is None
+    runs = plan(scale, tables=["t2"])
+    for r in runs:
+        if r.init(scale) is not None:
+            assert runs.index(r.init(scale)) < runs.index(r) and runs.index(r.detector()) < runs.index(r.init(scale))
+    assert len(runs) == len(set(runs))
