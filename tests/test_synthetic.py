@@ -112,3 +112,17 @@ def test_bad_arguments(tmp_path, kwargs, msg):
     args = {"num_images": 2, "image_size": 64} | kwargs
     with pytest.raises(ValueError, match=msg):
         generate(tmp_path / "d", args["num_images"], image_size=args["image_size"])
+
+
+def test_every_version_stays_drawable_and_an_unknown_one_is_refused(tmp_path):
+    from maskx.data import synthetic
+
+    assert 3 in synthetic.VERSIONS and GENERATOR_VERSION in synthetic.VERSIONS
+    for v in synthetic.VERSIONS:
+        cats = synthetic.categories(v)
+        assert len(cats) == 80 and [c["id"] for c in cats] == list(COCO_CATEGORY_IDS)
+        assert len(synthetic.voc_like_category_ids(v)) == 20
+    with pytest.raises(ValueError, match="generator version must be one of"):
+        generate(tmp_path / "x", 2, version=99)
+    with pytest.raises(ValueError, match="generator version must be one of"):
+        render(0, 0, 64, 2)

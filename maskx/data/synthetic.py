@@ -47,7 +47,11 @@ from pycocotools import mask as mask_utils
 from ..atomic import atomic_dir
 from .shapes import FAMILIES, VOC_LIKE_VARIANTS, place_rings, shape_rings
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 3  # the current 80-class world; older ones stay drawable (``VERSIONS``)
+# version 3: this module's families world (the counter-example: docs/world-design.md); version 4 on:
+# ``attribute_world``'s named candidate, frozen under its version number
+ATTRIBUTE_WORLDS: dict = {}
+VERSIONS = (3, *ATTRIBUTE_WORLDS)
 # ``render_scene`` (backgrounds, clutter, own-look patches, occlusion, noise), shared with the
 # 3000-class world: its own version, so a change to the 80-class recipe alone leaves that world be
 SCENE_VERSION = 1
@@ -67,8 +71,19 @@ MIN_VISIBLE_FRACTION = 0.5  # an object may lose at most half of itself to later
 TEXTURES = ("speckle", "stripes", "checker", "dots", "gradient")
 
 
-def categories() -> list[dict]:
-    """The 80 COCO-format categories (real COCO ids, family as supercategory)."""
+def check_version(version: int) -> int:
+    if version not in VERSIONS:
+        raise ValueError(f"generator version must be one of {list(VERSIONS)}, got {version!r}")
+    return version
+
+
+def categories(version: int = GENERATOR_VERSION) -> list[dict]:
+    """The 80 COCO-format categories of ``version``'s world (real COCO ids; version 3: family as
+    supercategory; later: ``attribute_world.categories``, with attributes)."""
+    if check_version(version) in ATTRIBUTE_WORLDS:
+        from . import attribute_world
+
+        return attribute_world.categories(ATTRIBUTE_WORLDS[version])
     cats = []
     for f, fam in enumerate(FAMILIES):
         for v, (name, _) in enumerate(fam.variants):
@@ -76,7 +91,11 @@ def categories() -> list[dict]:
     return cats
 
 
-def voc_like_category_ids() -> list[int]:
+def voc_like_category_ids(version: int = GENERATOR_VERSION) -> list[int]:
+    if check_version(version) in ATTRIBUTE_WORLDS:
+        from . import attribute_world
+
+        return attribute_world.voc_like_category_ids()
     return sorted(COCO_CATEGORY_IDS[f * 8 + v] for f, vs in enumerate(VOC_LIKE_VARIANTS) for v in vs)
 
 
@@ -155,13 +174,18 @@ def _family_color(rng: np.random.Generator, hue: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- one image
 
-def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """Draw image ``index`` of the dataset with ``seed``.
+def render(seed: int, index: int, size: int, version: int = GENERATOR_VERSION
+           ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Draw image ``index`` of ``version``'s dataset with ``seed``.
 
     Returns the image [S, S, 3] uint8 and a list of (class index 0..79, visible mask [S, S] bool).
     """
+    if check_version(version) in ATTRIBUTE_WORLDS:
+        from . import attribute_world
+
+        return attribute_world.render(seed, index, size, version, ATTRIBUTE_WORLDS[version])
     weights = class_weights()
-    return render_scene(np.random.default_rng([seed, index, GENERATOR_VERSION]), size,
+    return render_scene(np.random.default_rng([seed, index, 3]), size,
                         count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
                         pick=lambda rng: int(rng.choice(80, p=weights)),
                         family_of=lambda cls: FAMILIES[cls // 8],
@@ -293,22 +317,28 @@ def write_image(pixels: np.ndarray, instances: list[tuple[int, np.ndarray]], ima
 
 def _make_image(job: tuple[int, int, int, str]) -> tuple[dict, list[dict]]:
     seed, index, size, images_dir = job
-    pixels, instances = render(seed, index, size)
+    pixels, instances = render(seed, index, size, 3)
     return write_image(pixels, instances, index + 1, images_dir, COCO_CATEGORY_IDS)
 
 
 def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_size: int = 256,
-             workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
-    """Write the dataset to ``out_dir`` atomically (built in a temp folder, then renamed).
+             workers: int = 1, overwrite: bool = False, progress: bool = False,
+             version: int = GENERATOR_VERSION) -> dict:
+    """Write ``version``'s dataset to ``out_dir`` atomically (built in a temp folder, then renamed).
 
     Returns the dataset's summary (see ``summarize``).
     """
+    if check_version(version) in ATTRIBUTE_WORLDS:
+        from . import attribute_world
+
+        return attribute_world.generate(out_dir, num_images, seed, image_size, version, ATTRIBUTE_WORLDS[version],
+                                        workers, overwrite, progress)
     check_generate_args(num_images, image_size)
     info = {"description": "maskx embedded synthetic dataset", "generator": "maskx.data.synthetic",
-            "generator_version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
-            "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()}
+            "generator_version": 3, "seed": seed, "image_size": image_size,
+            "num_images": num_images, "voc_like_category_ids": voc_like_category_ids(3)}
     return summarize(write_dataset(out_dir, [(seed, i, image_size) for i in range(num_images)], _make_image,
-                                   info, categories(), workers, overwrite, progress))
+                                   info, categories(3), workers, overwrite, progress))
 
 
 def check_generate_args(num_images: int, image_size: int) -> None:

@@ -97,7 +97,7 @@ def generate3k(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image
             "generator_version": GENERATOR_VERSION, "scene_version": synthetic.SCENE_VERSION,
             "seed": seed, "image_size": image_size, "num_images": num_images, "masks": masks,
             "set_A_category_ids": set_a_category_ids(),
-            "voc_like_category_ids": synthetic.voc_like_category_ids(),
+            "voc_like_category_ids": synthetic.voc_like_category_ids(3),
             "box_only": 'annotations with "has_mask": false have a box and no segmentation'}
     jobs = [(seed, i, image_size, masks) for i in range(num_images)]
     return summarize3k(write_dataset(out_dir, jobs, _make_image3k, info, categories3k(), workers, overwrite,
