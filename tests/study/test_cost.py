@@ -38,18 +38,19 @@ def test_the_budget_counts_the_plan_and_prices_the_runs_beyond_it_apart():
                        "train_seconds": 3600.0 * (1.0 if r.preset == "detector" else 0.2) * (1 if r.seed == 0 else 0.5),
                        "eval_seconds": 0} for r in runs}
     text = "\n".join(cost_section(scale, results, [])[0])
-    # the plan: one detector (1 h) and 5 end-to-end runs (0.2 h / 2 each)
-    assert "1.5 h at the lower quartile" in text and "(met at this estimate, 6.5 h to spare;" not in text  # runs left
+    # the plan: one detector (1 h) and 6 end-to-end runs (0.2 h / 2 each)
+    assert "1.6 h at the lower quartile" in text and "(met at this estimate, 6.5 h to spare;" not in text  # runs left
     done = {**results, **{r.key: {**record(r, 1.0), "train_seconds": 60.0} for r in plan(scale) if r.key not in results}}
     assert "(met at this estimate, " in "\n".join(cost_section(scale, done, [])[0])
-    assert "seeds 1, 2: 12 runs (their 2 detectors included), 12 done." in text
-    # at the plan's rates: 2 detectors at 1 h + 10 runs at 0.1 h; as they ran (the other CPU): half
-    assert "of their kinds (Intel X) they come to ≈ 3.0 h, ≈ 4.5 h with the plan." in text
-    assert "As they ran (AMD Y): ≈ 1.5 h at their own lower quartile." in text
+    # 26 runs: their detectors, Table 2's end-to-end runs and the 12 stage-wise runs those start from
+    assert "seeds 1, 2: 26 runs (their 2 detectors included), 14 done." in text
+    # at the plan's rates: 2 detectors at 1 h + 12 runs at 0.1 h; as they ran (the other CPU): half
+    assert "of their kinds (Intel X) they come to ≈ 3.2 h, ≈ 4.8 h with the plan (12 of them of kinds" in text
+    assert "As they ran (AMD Y): ≈ 1.6 h at their own lower quartile." in text
     # none run yet: priced at the plan's rates alone
     first = {k: r for k, r in results.items() if r["seed"] == 0}
     text = "\n".join(cost_section(scale, first, [])[0])
-    assert "12 done" not in text and "0 done. At the lower quartile" in text and "As they ran" not in text
+    assert "14 done" not in text and "0 done. At the lower quartile" in text and "As they ran" not in text
     # a plan with every seed leaves nothing beyond its budget (and counts those runs in it)
     text = "\n".join(cost_section(beyond_budget(scale), results, [])[0])
-    assert "Beyond the budget" not in text and "1.5 h at the lower quartile" not in text
+    assert "Beyond the budget" not in text and "1.6 h at the lower quartile" not in text

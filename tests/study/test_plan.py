@@ -17,7 +17,7 @@ def test_plan_orders_detectors_first_and_has_no_duplicates():
         if r.preset != "detector":
             assert runs.index(r.detector()) < k
     # the oracle trains on every class: one run per seed serves both directions
-    oracles = [r for r in runs if r.preset == "oracle"]
+    oracles = [r for r in runs if r.preset == "oracle" and r.backbone == scale.backbone]
     assert {r.split for r in oracles} == {"all"} and len(oracles) == len(scale.seeds)
     assert Run("oracle", "all", 0, "x").eval_splits == DIRECTIONS
     # Table 1a and Table 2 in both directions with every seed; Table 2 on two backbones
@@ -37,7 +37,7 @@ def test_second_backbone_seeds_restrict_table_2_on_that_backbone_only():
     assert {r.seed for r in runs if r.backbone == scale.backbone} == {0, 1, 2}
     assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {0}
     full = table_runs("t2", dataclasses.replace(scale, second_backbone_seeds=None))
-    assert {r.seed for r in full if r.backbone == scale.second_backbone} == {0, 1, 2} and len(set(full)) == len(set(runs)) + 10
+    assert {r.seed for r in full if r.backbone == scale.second_backbone} == {0, 1, 2} and len(set(full)) == len(set(runs)) + 12
 
 
 def test_the_plan_has_the_second_backbone_on_seed_0_and_beyond_budget_adds_its_other_seeds_only():
@@ -47,9 +47,11 @@ def test_the_plan_has_the_second_backbone_on_seed_0_and_beyond_budget_adds_its_o
     runs, every = plan(scale), plan(beyond_budget(scale))
     assert {r.seed for r in runs if r.backbone == scale.second_backbone} == {scale.seeds[0]}
     extra = [r for r in every if r not in set(runs)]
-    assert set(runs) < set(every) and len(extra) == 12
+    # per seed: its detector, Table 2's 6 end-to-end runs and the 6 stage-wise runs they start from
+    assert set(runs) < set(every) and len(extra) == 26
     assert {r.backbone for r in extra} == {scale.second_backbone} and {r.seed for r in extra} == {1, 2}
-    assert {r.preset for r in extra} == {"detector"} | {p for _, p in TABLES["t2"].rows}
+    t2 = {p for _, p in TABLES["t2"].rows}
+    assert {r.preset for r in extra} == {"detector"} | t2 | {p.replace("_e2e", "") for p in t2}
     assert beyond_budget(scale).to_json() == {**scale.to_json(), "second_backbone_seeds": None}
 
 
@@ -60,10 +62,10 @@ def test_cli_beyond_budget_plans_the_second_backbones_other_seeds(tmp_path, caps
     second = SCALES["study"].second_backbone
     assert main(base) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["runs"] == 6 and all("__s0" in r for r in out["plan"])
+    assert out["runs"] == 13 and all("__s0" in r for r in out["plan"])  # detector, 6 stage-wise starts, 6 e2e
     assert main([*base, "--beyond-budget"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["runs"] == 18 and f"todo {second}__detector__all__s2" in out["plan"]
+    assert out["runs"] == 39 and f"todo {second}__detector__all__s2" in out["plan"]
 
 
 def test_run_configs_follow_the_scale():
@@ -105,16 +107,18 @@ def test_cli_plan_restricted_to_the_main_backbone(tmp_path, capsys):
 
 
 def test_end_to_end_runs_start_from_their_stage_wise_run_when_the_scale_says_so():
-    scale = dataclasses.replace(SCALES["study"], e2e_from_stagewise=True)
+    scale = SCALES["study"]
+    assert scale.e2e_from_stagewise
     mx = Run("transfer_clsbox_2lrelu_mlp_e2e", "voc2nonvoc", 1, scale.backbone)
     assert mx.init(scale) == Run("transfer_clsbox_2lrelu_mlp", "voc2nonvoc", 1, scale.backbone)
     assert Run("transfer_clsbox_2lrelu_e2e_nostopgrad", "nonvoc2voc", 0, "r").init(scale).preset == "transfer_clsbox_2lrelu"
     assert Run("oracle_e2e", "all", 0, "r").init(scale) == Run("oracle", "all", 0, "r")
     assert Run("agnostic", "voc2nonvoc", 0, "r").init(scale) is None  # stage-wise runs start from the detector
-    assert mx.init(SCALES["study"]) is None  # off: from the detector, as before
+    off = dataclasses.replace(scale, e2e_from_stagewise=False)
+    assert mx.init(off) is None  # off: from the detector alone
     cfg = mx.config(scale, "runs/det", "runs/sw")
     assert (cfg.detector, cfg.mask_init, cfg.iters) == ("runs/det", "runs/sw", scale.e2e_iters)
-    assert mx.config(SCALES["study"], "runs/det").mask_init is None
+    assert mx.config(off, "runs/det").mask_init is None
     runs = plan(scale, tables=["t2"])
     for r in runs:
         if r.init(scale) is not None:
