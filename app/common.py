@@ -78,9 +78,40 @@ def model_path() -> Path:
     return _resolve(typed.strip()) if isinstance(typed, str) and typed.strip() else settings().model
 
 
+# Chips of a multiselect hold the whole class name: Streamlit cuts a chip at the widget's width with an
+# ellipsis (and, in a column, keeps every chip on one scrolling row); here a long name wraps inside its
+# chip instead. `[data-tag]` is the chip of Streamlit's own multiselect, `[data-baseweb="tag"]` that of
+# BaseWeb-based versions.
+CHIP_CSS = """<style>
+[data-testid="stMultiSelect"] [data-tag], [data-baseweb="tag"] {
+  max-width: 100% !important; height: auto !important; min-height: 1.5rem; white-space: normal !important;
+}
+[data-testid="stMultiSelect"] [data-tag] > span:first-child, [data-baseweb="tag"] span[title] {
+  overflow: visible !important; text-overflow: clip !important; white-space: normal !important;
+  overflow-wrap: anywhere; max-width: none !important;
+}
+</style>"""
+
+
+def page_style() -> None:
+    """The app's CSS, once per page run (``guard`` calls it for every page). A style-only ``st.html``
+    takes no room on the page."""
+    st.html(CHIP_CSS)
+
+
+def class_filter(label: str, options, key: str, where=None, **kwargs) -> list:
+    """A multiselect of class names, as every page's class filter: typing part of a name and pressing
+    Enter adds the first match only (Streamlit's "Select all" / "Select N matches" row, first in the
+    list and so Enter's target, would add every match), and chosen chips wrap onto more rows instead
+    of scrolling out of sight. ``where``: the container (a column), default the page."""
+    return (where or st).multiselect(label, options, key=key, select_all=False, wrap=True, **kwargs)
+
+
 def guard(page: Callable[[], None]) -> None:
-    """Run a page; an unexpected error becomes a message (its traceback goes to the console only)."""
+    """Run a page with the app's CSS; an unexpected error becomes a message (its traceback goes to
+    the console only)."""
     try:
+        page_style()
         page()
     except Exception as e:  # st.stop / st.rerun are BaseExceptions and pass through
         traceback.print_exc()

@@ -135,7 +135,7 @@ def main():
                "Click, box- or lasso-select points to see those classes' masks.")
     with st.spinner("Projecting (UMAP) ..."):
         xy = projection(key, main_kind, str(cfg.cache), mats[main_kind])
-    picked = st.multiselect("Or choose classes", names, key="emb_classes")
+    picked = common.class_filter("Or choose classes", names, key="emb_classes")
     chosen_idx = {names.index(n) for n in picked} | selected_points(st.session_state.get("emb_main"))
     left, right = st.columns([3, 2])
     with left:

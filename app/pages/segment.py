@@ -61,7 +61,7 @@ def main():
         found_names, above_names = {i.class_name for i in found}, {i.class_name for i in above}
         kept = [c for c in st.session_state.get("seg_classes", []) if c in found_names]
         names = sorted(above_names | set(kept))
-        chosen = st.multiselect("Classes (none chosen: all)", names, key="seg_classes")
+        chosen = common.class_filter("Classes (none chosen: all)", names, key="seg_classes")
         faded = sorted(c for c in chosen if c not in above_names)
         if faded:
             st.caption(f"No instance of {', '.join(faded)} scores {thresh:.2f} or more.")

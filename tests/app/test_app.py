@@ -185,6 +185,68 @@ def test_preload_model_loads_each_model_once_in_the_background(env, monkeypatch,
     assert sorted(seen) == [tmp_path / "a", tmp_path / "b"]
 
 
+def eval_json_model(folder: Path) -> Path:
+    """A model folder holding only an ``eval.json`` with per-class AP (what the Browse page reads)."""
+    folder.mkdir(parents=True)
+    per_class = {"fat star": {"set": "A", "segm_AP": 40.0, "bbox_AP": 50.0},
+                 "striped hollow fine gear": {"set": "B", "segm_AP": 4.5, "bbox_AP": 20.0},
+                 "thin star": {"set": "B", "segm_AP": None, "bbox_AP": None}}  # no ground truth: no row
+    (folder / "eval.json").write_text(json.dumps({"A": {"segm_AP": 40.0}, "B": {"segm_AP": 4.5},
+                                                  "per_class": per_class}))
+    return folder
+
+
+def test_browse_missing_val_folder_explains_and_offers_to_generate_it(env, tmp_path, monkeypatch):
+    """A fresh clone: the default val folder of the 3000-class world is absent. The page says what it is,
+    shows the command that makes it and a button, and still shows the model's per-class AP."""
+    data = tmp_path / "data" / "synth3k" / "val"
+    monkeypatch.setenv("MASKX_DATA", str(data))
+    monkeypatch.setenv("MASKX_MODEL", str(eval_json_model(tmp_path / "model")))
+    at = open_page("browse")
+    assert not at.error and "does not exist yet" in texts(at.warning) and "3000-class" in texts(at.warning)
+    assert "python -m maskx data synth3k --out" in texts(at.code)
+    assert at.button(key="browse_generate").label.startswith("Generate `val` now (1000 images)")
+    assert [m.value for m in at.metric] == ["40.0", "4.5"] and "eval.json" in texts(at.caption)
+    assert list(at.dataframe[0].value["class"]) == ["fat star", "striped hollow fine gear"]
+    assert not data.exists()  # nothing is generated unasked
+    at.text_input(key="browse_path").set_value(str(tmp_path / "other")).run()  # nothing the app can make
+    assert "no such file or folder" in texts(at.error) and not at.button
+
+
+def test_browse_generates_the_missing_val_folder_on_request(env, tmp_path, monkeypatch):
+    data = tmp_path / "synth3k" / "val"
+    monkeypatch.setenv("MASKX_DATA", str(data))
+    at = open_page("browse")
+    assert "No `eval.json` with per-class AP" in texts(at.info)
+    at.number_input(key="browse_generate_n").set_value(3).run()
+    at.button(key="browse_generate").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(list((data / "images").iterdir())) == 3
+    assert json.loads((data / "annotations.json").read_text())["info"]["num_images"] == 3
+    assert "does not exist yet" not in texts(at.warning)
+    assert "No model at" in texts(at.error)  # the page opened the new folder and asks for the model next
+
+
+def test_class_filter_enter_adds_the_first_match_only_and_chips_wrap():
+    """Streamlit's multiselect puts "Select N matches" first while one types, so Enter added every match:
+    every page's class filter (common.class_filter) turns that row off and lets chips wrap; the page
+    CSS (common.page_style) lets a long class name wrap inside its chip instead of being cut."""
+    def script():
+        import common
+
+        common.page_style()
+        common.class_filter("Classes", ["five star", "four star", "striped hollow fine gear"], key="classes")
+
+    at = AppTest.from_function(script).run()
+    assert not at.exception
+    box = at.multiselect(key="classes")
+    assert box.proto.select_all == 0 and box.proto.wrap is True
+    import common
+
+    assert "[data-tag]" in common.CHIP_CSS and "text-overflow: clip" in common.CHIP_CSS
+    assert any(common.CHIP_CSS in str(getattr(e.proto, "body", "")) for e in at.get("html"))
+
+
 # ------------------------------------------------------------------ slow: a tiny trained model
 
 @pytest.fixture
@@ -209,6 +271,7 @@ def test_segment_widgets_change_what_is_shown(model_env):
             assert set(at.dataframe[0].value["set"]) <= {"A"} and len(at.dataframe[0].value) < n
         at.toggle(key="seg_show_b").set_value(True).run()
     name = table["class"][0]
+    assert at.multiselect(key="seg_classes").proto.select_all == 0  # Enter adds one match (common.class_filter)
     at.multiselect(key="seg_classes").set_value([name]).run()
     assert set(at.dataframe[0].value["class"]) == {name}
     at.slider(key="seg_thresh").set_value(1.0).run()  # past every instance: the chosen class stays chosen
@@ -402,6 +465,22 @@ def test_browse_reads_eval_json_beside_the_model(model_env, tiny_model, tmp_path
     assert len(at.dataframe[0].value) == 80 and not at.button
 
 
+@pytest.mark.slow
+def test_browse_keeps_a_chosen_class_when_the_threshold_rises(model_env):
+    """The filter offers the dataset's classes whatever the threshold, so a chosen class stays chosen;
+    the page says when none of its predictions passes."""
+    a_name, _ = classes_in_ground_truth(Path(model_env["MASKX_DATA"]))
+    at = open_page("browse")
+    box = at.multiselect(key="browse_classes")
+    assert box.proto.select_all == 0 and a_name in box.options
+    box.set_value([a_name]).run()
+    at.slider(key="browse_thresh").set_value(1.0).run()
+    assert at.multiselect(key="browse_classes").value == [a_name]
+    assert f"No prediction of {a_name} scores 1.00 or more on this image" in texts(at.caption)
+    at.slider(key="browse_thresh").set_value(0.0).run()
+    assert at.multiselect(key="browse_classes").value == [a_name] and not at.exception
+
+
 def classes_in_ground_truth(data: Path) -> tuple[str, str]:
     """One set-A and one set-B class (voc2nonvoc) with ground truth in ``data`` (the generator decides which)."""
     from maskx.data.splits import resolve_split
@@ -424,6 +503,7 @@ def test_embeddings(model_env):
     assert len(charts) >= 6  # w_cls+box, then w_cls, w_box, w_cls+box, (GloVe, text: extras), randn, w_seg
     assert "Select points" in texts(at.info)
     a_name, b_name = classes_in_ground_truth(Path(model_env["MASKX_DATA"]))
+    assert at.multiselect(key="emb_classes").proto.select_all == 0
     at.multiselect(key="emb_classes").set_value([a_name, b_name]).run()
     shown = texts(at.markdown)
     assert f"**{a_name}** (set A)" in shown and f"**{b_name}** (set B)" in shown
