@@ -106,6 +106,44 @@ def table_rows(name: str, results: dict, scale: StudyScale, backbone: str = "mai
     return rows
 
 
+# Per-class AP on B split by whether set A covers the class's look (``coverage``): Table 1a's rows
+COVERAGE_ROWS = (("class-agnostic", "agnostic"), ("transfer w/ randn", "transfer_randn_2lrelu"),
+                 ("transfer w/ cls+box", "transfer_clsbox_2lrelu"), ("oracle", "oracle"),
+                 ("class-agnostic, every class's masks", "agnostic_all"))
+
+
+def coverage(results: dict, scale: StudyScale, direction: str, rows=COVERAGE_ROWS, table: str = "t1a") -> dict:
+    """Segm AP on B per class, averaged over the B classes whose supercategory (the family in version 3,
+    the body from version 4 on) some A class shares ("covered") and over the others ("unseen"), then
+    over seeds: where A never saw a look, transfer has nothing to carry. Categories come from the
+    generator version each result records. Returns {label: {"covered": mean_std, "unseen": mean_std,
+    "classes": (n covered, n unseen)}}."""
+    from maskx.data.synthetic import VERSIONS, categories
+
+    runs = [r for r in reported_runs(table, scale, "main") if r.split in (direction, "all")]
+    out = {}
+    for label, preset in rows:
+        per = {"covered": [], "unseen": []}
+        counts = (0, 0)
+        for r in dict.fromkeys(x for x in runs if x.preset == preset):
+            rec = results.get(r.key)
+            m = (rec or {}).get("metrics", {}).get(direction)
+            if m is None or rec.get("generator_version") not in VERSIONS:
+                continue
+            family = {c["id"]: c["supercategory"] for c in categories(rec["generator_version"])}
+            seen = {family[c] for c in m["split"]["A"]}
+            groups = {"covered": [], "unseen": []}
+            for c in m["per_class"].values():
+                if c["set"] == "B" and c.get("segm_AP") is not None and c["segm_AP"] >= 0:
+                    groups["covered" if family[c["category_id"]] in seen else "unseen"].append(c["segm_AP"])
+            for k, v in groups.items():
+                if v:
+                    per[k].append(statistics.fmean(v))
+            counts = (len(groups["covered"]), len(groups["unseen"]))
+        out[label] = {"covered": mean_std(per["covered"]), "unseen": mean_std(per["unseen"]), "classes": counts}
+    return out
+
+
 def table2_stats(scale: StudyScale) -> tuple:
     """The paper's Table 2 columns; APs/m/l only where evaluation computes every mask (not under
     ``eval_skip_absent_masks``, which keeps AP, AP50 and AP75 exact)."""

@@ -225,3 +225,36 @@ def test_table_2_reports_the_second_backbones_seeds_beyond_the_budget():
     assert agnostic["voc2nonvoc_B"] == (pytest.approx(1.0), pytest.approx(1.0), 3)
     assert report.gap_closed(results, scale, "second")["voc2nonvoc"]["paired"][2] == 3
     assert report.detector_box_ap(results, scale, "second")["voc"][2] == 3
+
+
+def test_coverage_splits_b_classes_by_whether_a_shares_their_family():
+    """Version 3, voc→non-voc: B classes of families with voc-like classes are "covered", the others
+    "unseen"; per class AP is averaged within each group, then over seeds."""
+    from maskx.data.synthetic import categories, voc_like_category_ids
+
+    cats = categories(3)
+    family = {c["id"]: c["supercategory"] for c in cats}
+    a_ids = voc_like_category_ids(3)
+    seen = {family[c] for c in a_ids}
+    b_ids = [c["id"] for c in cats if c["id"] not in set(a_ids)]
+    runs = [r for r in table_runs("t1a", SCALE) if r.preset in ("agnostic", "oracle")]
+    results = {}
+    for r in runs:
+        def ap(c):  # covered B classes 10 (oracle 20), unseen ones 2 (oracle 12), set A 30
+            return 30.0 if c in set(a_ids) else (10.0 if family[c] in seen else 2.0) + (10.0 if r.preset == "oracle" else 0)
+        rec = record(r, 0.0)
+        rec["generator_version"] = 3
+        for d in rec["metrics"]:
+            rec["metrics"][d] = {**rec["metrics"][d], "split": {"A": a_ids, "B": b_ids},
+                                 "per_class": {str(c["id"]): {"category_id": c["id"], "set": "A" if c["id"] in set(a_ids) else "B",
+                                                              "segm_AP": ap(c["id"])} for c in cats}}
+        results[r.key] = rec
+    out = report.coverage(results, SCALE, "voc2nonvoc", rows=(("agnostic", "agnostic"), ("oracle", "oracle")))
+    assert out["agnostic"]["covered"][0] == pytest.approx(10.0) and out["agnostic"]["unseen"][0] == pytest.approx(2.0)
+    assert out["oracle"]["covered"][0] == pytest.approx(20.0) and out["oracle"]["unseen"][0] == pytest.approx(12.0)
+    covered, unseen = out["agnostic"]["classes"]
+    assert covered + unseen == 60 and covered > 0 and unseen > 0
+    agnostic = next(r for r in runs if r.preset == "agnostic")
+    results[agnostic.key]["generator_version"] = 1  # a world no longer drawable is left out, not guessed
+    out = report.coverage(results, SCALE, "voc2nonvoc", rows=(("agnostic", "agnostic"), ("oracle", "oracle")))
+    assert out["agnostic"]["covered"] is None and out["oracle"]["covered"] is not None
