@@ -38,6 +38,7 @@ class GtBoxInput:
     boxes: torch.Tensor  # [N, 4] in image pixels
     gt: torch.Tensor  # [N, H, W] bool ground-truth masks
     category_ids: list  # [N]
+    image_index: int = -1  # the image's index in its dataset
 
 
 @torch.inference_mode()
@@ -56,7 +57,7 @@ def gt_box_inputs(model, dataset, images: Optional[int] = None, progress: bool =
         boxes, labels = t["boxes"][keep], t["labels"][keep]
         features, rois, sizes = gt_box_features(model, image, boxes)
         out.append(GtBoxInput(model.roi_heads.mask_roi_pool(features, rois, sizes), labels, boxes,
-                              t["masks"][keep].bool(), [dataset.categories.category_id(int(c)) for c in labels]))
+                              t["masks"][keep].bool(), [dataset.categories.category_id(int(c)) for c in labels], i))
     return out
 
 
@@ -72,6 +73,47 @@ def instance_ious(model, inputs: list[GtBoxInput]) -> list[tuple[int, float, flo
         ceil = paste_masks_in_image(best[:, None], x.boxes, (h, w))[:, 0] >= 0.5
         rows += [(cid, _iou(pred[k], x.gt[k]), _iou(ceil[k], x.gt[k])) for k, cid in enumerate(x.category_ids)]
     return rows
+
+
+@torch.inference_mode()
+def instance_masks(model, inputs: list[GtBoxInput], images: int) -> list[dict]:
+    """``model``'s masks of every instance of ``inputs`` on the dataset's first ``images`` images, small
+    enough to keep beside a result (what a mask grid draws): ``{"image": dataset index, "category_id",
+    "box": [x0, y0, x1, y1] image pixels, "iou": with the ground truth, "mask": ``encode_mask`` of the
+    [M, M] mask thresholded at 0.5}``, M the mask branch's output size (28)."""
+    model, out = model.eval(), []
+    for x in inputs:
+        if not 0 <= x.image_index < images:
+            continue
+        h, w = x.gt.shape[-2:]
+        prob = model.roi_heads.mask_logits_from_pooled(x.pooled, x.labels).sigmoid()
+        pasted = paste_masks_in_image(prob[:, None], x.boxes, (h, w))[:, 0] >= 0.5
+        for k, cid in enumerate(x.category_ids):
+            out.append({"image": x.image_index, "category_id": int(cid),
+                        "box": [round(float(v), 1) for v in x.boxes[k]], "iou": round(_iou(pasted[k], x.gt[k]), 4),
+                        "mask": encode_mask(prob[k] >= 0.5)})
+    return out
+
+
+def encode_mask(mask: torch.Tensor) -> str:
+    """A square bool mask [M, M] as base64 of its packed bits (M * M / 8 bytes)."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.packbits(mask.cpu().numpy().astype(bool).ravel()).tobytes()).decode("ascii")
+
+
+def decode_mask(text: str, size: int = 28):
+    """``encode_mask``'s inverse: a bool numpy array [size, size]."""
+    import base64
+
+    import numpy as np
+
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:size * size]
+    if bits.size != size * size:
+        raise ValueError(f"an encoded {size} x {size} mask needs {size * size} bits, got {bits.size}")
+    return bits.reshape(size, size).astype(bool)
 
 
 def summarize(rows: list[tuple[int, float, float]], split) -> dict:

@@ -14,6 +14,9 @@ from maskx.config import INFERENCE_FIELDS, Config
 from maskx_study.plan import Run
 
 STUDY_GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measure (about 280 instances)
+# val images whose ground-truth-box masks each result keeps (``gt_box_eval.instance_masks``, about 10 KB):
+# what the notebooks' and the app's mask grids draw, on a fresh clone too
+MASK_GRID_IMAGES = 16
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ class StudyEvaluation:
         a = set(split.a_ids)
         return round(sum(x["category_id"] in a for x in data["annotations"]) / len(a), 2)
 
-    def evaluate_run(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list]:
+    def evaluate_run(self, run: Run, config: Config, out: Path, det_dir: Path) -> tuple[dict, str, list, list, Optional[dict]]:
+        """(metrics per direction, how it was evaluated, predictions, val ids, the masks of the ground-truth
+        boxes of the first ``MASK_GRID_IMAGES`` val images: ``{"images", "instances"}``; None for a detector)."""
         from maskx import gt_box_eval
         from maskx_study.detection_cache import DetectionCache
         from maskx.data.coco import CocoDataset
@@ -85,12 +90,16 @@ class StudyEvaluation:
             if skip:  # the masks of detections of absent classes were not computed
                 for s in ("A", "B"):
                     metrics[name][s].update({f"segm_{k}": None for k in ("APs", "APm", "APl")})
-        if config.stage != "detector":  # stage-wise: the shared GT-box features; end-to-end: its own (None)
-            ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, STUDY_GT_BOX_IMAGES,
-                                                 inputs=gt_inputs)
+        grid = None
+        if config.stage != "detector":  # stage-wise: the shared GT-box features; end-to-end: its own
+            if gt_inputs is None:
+                gt_inputs = gt_box_eval.gt_box_inputs(predictor.model, val, STUDY_GT_BOX_IMAGES)
+            ious = gt_box_eval.masks_on_gt_boxes(predictor, val, splits, STUDY_GT_BOX_IMAGES, inputs=gt_inputs)
             for name in splits:
                 metrics[name]["masks_on_gt_boxes"] = ious[name]
-        return metrics, how, preds, list(val.ids)
+            grid = {"images": MASK_GRID_IMAGES,
+                    "instances": gt_box_eval.instance_masks(predictor.model, gt_inputs, MASK_GRID_IMAGES)}
+        return metrics, how, preds, list(val.ids), grid
 
     def add_gt_box_ious(self, runs: list[Run]) -> list[Path]:
         """Results of ``runs`` that lack ``masks_on_gt_boxes`` get it (evaluation only, no training);

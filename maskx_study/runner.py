@@ -305,7 +305,7 @@ class Study(StudyEvaluation):
         if restoring and self._restored(run):
             return self.result_path(run)
         t0 = time.perf_counter()
-        metrics, eval_how, preds, val_ids = self.evaluate_run(run, config, out, det_dir)
+        metrics, eval_how, preds, val_ids, grid = self.evaluate_run(run, config, out, det_dir)
         record = {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
                   "stage": config.stage, "scale": self.scale.to_json(),
                   # as trained, with the inference settings it was evaluated with
@@ -315,6 +315,8 @@ class Study(StudyEvaluation):
                   "train_wall_seconds_this_process": round(train_wall, 1),
                   "eval_seconds": round(time.perf_counter() - t0, 1), **run_versions(out),
                   "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids)}
+        if grid is not None:
+            record["gt_box_masks"] = grid
         record["detector_sha256" if config.stage != "detector" else "checkpoint_sha256"] = self.detector_sha256(run)
         cache = roi_cache_dir(det_dir) / "meta.json"
         if config.mask_roi_cache and cache.is_file():  # built once per detector: counted once by the report

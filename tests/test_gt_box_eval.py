@@ -89,3 +89,27 @@ def test_features_computed_once_give_the_same_ious_for_every_split(setup):
         fresh = mask_iou_on_gt_boxes(predictor, val, sp, images=3)
         assert cached[name] == {s: {k: fresh[s][k] for k in ("mean_iou", "ceiling", "instances")} for s in ("A", "B")}
     assert cached["voc2nonvoc"]["A"] == cached["nonvoc2voc"]["B"]  # the sets swap, the instances do not
+
+
+def test_instance_masks_keep_the_first_images_masks_with_their_iou(setup):
+    """What a mask grid draws: each instance of the first images with its box, IoU and 28 x 28 mask."""
+    from maskx.gt_box_eval import decode_mask, encode_mask, instance_ious, instance_masks
+
+    predictor, val, split = setup
+    inputs = gt_box_inputs(predictor.model, val, 4)
+    rows = instance_masks(predictor.model, inputs, 2)
+    assert rows and {r["image"] for r in rows} <= {0, 1}
+    assert len(rows) == sum(len(x.category_ids) for x in inputs if x.image_index < 2)
+    ious = [iou for _, iou, _ in instance_ious(predictor.model, [x for x in inputs if x.image_index < 2])]
+    assert [r["iou"] for r in rows] == [round(v, 4) for v in ious]
+    # the kept mask is the mask branch's output for that box and class, thresholded at 0.5
+    x = next(x for x in inputs if x.image_index == rows[0]["image"])
+    with torch.no_grad():
+        prob = predictor.model.roi_heads.mask_logits_from_pooled(x.pooled, x.labels).sigmoid()
+    assert (decode_mask(rows[0]["mask"]) == (prob[0] >= 0.5).numpy()).all()
+    assert rows[0]["box"] == [round(float(v), 1) for v in x.boxes[0]]
+    rng = torch.Generator().manual_seed(0)
+    planted = torch.rand(28, 28, generator=rng) > 0.5
+    assert (decode_mask(encode_mask(planted)) == planted.numpy()).all()
+    with pytest.raises(ValueError, match="needs 784 bits"):
+        decode_mask(encode_mask(planted[:10]))

@@ -36,7 +36,7 @@ def test_committed_without_outputs_and_with_a_parameters_cell(path):
         assert banned not in body, f"{path.name}: model code belongs in maskx, not in notebooks"
 
 
-def _papermill(path: Path, out: Path, *params: str) -> None:
+def _papermill(path: Path, out: Path, *params: str) -> dict:
     cmd = [sys.executable, "-m", "papermill", str(path), str(out), "--cwd", str(path.parent), "--kernel", "python3"]
     for p in params:
         key, value = p.split("=", 1)
@@ -46,19 +46,40 @@ def _papermill(path: Path, out: Path, *params: str) -> None:
     nb = json.loads(out.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    return nb
+
+
+def _image_heights(nb: dict) -> list[int]:
+    """Heights of the PNG images a run notebook shows (the mask grids)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"]))).height
+            for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+GRID_NOTEBOOKS = ("1a_", "1b_", "1c_", "1d_", "2_", "3_random_splits", "5_deeper")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_in_results_mode(path, tmp_path):
-    _papermill(path, tmp_path / path.name, "mode=results")
+    nb = _papermill(path, tmp_path / path.name, "mode=results")
+    if path.stem.startswith(GRID_NOTEBOOKS):  # a mask grid per direction (or split)
+        assert len(_image_heights(nb)) >= 2
 
 
 @pytest.mark.slow
 def test_all_run_in_tiny_train_mode(tmp_path):
     """Every notebook retrains its runs at the tiny scale; they share one results folder, so a
     run another notebook needs is trained once."""
+    from maskx_study.grids import CELL
+
     for path in NOTEBOOKS:
-        _papermill(path, tmp_path / path.name, "mode=train", "scale=tiny", f"results_dir={tmp_path / 'results'}",
-                   f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}")
+        nb = _papermill(path, tmp_path / path.name, "mode=train", "scale=tiny", f"results_dir={tmp_path / 'results'}",
+                        f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}")
+        if path.stem.startswith(GRID_NOTEBOOKS):  # fresh results keep their masks: grids with instance rows
+            assert max(_image_heights(nb)) > 34 + CELL, path.stem
     assert len(list((tmp_path / "results").glob("*.json"))) >= 40

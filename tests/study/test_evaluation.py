@@ -57,8 +57,14 @@ def test_a_scale_that_skips_absent_class_masks_reports_no_area_stats(tiny_study,
     other = Study(scale, results_dir=tmp_path / "results", runs_dir=study.runs_dir, progress=False, log=lambda m: None)
     run = Run("agnostic", "voc2nonvoc", 0, scale.backbone)
     det_dir = other.run_dir(run.detector())
-    metrics, how, _, _ = other.evaluate_run(run, run.config(scale, det_dir), other.run_dir(run), det_dir)
+    metrics, how, _, _, grid = other.evaluate_run(run, run.config(scale, det_dir), other.run_dir(run), det_dir)
     assert how == "mask head on cached detections of classes present in their image"
+    from maskx.gt_box_eval import decode_mask
+    from maskx_study.evaluation import MASK_GRID_IMAGES
+
+    assert grid["images"] == MASK_GRID_IMAGES and grid["instances"]
+    assert all(0 <= x["image"] < MASK_GRID_IMAGES and 0 <= x["iou"] <= 1 for x in grid["instances"])
+    assert decode_mask(grid["instances"][0]["mask"]).shape == (28, 28)
     for s in ("A", "B"):  # masks of unmatched detections were not computed: their area ranges are unknown
         assert all(metrics["voc2nonvoc"][s][f"segm_{k}"] is None for k in ("APs", "APm", "APl"))
         assert "segm_AP" in metrics["voc2nonvoc"][s] and "bbox_APs" in metrics["voc2nonvoc"][s]
