@@ -97,6 +97,17 @@ def _box_ap(predictor, val, split) -> dict:
             "A": metrics["A"]["bbox_AP"], "B": metrics["B"]["bbox_AP"]}
 
 
+def box_ap_of_result(path: Path, split: str) -> dict:
+    """``_box_ap``'s numbers read from a study detector's result (``results/<detector run>.json``),
+    which evaluated the same detector on the same val split: no second evaluation."""
+    import statistics
+
+    m = json.loads(Path(path).read_text())["metrics"][split]
+    per_class = [v["bbox_AP"] for v in m["per_class"].values() if v.get("bbox_AP") is not None]
+    return {"all": round(statistics.fmean(per_class), 2) if per_class else None,
+            "A": m["A"]["bbox_AP"], "B": m["B"]["bbox_AP"]}
+
+
 def measure_model(model_path: str, categories: str, kinds=("cls", "box", "cls+box", "randn")) -> dict:
     """Measures (a) and (d) of a trained model alone (no heads to train): the similarity index of its
     detection weights and T's spread. ``categories``: ``3k`` (the 3000-class world's) or a COCO
@@ -176,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", default="study", help="maskx_study.plan.SCALES entry giving the mask runs' settings")
     ap.add_argument("--images", type=int, default=100, help="val images whose ground-truth boxes are measured")
     ap.add_argument("--out", type=Path, help="the JSON record (a .md table is written beside it)")
+    ap.add_argument("--box-ap-from", type=Path, help="the detector's study result (results/<detector run>.json): "
+                    "its box AP instead of evaluating the detector again")
     ap.add_argument("--table", nargs="+", type=Path, help="print the table of these records and exit")
     ap.add_argument("--model", help="measure a trained model alone (similarity index, spread): a run, "
                     "a checkpoint or a shipped model's name; with --categories")
@@ -197,8 +210,8 @@ def main(argv=None) -> int:
         ap.error("--detector, --data and --out are required (or --table)")
     from maskx.atomic import write_json_atomic
 
-    reuse = None
-    if args.out.is_file():  # measured before on this detector: its box AP (the slow part) is kept
+    reuse = box_ap_of_result(args.box_ap_from, args.split) if args.box_ap_from else None
+    if reuse is None and args.out.is_file():  # measured before on this detector: its box AP (the slow part) is kept
         old = json.loads(args.out.read_text())
         if old.get("detector") == str(args.detector) and old.get("detector_box_ap"):
             reuse = old["detector_box_ap"]

@@ -271,3 +271,19 @@ def test_the_shared_row_reading_separates_the_fcn_from_the_weights(tiny_synth):
     iou = out["iou_on_gt_boxes"]
     assert iou["oracle_mean_row"] == iou["oracle"]
     assert out["embeddings"]["cls"]["probe"]["class_part_closed_B"] is None
+
+
+def test_the_script_reads_the_box_ap_of_a_study_detector_result(tmp_path):
+    """--box-ap-from: the detector's study result gives the box AP (mean of per-class AP over all
+    classes, AP on A and on B of the split) without a second evaluation."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("diag_script", Path(__file__).parents[1] / "scripts" / "diagnostics.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    per_class = {"a": {"bbox_AP": 10.0}, "b": {"bbox_AP": 30.0}, "c": {"bbox_AP": None}}
+    rec = {"metrics": {"voc2nonvoc": {"A": {"bbox_AP": 12.0}, "B": {"bbox_AP": 20.0}, "per_class": per_class}}}
+    (tmp_path / "det.json").write_text(json.dumps(rec))
+    assert script.box_ap_of_result(tmp_path / "det.json", "voc2nonvoc") == {"all": 20.0, "A": 12.0, "B": 20.0}
