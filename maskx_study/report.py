@@ -128,7 +128,7 @@ def coverage(results: dict, scale: StudyScale, direction: str, rows=COVERAGE_ROW
         for r in dict.fromkeys(x for x in runs if x.preset == preset):
             rec = results.get(r.key)
             m = (rec or {}).get("metrics", {}).get(direction)
-            if m is None or rec.get("generator_version") not in VERSIONS:
+            if m is None or rec.get("generator_version") not in VERSIONS or not {"split", "per_class"} <= set(m):
                 continue
             family = {c["id"]: c["supercategory"] for c in categories(rec["generator_version"])}
             seen = {family[c] for c in m["split"]["A"]}
@@ -316,6 +316,58 @@ def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
     return lines
 
 
+COUNTER_EXAMPLE_DIR = "v3"  # under the results folder: version 3's committed study, kept as it ran
+SIDE_BY_SIDE_ROWS = (("t2", "class-agnostic, end-to-end", "agnostic_e2e"),
+                     ("t2", "Mask^X R-CNN, end-to-end", "transfer_clsbox_2lrelu_mlp_e2e"),
+                     ("t2", "oracle, end-to-end", "oracle_e2e"),
+                     ("t1a", "class-agnostic, stage-wise", "agnostic"),
+                     ("t1a", "transfer w/ randn, stage-wise", "transfer_randn_2lrelu"),
+                     ("t1a", "transfer w/ cls+box, stage-wise", "transfer_clsbox_2lrelu"),
+                     ("t1a", "oracle, stage-wise", "oracle"))
+
+
+def _version(results: dict) -> str:
+    versions = sorted({r.get("generator_version") for r in results.values() if r.get("generator_version") is not None})
+    return "/".join(str(v) for v in versions) or "?"
+
+
+def side_by_side(worlds: list, scale: StudyScale) -> list[str]:
+    """Markdown: AP on B of the headline methods, then per-class AP on B of B classes whose look set A
+    covers and of the others (``coverage``), one column per world and direction. ``worlds``: [(label,
+    results by run key)]."""
+    cols = [(w, res, d) for w, res in worlds for d in DIRECTIONS]
+    head = "| | " + " | ".join(f"{w} {ARROW[d]}" for w, _, d in cols) + " |"
+    rule = "|---|" + "---:|" * len(cols)
+    lines = ["Mask AP on B (mean ± std over seeds; main backbone):", "", head, rule]
+    for table, label, preset in SIDE_BY_SIDE_ROWS:
+        cells = []
+        for _, res, d in cols:
+            row = next(r for r in table_rows(table, res, scale) if r["preset"] == preset)
+            cells.append(fmt(row[f"{d}_B"]))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = []
+    for _, res, d in cols:
+        v = gap_closed(res, scale)[d]
+        cells.append("–" if v.get("closed_pct") is None else f"{round(v['closed_pct'])} %")
+    lines += [f"| share of the gap Mask^X closes | " + " | ".join(cells) + " |", "",
+              "Per-class AP on B (stage-wise, Table 1a), over the B classes whose family (version 3) or body "
+              "(version 4) some A class has (covered) and over the others (unseen): where A never saw a look, "
+              "transfer has nothing to carry.", "",
+              "| method | " + " | ".join(f"{w} {ARROW[d]} covered | unseen" for w, _, d in cols) + " |",
+              "|---|" + "---:|---:|" * len(cols)]
+    cov = [coverage(res, scale, d) for _, res, d in cols]
+    for label, _ in COVERAGE_ROWS:
+        cells = []
+        for c in cov:
+            for group, n in zip(("covered", "unseen"), c[label]["classes"]):
+                ms = c[label][group]
+                cells.append(f"{fmt(ms)} ({n})" if ms else ("no such class" if n == 0 and any(
+                    x[label][group] for x in cov) else "pending"))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "(In parentheses: the number of B classes in each group.)"]
+    return lines
+
+
 def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") -> dict:
     """Render every table from ``results_dir`` into ``out`` (atomically); returns a summary."""
     from maskx.atomic import atomic_write
@@ -433,6 +485,15 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
         gain = "n/a" if p["relative_gain_pct"] is None else f"{p['relative_gain_pct']:+.0f} %"
         lines.append(f"| {p['split']} | {p['masks_per_A_class'] or 0:.0f} | {p['agnostic_B']:.1f} | "
                      f"{p['transfer_B']:.1f} | {gain} |")
+    v3_dir = Path(results_dir) / COUNTER_EXAMPLE_DIR
+    if v3_dir.is_dir():
+        v3 = load_results(v3_dir)
+        lines += ["", "## Version 3 beside this world: the counter-example", "",
+                  f"The study on the families world (generator version 3) is kept as it ran in `{v3_dir}/` "
+                  "(its report: `docs/results-v3.md`). There the detection weights reflected the family look, but "
+                  "knowing the class was worth nothing for a mask: a class-agnostic head trained with every "
+                  "class's masks matched the oracle on B (`docs/world-design.md`), so no transfer could help.", "",
+                  *side_by_side([("v3", v3), (f"v{_version(results)}", results)], sc)]
     cost, seconds = cost_section(sc, results, superseded)
     lines += cost
     text = "\n".join(lines)

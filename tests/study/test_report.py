@@ -258,3 +258,19 @@ def test_coverage_splits_b_classes_by_whether_a_shares_their_family():
     results[agnostic.key]["generator_version"] = 1  # a world no longer drawable is left out, not guessed
     out = report.coverage(results, SCALE, "voc2nonvoc", rows=(("agnostic", "agnostic"), ("oracle", "oracle")))
     assert out["agnostic"]["covered"] is None and out["oracle"]["covered"] is not None
+
+
+def test_the_report_puts_version_3_beside_the_current_world(tmp_path):
+    """A results folder with a v3/ subfolder: RESULTS.md gets the side-by-side section, each world's
+    numbers read from its own folder."""
+    runs = table_runs("t2", SCALE, backbones=["main"]) + [r for r in table_runs("t1a", SCALE)]
+    (tmp_path / "v3").mkdir()
+    for r in runs:
+        (tmp_path / f"{r.key}.json").write_text(json.dumps({**record(r, 20.0), "generator_version": 4}))
+        (tmp_path / "v3" / f"{r.key}.json").write_text(json.dumps({**record(r, 7.0), "generator_version": 3}))
+    report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
+    text = (tmp_path / "R.md").read_text()
+    assert "## Version 3 beside this world: the counter-example" in text
+    row = next(line for line in text.splitlines() if line.startswith("| class-agnostic, end-to-end |"))
+    assert row == "| class-agnostic, end-to-end | 7.0 | 7.0 | 20.0 | 20.0 |"
+    assert "| v3 voc→non-voc | v3 non-voc→voc | v4 voc→non-voc | v4 non-voc→voc |" in text
