@@ -334,7 +334,7 @@ def sample_list(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, s
 def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, int, np.ndarray]:
     """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
     its file turns out unreadable). One at a time: rendering all eight costs about a second of the first page."""
-    from maskx.data.synthetic import render
+    from maskx.data.synthetic import as_stored, render
     from maskx.data.synthetic3k import render3k
 
     label, image_id, file = sample_list(data_dir, n)[k]
@@ -346,7 +346,7 @@ def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, in
         except (OSError, ValueError):
             label = f"val image {k + 1} (rendered: {Path(file).name} is unreadable)"
     draw = render3k if "synth3k" in Path(data_dir).parts else render
-    return label, k + 1, draw(1, k, SAMPLE_SIZE)[0]
+    return label, k + 1, as_stored(draw(1, k, SAMPLE_SIZE)[0])  # the pixels its file holds: one input either way
 
 
 def sample_images(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, np.ndarray]]:

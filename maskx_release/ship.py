@@ -153,9 +153,10 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
 
 def example_images(n: int = SAMPLE_IMAGES) -> list:
     """[(image id, RGB uint8 [256, 256, 3])]: the 3000-class val images the app shows as samples."""
+    from maskx.data.synthetic import as_stored
     from maskx.data.synthetic3k import render3k
 
-    return [(k + 1, render3k(1, k, SAMPLE_SIZE)[0]) for k in range(n)]
+    return [(k + 1, as_stored(render3k(1, k, SAMPLE_SIZE)[0])) for k in range(n)]
 
 
 def write_examples(out="models/maskx-3k", n: int = SAMPLE_IMAGES) -> Path:
@@ -167,7 +168,7 @@ def write_examples(out="models/maskx-3k", n: int = SAMPLE_IMAGES) -> Path:
     out = resolve(out)
     predictor = load(out, roi_align_forward=APP_ROI_ALIGN_FORWARD)
     images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(n)]
-    made_with = {"images": f"render3k(1, k, {SAMPLE_SIZE}) for k < {n} (val image k + 1)", "score_thresh": 0.0,
+    made_with = {"images": f"as_stored(render3k(1, k, {SAMPLE_SIZE})) for k < {n} (val image k + 1 as its file decodes)", "score_thresh": 0.0,
                  "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
     return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)

@@ -71,12 +71,12 @@ def val_image(scale: StudyScale, index: int, version: int) -> np.ndarray:
     is seed 1 of ``version``'s generator at 256 px)."""
     from PIL import Image
 
-    from maskx.data.synthetic import render
+    from maskx.data.synthetic import as_stored, render
 
     path = Path(scale.data) / "val" / "images" / f"{index + 1:06d}.jpg"
     if path.is_file():
         return np.asarray(Image.open(path).convert("RGB"))
-    return render(1, index, 256, version)[0]
+    return as_stored(render(1, index, 256, version)[0])
 
 
 def mask_grid(results: dict, table: str, scale: StudyScale, direction: str, columns: Optional[list] = None,

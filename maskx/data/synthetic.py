@@ -65,6 +65,9 @@ COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 
 SIZES = {  # named sizes used by tests, `make demo` and the study
     "tiny": {"train": 24, "val": 12, "image_size": 128},
     "default": {"train": 3000, "val": 500, "image_size": 256},
+    # notebooks/0_paper_in_15_minutes.ipynb (study scale "lesson"): generated in seconds, enough
+    # set-A masks per class for a mask head to learn in a few hundred steps
+    "lesson": {"train": 600, "val": 100, "image_size": 128},
 }
 JPEG_QUALITY = 92
 MIN_VISIBLE_FRACTION = 0.5  # an object may lose at most half of itself to later objects
@@ -298,15 +301,26 @@ def _encode_instance(mask: np.ndarray) -> tuple[dict, float, list[float]]:
     return rle, area, bbox
 
 
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """``pixels`` [S, S, 3] uint8 as the dataset files store them (JPEG at ``JPEG_QUALITY``)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def as_stored(pixels: np.ndarray) -> np.ndarray:
+    """A rendered image as its dataset file decodes ([S, S, 3] uint8): what a model sees of it in the
+    data, so a rendered sample and the same image read from disk are one input."""
+    return np.asarray(Image.open(io.BytesIO(encode_jpeg(pixels))).convert("RGB"))
+
+
 def write_image(pixels: np.ndarray, instances: list[tuple[int, np.ndarray]], image_id: int, images_dir,
                 category_ids) -> tuple[dict, list[dict]]:
     """Save ``pixels`` [S, S, 3] uint8 as ``images_dir/<image_id:06d>.jpg`` and return its COCO image entry
     and annotations: one per (class index, visible mask [S, S] bool) of ``instances``, category id
     ``category_ids[class index]``."""
     name = f"{image_id:06d}.jpg"
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    Path(images_dir, name).write_bytes(buf.getvalue())
+    Path(images_dir, name).write_bytes(encode_jpeg(pixels))
     anns = []
     for k, (cls, mask) in enumerate(instances):
         rle, area, bbox = _encode_instance(mask)

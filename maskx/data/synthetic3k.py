@@ -24,18 +24,16 @@ the classes present). Training and generation rates: docs/code-notes.md.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import synthetic
 from .shapes import FAMILIES
-from .synthetic import JPEG_QUALITY, _encode_instance, check_generate_args, render_scene, summarize, write_dataset
+from .synthetic import _encode_instance, encode_jpeg, check_generate_args, render_scene, summarize, write_dataset
 from .vocab3k import NUM_CLASSES, categories3k, class_weights3k, classes, outline, set_a_category_ids
 
 GENERATOR_VERSION = 1  # bump with any change to the 3000-class drawing (the 80-class one has its own)
@@ -67,9 +65,7 @@ def _make_image3k(job: tuple[int, int, int, str, str]) -> tuple[dict, list[dict]
     pixels, instances = render3k(seed, index, size)
     image_id = index + 1
     name = f"{image_id:06d}.jpg"
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    Path(images_dir, name).write_bytes(buf.getvalue())
+    Path(images_dir, name).write_bytes(encode_jpeg(pixels))
     cls = classes()
     anns = []
     for k, (c, mask) in enumerate(instances):
