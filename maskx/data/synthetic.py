@@ -47,11 +47,11 @@ from pycocotools import mask as mask_utils
 from ..atomic import atomic_dir
 from .shapes import FAMILIES, VOC_LIKE_VARIANTS, place_rings, shape_rings
 
-GENERATOR_VERSION = 3  # the current 80-class world; older ones stay drawable (``VERSIONS``)
-# version 3: this module's families world (the counter-example: docs/world-design.md); version 4 on:
-# ``attribute_world``'s named candidate, frozen under its version number
-ATTRIBUTE_WORLDS: dict = {}
-VERSIONS = (3, *ATTRIBUTE_WORLDS)
+GENERATOR_VERSION = 3  # the current 80-class world; every version in ``VERSIONS`` stays drawable
+# version 3: this module's families world (the counter-example: docs/world-design.md). The next
+# version (a frozen ``attribute_world`` candidate) joins through a front module that imports both,
+# since ``attribute_world`` draws with this module's scene
+VERSIONS = (3,)
 # ``render_scene`` (backgrounds, clutter, own-look patches, occlusion, noise), shared with the
 # 3000-class world: its own version, so a change to the 80-class recipe alone leaves that world be
 SCENE_VERSION = 1
@@ -81,12 +81,8 @@ def check_version(version: int) -> int:
 
 
 def categories(version: int = GENERATOR_VERSION) -> list[dict]:
-    """The 80 COCO-format categories of ``version``'s world (real COCO ids; version 3: family as
-    supercategory; later: ``attribute_world.categories``, with attributes)."""
-    if check_version(version) in ATTRIBUTE_WORLDS:
-        from . import attribute_world
-
-        return attribute_world.categories(ATTRIBUTE_WORLDS[version])
+    """The 80 COCO-format categories of ``version``'s world (real COCO ids; family as supercategory)."""
+    check_version(version)
     cats = []
     for f, fam in enumerate(FAMILIES):
         for v, (name, _) in enumerate(fam.variants):
@@ -95,10 +91,7 @@ def categories(version: int = GENERATOR_VERSION) -> list[dict]:
 
 
 def voc_like_category_ids(version: int = GENERATOR_VERSION) -> list[int]:
-    if check_version(version) in ATTRIBUTE_WORLDS:
-        from . import attribute_world
-
-        return attribute_world.voc_like_category_ids()
+    check_version(version)
     return sorted(COCO_CATEGORY_IDS[f * 8 + v] for f, vs in enumerate(VOC_LIKE_VARIANTS) for v in vs)
 
 
@@ -183,10 +176,7 @@ def render(seed: int, index: int, size: int, version: int = GENERATOR_VERSION
 
     Returns the image [S, S, 3] uint8 and a list of (class index 0..79, visible mask [S, S] bool).
     """
-    if check_version(version) in ATTRIBUTE_WORLDS:
-        from . import attribute_world
-
-        return attribute_world.render(seed, index, size, version, ATTRIBUTE_WORLDS[version])
+    check_version(version)
     weights = class_weights()
     return render_scene(np.random.default_rng([seed, index, 3]), size,
                         count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
@@ -342,11 +332,7 @@ def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_s
 
     Returns the dataset's summary (see ``summarize``).
     """
-    if check_version(version) in ATTRIBUTE_WORLDS:
-        from . import attribute_world
-
-        return attribute_world.generate(out_dir, num_images, seed, image_size, version, ATTRIBUTE_WORLDS[version],
-                                        workers, overwrite, progress)
+    check_version(version)
     check_generate_args(num_images, image_size)
     info = {"description": "maskx embedded synthetic dataset", "generator": "maskx.data.synthetic",
             "generator_version": 3, "seed": seed, "image_size": image_size,

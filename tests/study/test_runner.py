@@ -249,8 +249,9 @@ def test_claims_are_exclusive_and_stale_locks_are_reclaimed(tmp_path):
 def test_a_worker_runs_something_else_while_another_builds_the_roi_cache(tmp_path, monkeypatch):
     """While one worker's stage-wise run builds its detector's RoI cache, another worker takes an
     end-to-end run rather than a stage-wise one that would wait for the cache; once the cache is
-    built (or when nothing else is ready), stage-wise runs are taken in plan order again."""
-    scale = dataclasses.replace(SCALES["tiny"], data=str(tmp_path / "data"))
+    built (or when nothing else is ready), stage-wise runs are taken in plan order again. (End-to-end
+    runs started from the detector alone: under ``e2e_from_stagewise`` one waits for its stage-wise run.)"""
+    scale = dataclasses.replace(SCALES["tiny"], data=str(tmp_path / "data"), e2e_from_stagewise=False)
     assert scale.mask_roi_cache > 0
     study = Study(scale, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", progress=False, log=lambda m: None)
     det = Run("detector", "all", 0, "resnet18")
@@ -353,3 +354,33 @@ def test_notebook_iteration_overrides_reach_the_second_backbone_detector(tmp_pat
     # seeds named in a notebook run on both backbones (the second's beyond the budget too)
     sc, _ = rerun_or_load(["t2"], scale="study", seeds=[1], results_dir="r", root=tmp_path)
     assert {r.seed for r in plan(sc, ["t2"]) if r.backbone == sc.second_backbone} == {1}
+
+
+def test_an_end_to_end_run_waits_for_the_stage_wise_run_it_starts_from(tmp_path, monkeypatch):
+    scale = dataclasses.replace(SCALES["tiny"], data=str(tmp_path / "data"))
+    assert scale.e2e_from_stagewise
+    study = Study(scale, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", progress=False, log=lambda m: None)
+    det = Run("detector", "all", 0, "resnet18")
+    sw, e2e = Run("agnostic", "voc2nonvoc", 0, "resnet18"), Run("agnostic_e2e", "voc2nonvoc", 0, "resnet18")
+    for r in (det,):
+        study.run_dir(r).mkdir(parents=True)
+        (study.run_dir(r) / "done.json").write_text("{}")
+        study.result_path(r).parent.mkdir(parents=True, exist_ok=True)
+        study.result_path(r).write_text(json.dumps({"run": r.key}))
+    assert not study._init_ready(e2e) and study._init_ready(sw)
+    assert study._config(e2e).mask_init == str(study.run_dir(sw))
+    monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(Study, "supersede_stale", lambda self, runs: [])
+    monkeypatch.setattr(Study, "add_gt_box_ious", lambda self, runs: [])
+    taken = []
+
+    def run_one(self, run):
+        taken.append(run)
+        self.run_dir(run).mkdir(parents=True, exist_ok=True)
+        (self.run_dir(run) / "done.json").write_text("{}")
+        self.result_path(run).write_text(json.dumps({"run": run.key}))
+        return self.result_path(run)
+
+    monkeypatch.setattr(Study, "run_one", run_one)
+    study.run([det, e2e, sw], poll_seconds=0.01)  # listed first, the e2e run still goes after its start
+    assert taken == [sw, e2e]
