@@ -21,7 +21,7 @@ def ensure_data(scale: StudyScale, generate: bool = True) -> bool:
     from maskx.data.synthetic import ensure_dataset
 
     if generate:
-        ensure_dataset(scale.data, scale.data_size, progress=False)
+        ensure_dataset(scale.data, scale.data_size, workers=1, progress=False)  # one process: seconds at this size
     return all((Path(scale.data) / part / "annotations.json").is_file() for part in ("train", "val"))
 
 
