@@ -220,10 +220,10 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         names = list(dataset.categories.names)
         torch.manual_seed(config.seed)
         model = build_model(config, names)
-        if config.detector:  # stage mask: the frozen detector; stage e2e: start from it (warm start)
-            load_detector(model, config.detector, dataset, config)
-        if config.mask_init:
+        if config.mask_init:  # stage e2e from a stage-wise run: its checkpoint holds the detector too
             load_mask_init(model, config.mask_init, dataset, config)
+        elif config.detector:  # stage mask: the frozen detector; stage e2e: start from it (warm start)
+            load_detector(model, config.detector, dataset, config)
         meta = run_meta(config, dataset, split, world_size)
         model.to(device)
         optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum,

@@ -336,18 +336,18 @@ def side_by_side(worlds: list, scale: StudyScale) -> list[str]:
     covers and of the others (``coverage``), one column per world and direction. ``worlds``: [(label,
     results by run key)]."""
     cols = [(w, res, d) for w, res in worlds for d in DIRECTIONS]
+    # each world's table rows (by preset) and gap shares, computed once for both its directions
+    rows = {w: {t: {r["preset"]: r for r in table_rows(t, res, scale)} for t in {t for t, _, _ in SIDE_BY_SIDE_ROWS}}
+            for w, res in worlds}
+    shares = {w: gap_closed(res, scale) for w, res in worlds}
     head = "| | " + " | ".join(f"{w} {ARROW[d]}" for w, _, d in cols) + " |"
     rule = "|---|" + "---:|" * len(cols)
     lines = ["Mask AP on B (mean ± std over seeds; main backbone):", "", head, rule]
     for table, label, preset in SIDE_BY_SIDE_ROWS:
-        cells = []
-        for _, res, d in cols:
-            row = next(r for r in table_rows(table, res, scale) if r["preset"] == preset)
-            cells.append(fmt(row[f"{d}_B"]))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(rows[w][table][preset][f"{d}_B"]) for w, _, d in cols) + " |")
     cells = []
-    for _, res, d in cols:
-        v = gap_closed(res, scale)[d]
+    for w, _, d in cols:
+        v = shares[w][d]
         cells.append("–" if v.get("closed_pct") is None else f"{round(v['closed_pct'])} %")
     lines += [f"| share of the gap Mask^X closes | " + " | ".join(cells) + " |", "",
               "Per-class AP on B (stage-wise, Table 1a), over the B classes whose family (version 3) or body "

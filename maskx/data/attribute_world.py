@@ -168,6 +168,5 @@ def generate(out_dir, num_images: int, seed: int = 0, image_size: int = 256, ver
             "generator": "maskx.data.attribute_world", "generator_version": version, "seed": seed,
             "world": world, "image_size": image_size, "num_images": num_images,
             "voc_like_category_ids": voc_like_category_ids()}
-    _world(world)
     jobs = [(seed, i, image_size, version, world) for i in range(num_images)]
     return summarize(write_dataset(out_dir, jobs, make_image, info, categories(world), workers, overwrite, progress))
