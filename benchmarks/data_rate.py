@@ -47,7 +47,7 @@ def train_rate(data_dir: Path, size: int, steps: int, work: Path) -> dict:
 
     scale = SCALES["study"]  # the study's run config, from a random-init head (no detector to start from)
     config = Run("transfer_clsbox_2lrelu_mlp_e2e", "voc2nonvoc", 0, scale.backbone).config(scale).replace(
-        detector=None, image_size=size, iters=steps, checkpoint_every=10 ** 6)
+        detector=None, mask_init=None, image_size=size, iters=steps, checkpoint_every=10 ** 6)
     threads = torch.get_num_threads()
     run_training(config, data_dir, work / f"train-{size}", progress=False)
     secs = [r["sec"] for r in read_log(work / f"train-{size}" / "log.jsonl")][2:]
