@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(if $(CI),bash .ci/install-browser,)
-	$(PY) -m pytest -q $(PYTEST_SELECT)
+	$(PY) -m pytest -q $(PYTEST_SELECT) $(if $(CI),--durations=20,)
 
 app: $(STAMP)
 	$(PY) -m streamlit run app/serve.py -- $(ARGS)
