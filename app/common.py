@@ -334,7 +334,8 @@ def sample_list(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, s
 def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, int, np.ndarray]:
     """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
     its file turns out unreadable). One at a time: rendering all eight costs about a second of the first page."""
-    from maskx.data.synthetic import as_stored, render
+    from maskx.data.embedded import render
+    from maskx.data.synthetic import as_stored
     from maskx.data.synthetic3k import render3k
 
     label, image_id, file = sample_list(data_dir, n)[k]
@@ -376,19 +377,22 @@ def drawn(instances) -> list:
     return [Drawn(i.box, i.mask, i.class_name, i.score, i.in_A) for i in instances]
 
 
-def picture(rgb: np.ndarray, items: list, min_side: int = 512, labels: bool = True) -> np.ndarray:
+def picture(rgb: np.ndarray, items: list, min_side: int = 512, labels: bool = True,
+            label_size: Optional[int] = None) -> np.ndarray:
     """``maskx_app.visualize.overlay`` drawn on the image enlarged (by a whole factor) to at least
     ``min_side`` pixels, so that small images get legible labels and crisp mask edges."""
+    from dataclasses import replace
+
     from PIL import Image
 
-    from maskx_app.visualize import Drawn, overlay
+    from maskx_app.visualize import overlay
 
     f = int(np.ceil(min_side / max(1, min(rgb.shape[:2]))))
     if f > 1:
         rgb = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] * f, rgb.shape[0] * f), Image.BICUBIC))
-        items = [Drawn([v * f for v in d.box], None if d.mask is None else d.mask.repeat(f, 0).repeat(f, 1),
-                       d.name, d.score, d.in_A) for d in items]
-    return overlay(rgb, items, labels=labels)
+        items = [replace(d, box=[v * f for v in d.box], mask=None if d.mask is None else d.mask.repeat(f, 0).repeat(f, 1))
+                 for d in items]
+    return overlay(rgb, items, labels=labels, label_size=label_size)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

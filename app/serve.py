@@ -36,4 +36,12 @@ async def _lifespan(_app):
     yield
 
 
+# The pages are st.navigation's (streamlit_app.py). Streamlit sees the pages/ folder beside it and runs
+# every script as a pages-folder app until some session has run st.navigation, so a first visit straight
+# to /embeddings (a bookmark, a link) would run that page alone: no sidebar, no wide layout. Saying at
+# start that the folder is not the app's navigation makes every URL run streamlit_app.py.
+from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
+
+PagesManager.uses_pages_directory = False
+
 app = st.App(str(Path(__file__).resolve().parent / "streamlit_app.py"), lifespan=_lifespan)

@@ -2,7 +2,7 @@
 
     python benchmarks/data_rate.py --out benchmarks/results/data_rate.json   # or: make bench
 
-- generate: ``maskx.data.synthetic.generate`` (render, JPEG-encode, RLE-encode, write), with
+- generate: ``maskx.data.embedded.generate`` (render, JPEG-encode, RLE-encode, write), with
   1 worker and with 2 workers (``make demo`` uses 2);
 - load: ``CocoDataset.__getitem__`` over the generated folder under the voc2nonvoc split
   (JPEG decode to a float tensor, set-A RLE masks decoded, set-B masks left zero), one
@@ -32,7 +32,7 @@ from pathlib import Path
 
 # Only the generator at import time: the 2-worker pool spawns processes that re-import this
 # file, and importing torch there would be counted as generation time.
-from maskx.data.synthetic import GENERATOR_VERSION, generate
+from maskx.data.embedded import GENERATOR_VERSION, generate
 
 # (image size, images generated) — sized so the whole run stays well under 2 minutes on 2 cores
 DEFAULT_IMAGES = {256: 200, 512: 60}

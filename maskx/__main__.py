@@ -16,10 +16,11 @@ from pathlib import Path
 
 
 def _cmd_synth(args) -> dict:
-    from .data.synthetic import generate
+    from .data.embedded import GENERATOR_VERSION, generate
 
+    version = GENERATOR_VERSION if args.generator_version is None else args.generator_version
     return generate(args.out, args.images, seed=args.seed, image_size=args.image_size, workers=args.workers,
-                    overwrite=args.overwrite, progress=not args.quiet)
+                    overwrite=args.overwrite, progress=not args.quiet, version=version)
 
 
 def _cmd_synth3k(args) -> dict:
@@ -142,7 +143,7 @@ def _cmd_demo(args) -> dict:
     """``demo`` (``make demo``): the embedded dataset (train + val), generated unless already there, summarised."""
     from .data.coco import CocoDataset
     from .data.splits import resolve_split
-    from .data.synthetic import GENERATOR_VERSION, ensure_dataset
+    from .data.embedded import GENERATOR_VERSION, ensure_dataset
 
     out = {}
     for part in ensure_dataset(args.out, args.size, workers=args.workers):
@@ -261,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--image-size", type=int, default=256)
+    s.add_argument("--generator-version", type=int, default=None,
+                   help="the world to draw: 4 (current: classes made of shared attributes) or 3 (the families "
+                        "world, the counter-example); default: the current one")
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true")

@@ -22,12 +22,15 @@ differ. These measures check each link of that chain directly, without training 
 - ``transfer_spread``: how class-specific are a trained T's outputs? The mean distance of each
   class's ``w_seg`` from the mean row, over the mean row's norm. Near 0, T is a class-agnostic head.
 
+``embedding_views`` gives what a person looks at beside these numbers, from class weights alone: a
+2-d layout of the classes per embedding and each B class's nearest A classes.
+
 Embeddings are rows [K, D] over the K real classes (no background row).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +42,7 @@ EMBEDDING_KINDS = ("cls", "box", "cls+box", "randn", "glove", "text")
 # embedding that reflects them, measured beside the embeddings T can be given
 ATTRIBUTES = "attributes"
 RIDGE_ALPHAS = tuple(10.0 ** k for k in range(-4, 5))  # searched by leave-one-out on set A
+NEAREST_A = 5  # nearest set-A classes kept per set-B class (``embedding_views``)
 
 
 def attribute_matrix(class_attributes: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
@@ -109,6 +113,29 @@ def similarity_indices(emb: np.ndarray, attributes: np.ndarray, in_b: np.ndarray
     """``similarity_index`` of ``emb`` as given and centred: ``{"similarity", "similarity_centred"}``."""
     return {"similarity": similarity_index(emb, attributes, in_b),
             "similarity_centred": similarity_index(emb, attributes, in_b, center=True)}
+
+
+def nearest_a_classes(emb: np.ndarray, in_a: np.ndarray, k: int = NEAREST_A) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's ``k`` most similar set-A classes by the cosine of centred rows (``cosine_matrix``
+    with ``center=True``, as ``similarity_index``'s centred reading): ``emb`` [K, D], ``in_a`` [K] bool
+    → (rows int64 [K, k], cosines float64 [K, k]), most similar first, ties broken by the lower row.
+    A class is never its own neighbour; with fewer than ``k`` candidates the missing places hold row
+    -1 and cosine NaN."""
+    in_a = np.asarray(in_a, bool)
+    if in_a.shape != (len(emb),):
+        raise ValueError(f"{len(emb)} embedding rows, {in_a.shape} set flags")
+    cos = cosine_matrix(emb, center=True)
+    a_rows = np.nonzero(in_a)[0]
+    sims = cos[:, a_rows]
+    sims[a_rows, np.arange(len(a_rows))] = -np.inf  # not its own neighbour
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    rows = np.full((len(cos), k), -1, np.int64)
+    vals = np.full((len(cos), k), np.nan)
+    taken = np.take_along_axis(sims, order, axis=1)
+    ok = np.isfinite(taken)
+    rows[:, :order.shape[1]] = np.where(ok, a_rows[order], -1)
+    vals[:, :order.shape[1]] = np.where(ok, taken, np.nan)
+    return rows, vals
 
 
 @dataclass(frozen=True)
@@ -254,6 +281,52 @@ def category_attributes(categories: Sequence[dict]) -> list[list[str]]:
     return out
 
 
+def embedding_views(model, categories: Sequence[dict], in_a: np.ndarray, kinds: Sequence[str] = EMBEDDING_KINDS,
+                    seed: int = 0, project: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                    k: int = NEAREST_A) -> dict:
+    """What a person looks at to compare the inputs of T, from class weights alone (no images): per
+    kind, the classes' 2-d layout and each set-B class's nearest set-A classes.
+
+    ``model``: a trained detector (its box predictor gives ``cls``, ``box``, ``cls+box``);
+    ``categories``: its K real classes' COCO categories in label order (names, ids, attributes as
+    ``category_attributes`` reads them); ``in_a`` [K] bool: set A; ``seed``: the ``randn`` embedding's.
+    Each kind of ``kinds`` and ``"attributes"`` (one-hot rows: the reference) is centred on its mean
+    row (a softmax classifier's rows are only defined up to a shared row), then ``project``ed
+    ([K, D] → [K, 2], e.g. a UMAP with cosine distance; none: no layout) and searched by
+    ``nearest_a_classes``. A kind that cannot be built is left out with its error.
+
+    Returns ``{"class_list": [{"id", "name", "set": "A" | "B", "attributes"}] (label order),
+    "nearest_A": {kind: {B category id (str): [[A category id, cosine], ...] (``k``, most similar
+    first)}}, "projection": {kind: [[x, y]] in label order} (with ``project``), "view_errors": {kind:
+    error}}``.
+    """
+    in_a = np.asarray(in_a, bool)
+    if len(categories) != len(in_a):
+        raise ValueError(f"{len(categories)} categories, {len(in_a)} set flags")
+    ids = [int(c["id"]) for c in categories]
+    names = [c["name"] for c in categories]
+    attrs = category_attributes(categories)
+    out: dict = {"class_list": [{"id": i, "name": n, "set": "A" if a else "B", "attributes": at}
+                                for i, n, a, at in zip(ids, names, in_a, attrs)],
+                 "nearest_A": {}, "view_errors": {}}
+    if project is not None:
+        out["projection"] = {}
+    onehot = attribute_matrix(attrs)[0].astype(np.float64)
+    for kind in (*kinds, ATTRIBUTES):
+        try:
+            emb = onehot if kind == ATTRIBUTES else class_embedding_matrix(model, names, kind, seed=seed)
+        except (ImportError, OSError, ValueError) as e:
+            out["view_errors"][kind] = f"{type(e).__name__}: {e}"
+            continue
+        rows, cos = nearest_a_classes(emb, in_a, k)
+        out["nearest_A"][kind] = {str(ids[b]): [[ids[r], round(float(c), 4)] for r, c in zip(rows[b], cos[b]) if r >= 0]
+                                  for b in np.nonzero(~in_a)[0]}
+        if project is not None:
+            xy = np.asarray(project(emb - emb.mean(0, keepdims=True)), np.float64)
+            out["projection"][kind] = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
+    return out
+
+
 def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, transfer=None, images: int = 100,
              kinds: Sequence[str] = EMBEDDING_KINDS, seed: int = 0) -> dict:
     """The four measures on one frozen detector and mask heads trained on it (stage-wise).
@@ -265,7 +338,8 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
     classes of the first ``images`` val images (``gt_box_eval``). A kind whose embedding cannot be built
     (e.g. ``text`` without its extra) is reported with its error.
 
-    Returns ``{"iou_on_gt_boxes": {model: {"A", "B"}}, "embeddings": {kind: {"similarity",
+    Returns ``{"iou_on_gt_boxes": {model: {"A", "B"}}, "per_class_iou_on_gt_boxes": {model: {category id
+    (str): mean IoU}} (the heads given, classes with an instance in those images), "embeddings": {kind: {"similarity",
     "similarity_centred", "probe": {"alpha", "iou_A", "iou_B", "gap_closed_B", "class_part_closed_B"},
     "probe_calibrated": the same without alpha}}, "spread": {...}, "class_value_B": oracle -
     agnostic_all on B, ...}``; the kinds are ``kinds`` and ``"attributes"`` (the upper bound). ``gap_closed_B`` is the
@@ -283,13 +357,17 @@ def diagnose(detector, oracle, agnostic, val, split, *, agnostic_all=None, trans
     attrs, attr_names = attribute_matrix(category_attributes([cats[c] for c in ids]))
     inputs = gt_box_eval.gt_box_inputs(detector, val, images)
 
-    def ious(model) -> dict:
+    def ious(model, per_class: Optional[dict] = None) -> dict:
         s = gt_box_eval.summarize(gt_box_eval.instance_ious(model, inputs), split)
+        if per_class is not None:
+            per_class.update({str(c): v for c, v in s["per_class"].items()})
         return {k: s[k]["mean_iou"] for k in ("A", "B")}
 
     models = {"agnostic": agnostic, "oracle": oracle, "agnostic_all": agnostic_all, "transfer": transfer}
+    per_class: dict = {k: {} for k, m in models.items() if m is not None}
     out: dict = {"images": images, "attributes": attr_names, "classes": len(names), "A_classes": int(in_a.sum()),
-                 "iou_on_gt_boxes": {k: ious(m) for k, m in models.items() if m is not None}}
+                 "iou_on_gt_boxes": {k: ious(m, per_class[k]) for k, m in models.items() if m is not None},
+                 "per_class_iou_on_gt_boxes": per_class}
     base = out["iou_on_gt_boxes"]
     oracle_rows = mask_weight_rows(oracle)
     # the oracle's features with one shared row (A's mean) for every class: what the oracle's FCN gives

@@ -95,6 +95,29 @@ def instance_masks(model, inputs: list[GtBoxInput], images: int) -> list[dict]:
     return out
 
 
+@torch.inference_mode()
+def masks_on_boxes(predictor, image, boxes, labels) -> torch.Tensor:
+    """``predictor``'s mask probabilities for given boxes and classes of one image (detection taken
+    out: the mask branch is given each box and its class, as ``instance_ious`` does for a dataset).
+
+    ``image``: what ``Predictor.predict`` takes; ``boxes`` [N, 4] xyxy image pixels; ``labels`` [N]
+    contiguous class labels (1-based, as ``Predictor.labels_of``). Returns float [N, H, W] in 0..1,
+    pasted into the image (threshold at ``predictor.mask_threshold`` for its masks)."""
+    from .predictor import to_image_tensor
+
+    model = predictor.model.eval()
+    device = next(model.parameters()).device
+    x = to_image_tensor(image).to(device)
+    boxes = torch.as_tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4)
+    labels = torch.as_tensor(labels, dtype=torch.int64, device=device).reshape(-1)
+    if len(boxes) == 0:
+        return torch.zeros((0, *x.shape[-2:]))
+    features, rois, sizes = gt_box_features(model, x, boxes.cpu())
+    pooled = model.roi_heads.mask_roi_pool(features, [r.to(device) for r in rois], sizes)
+    prob = model.roi_heads.mask_logits_from_pooled(pooled, labels).sigmoid()
+    return paste_masks_in_image(prob[:, None], boxes, tuple(x.shape[-2:]))[:, 0].cpu()
+
+
 def encode_mask(mask: torch.Tensor) -> str:
     """A square bool mask [M, M] as base64 of its packed bits (M * M / 8 bytes)."""
     import base64

@@ -162,6 +162,7 @@ class _Job:
         self.before = set(self._tmp_dirs())  # left by an earlier, killed run: not this one's progress
         self.summary: Optional[dict] = None
         self.error: Optional[BaseException] = None
+        self.seen = 0  # the largest count ``done`` has reported
         self.thread = threading.Thread(target=self._run, args=(workers,), name="maskx-generate", daemon=True)
 
     def _tmp_dirs(self) -> list:
@@ -177,21 +178,23 @@ class _Job:
                 self.summary = generate3k(p, self.total, seed=m.seed, image_size=m.image_size, masks="all",
                                           workers=workers)
             else:
-                from maskx.data.synthetic import generate
+                from maskx.data.embedded import generate
 
                 self.summary = generate(p, self.total, seed=m.seed, image_size=m.image_size, workers=workers)
         except BaseException as e:  # handed to the caller, who reports it
             self.error = e
 
     def done(self) -> int:
-        """Images written so far (all of them once the folder is in place)."""
+        """Images written so far (all of them once the folder is in place); never less than an earlier
+        answer (the temporary folder empties when it is renamed into place, before the thread ends)."""
         if not self.thread.is_alive() and self.error is None:
             return self.total
-        counts = [0]
+        counts = [self.seen]
         for d in self._tmp_dirs():
             if d not in self.before and (d / "images").is_dir():
                 counts.append(sum(1 for _ in (d / "images").iterdir()))
-        return min(max(counts), self.total)
+        self.seen = min(max(counts), self.total)
+        return self.seen
 
 
 _jobs: dict[str, _Job] = {}

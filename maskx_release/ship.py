@@ -9,7 +9,8 @@ same weights on every run on the same machine type), export the last checkpoint'
 to ``models/maskx-3k`` (fp16 when that keeps AP; no optimizer state), and evaluate fp32 and the
 export on the val split (masks for every class), written to ``models/maskx-3k/eval.json``; last,
 its masks on the app's sample images, ``models/maskx-3k/examples.json`` (``write_examples``), which
-the app draws before torch is imported.
+the app draws before torch is imported, and the classes' embedding projections for the app's
+Embeddings page, ``models/maskx-3k/projections.npz`` (``write_projections``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from maskx.atomic import write_json_atomic
 from maskx.checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
 from maskx.config import get_preset
 from maskx.hub import resolve
+from maskx_app.projection import PROJECTIONS_FILE
 from maskx_app.samples import SAMPLE_IMAGES, SAMPLE_SIZE
 
 MAX_BYTES = 40 * 1024 * 1024
@@ -148,6 +150,8 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     write_json_atomic(summary, out / "eval.json")
     log(f"the model's masks on the app's {SAMPLE_IMAGES} sample images → {out / 'examples.json'}")
     write_examples(out)
+    log(f"the classes' embedding projections for the app's Embeddings page → {out / PROJECTIONS_FILE}")
+    write_projections(out)
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
 
 
@@ -172,6 +176,15 @@ def write_examples(out="models/maskx-3k", n: int = SAMPLE_IMAGES) -> Path:
                  "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
     return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)
+
+
+def write_projections(out="models/maskx-3k") -> Path:
+    """``out/projections.npz``: per input of T and for w_seg, the classes' UMAP layout and nearest set-A
+    classes, keyed by the weights' SHA-256 (``maskx_app.projection.build_projections``), so the app's
+    Embeddings page opens without computing them (a few minutes for 3000 classes)."""
+    from maskx_app.projection import build_projections
+
+    return build_projections(resolve(out))
 
 
 # What a reproduction may change without changing the model: times and the paths it was given

@@ -71,7 +71,8 @@ def val_image(scale: StudyScale, index: int, version: int) -> np.ndarray:
     is seed 1 of ``version``'s generator at 256 px)."""
     from PIL import Image
 
-    from maskx.data.synthetic import as_stored, render
+    from maskx.data.embedded import render
+    from maskx.data.synthetic import as_stored
 
     path = Path(scale.data) / "val" / "images" / f"{index + 1:06d}.jpg"
     if path.is_file():
@@ -97,9 +98,9 @@ def mask_grid(results: dict, table: str, scale: StudyScale, direction: str, colu
     ref = next((r for r in recs if r), {}) or {}
     version = ref.get("generator_version", 3)
     if names is None:
-        from maskx.data.synthetic import VERSIONS, categories
+        from maskx.data.embedded import WORLDS, categories
 
-        names = {c["id"]: c["name"] for c in categories(version)} if version in VERSIONS else {}
+        names = {c["id"]: c["name"] for c in categories(version)} if version in WORLDS else {}
     a_ids = set_a(recs + [rec for rec in results.values() if rec.get("split") == direction], direction)
     label_w, head_h = 150, 34
     canvas = Image.new("RGB", (label_w + CELL * len(columns), head_h + CELL * max(1, len(keys))), "white")
@@ -142,6 +143,24 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join([*out, line.strip()])
 
 
+def paste_box_mask(mask: np.ndarray, box, shape: tuple[int, int]) -> np.ndarray:
+    """A box's square bool mask [M, M] (a kept ``gt_box_masks`` mask, decoded) resized onto ``box``
+    (x0, y0, x1, y1 image pixels; bilinear, kept where at least half on): bool [H, W] of ``shape``; the
+    part of the box outside the image is dropped."""
+    from PIL import Image
+
+    h, w = shape
+    x0, y0, x1, y1 = box
+    bw, bh = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
+    m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((bw, bh), Image.BILINEAR)) >= 128
+    bx0, by0 = int(round(x0)), int(round(y0))
+    ty, tx = min(h, max(0, by0)), min(w, max(0, bx0))  # the box's top left clipped to the image
+    ys, xs = slice(ty, max(ty, min(h, by0 + bh))), slice(tx, max(tx, min(w, bx0 + bw)))
+    full = np.zeros((h, w), bool)
+    full[ys, xs] = m[ys.start - by0:ys.stop - by0, xs.start - bx0:xs.stop - bx0]
+    return full
+
+
 def _cell(image: np.ndarray, box, mask: Optional[np.ndarray], colour) -> "Image.Image":
     """The box's surroundings (the box plus a quarter of its size each side), the mask pasted into the
     box and tinted, the box outlined; resized to CELL x CELL."""
@@ -154,12 +173,7 @@ def _cell(image: np.ndarray, box, mask: Optional[np.ndarray], colour) -> "Image.
     cx1, cy1 = min(w, int(np.ceil(x1 + pad))), min(h, int(np.ceil(y1 + pad)))
     crop = image[cy0:cy1, cx0:cx1].astype(np.float32)
     if mask is not None:
-        bw, bh = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
-        m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((bw, bh), Image.BILINEAR)) >= 128
-        full = np.zeros(image.shape[:2], bool)
-        bx0, by0 = int(round(x0)), int(round(y0))
-        full[by0:by0 + bh, bx0:bx0 + bw] = m[:max(0, min(bh, h - by0)), :max(0, min(bw, w - bx0))]
-        sub = full[cy0:cy1, cx0:cx1]
+        sub = paste_box_mask(mask, box, (h, w))[cy0:cy1, cx0:cx1]
         crop[sub] = 0.45 * crop[sub] + 0.55 * np.array(colour, np.float32)
     cell = Image.fromarray(crop.clip(0, 255).astype(np.uint8))
     scale = CELL / max(cell.width, cell.height)

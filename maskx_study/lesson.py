@@ -17,8 +17,8 @@ MAGNIFY = 2  # the lesson's 128-px images drawn at twice their size
 
 def ensure_data(scale: StudyScale, generate: bool = True) -> bool:
     """Whether the scale's embedded data is there; with ``generate``, it is generated when missing or
-    drawn by another generator version (``maskx.data.synthetic.ensure_dataset``: seconds at this size)."""
-    from maskx.data.synthetic import ensure_dataset
+    drawn by another generator version (``maskx.data.embedded.ensure_dataset``: seconds at this size)."""
+    from maskx.data.embedded import ensure_dataset
 
     if generate:
         ensure_dataset(scale.data, scale.data_size, workers=1, progress=False)  # one process: seconds at this size

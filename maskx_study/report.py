@@ -118,7 +118,7 @@ def coverage(results: dict, scale: StudyScale, direction: str, rows=COVERAGE_ROW
     over seeds: where A never saw a look, transfer has nothing to carry. Categories come from the
     generator version each result records. Returns {label: {"covered": mean_std, "unseen": mean_std,
     "classes": (n covered, n unseen)}}."""
-    from maskx.data.synthetic import VERSIONS, categories
+    from maskx.data.embedded import WORLDS, categories
 
     runs = [r for r in reported_runs(table, scale, "main") if r.split in (direction, "all")]
     out = {}
@@ -128,7 +128,7 @@ def coverage(results: dict, scale: StudyScale, direction: str, rows=COVERAGE_ROW
         for r in dict.fromkeys(x for x in runs if x.preset == preset):
             rec = results.get(r.key)
             m = (rec or {}).get("metrics", {}).get(direction)
-            if m is None or rec.get("generator_version") not in VERSIONS or not {"split", "per_class"} <= set(m):
+            if m is None or rec.get("generator_version") not in WORLDS or not {"split", "per_class"} <= set(m):
                 continue
             family = {c["id"]: c["supercategory"] for c in categories(rec["generator_version"])}
             seen = {family[c] for c in m["split"]["A"]}

@@ -59,7 +59,7 @@ class Study(StudyEvaluation):
         """Run what is not done, in plan order. Several processes may run the same plan at once
         (``python -m maskx study run --jobs N``): each claims a run with a lock file, and a run
         waits for its detector's result, so detectors and their dependants never race."""
-        from maskx.data.synthetic import ensure_dataset
+        from maskx.data.embedded import ensure_dataset
 
         ensure_dataset(self.scale.data, self.scale.data_size, progress=self.progress)
         self.supersede_stale(runs)
@@ -124,7 +124,7 @@ class Study(StudyEvaluation):
         of this process's threads (a 1-thread worker takes about 1.4x as long while the other waits
         for it), and restores of those that trained with more than ``threads`` (they would
         oversubscribe the cores beside the other worker)."""
-        from maskx.data.synthetic import ensure_dataset
+        from maskx.data.embedded import ensure_dataset
 
         first = [d for d in self._todo(runs) if d.preset == "detector" and
                  (not self.result_path(d).is_file() or self.restore_threads(d) > threads)]
@@ -176,7 +176,7 @@ class Study(StudyEvaluation):
     def stale_reason(self, run: Run, record: dict) -> Optional[str]:
         """Why a finished run's result no longer answers the plan (None: it does): another config
         (the scale changed) or another generator version (the data changed)."""
-        from maskx.data.synthetic import GENERATOR_VERSION
+        from maskx.data.embedded import GENERATOR_VERSION
 
         want_config = self._config(run)
         want = want_config.to_json()

@@ -10,6 +10,12 @@ Then measures, on the ground-truth boxes of the first val images: the similarity
 probe of each embedding, T's spread, and what knowing the class is worth on B.
 
 ``--table A.json B.json ...`` prints the markdown table of records already written.
+
+``--embeddings-only --out RECORD.json`` adds to a record already written what a notebook draws beside
+its table (``maskx.diagnostics.embedding_views``): the class list, a UMAP layout of the classes per
+embedding and each set-B class's nearest set-A classes, from its detector's class weights alone (no
+training, no RoI cache, no images; seconds). With ``--per-class-iou`` it also measures the heads' mask
+IoU per class on the record's val images (the heads' runs must be there; minutes). A full run writes both.
 """
 from __future__ import annotations
 
@@ -65,7 +71,7 @@ def measure(detector: Path, data: Path, split_name: str, seed: int, runs: Path, 
     import maskx
     from maskx.data.coco import CocoDataset
     from maskx.data.splits import info_split_args, resolve_split
-    from maskx.data.synthetic import GENERATOR_VERSION
+    from maskx.data.embedded import GENERATOR_VERSION
     from maskx.diagnostics import diagnose
 
     t0 = time.perf_counter()
@@ -79,10 +85,114 @@ def measure(detector: Path, data: Path, split_name: str, seed: int, runs: Path, 
     record = diagnose(det.model, load["oracle"], load["agnostic"], val, split,
                       agnostic_all=load["agnostic_all"], transfer=load["transfer_clsbox_2lrelu"], images=images,
                       seed=seed)
+    record.update(views(det, val.data["categories"], split, seed))
     info = val.data.get("info", {})
     return {"generator_version": info.get("generator_version", GENERATOR_VERSION), "split": split_name,
             "seed": seed, "detector": str(detector), "runs": {k: str(v) for k, v in folders.items()},
             "split_seed": split_seed, "detector_box_ap": box, "seconds": round(time.perf_counter() - t0, 1), **record}
+
+
+UMAP_NOTE = "UMAP (maskx_app.projection.UMAP_PARAMS: random_state 0, 15 neighbours, cosine) of rows centred on their mean"
+
+
+def umap_layout(x):
+    """The 2-d layout the records store: the app's UMAP (one random_state for every embedding)."""
+    from maskx_app.projection import umap_2d
+
+    return umap_2d(x)
+
+
+def views(predictor, categories: list, split, seed: int, project=umap_layout) -> dict:
+    """``maskx.diagnostics.embedding_views`` of a loaded detector (``maskx.load``) whose classes are
+    ``categories``' (COCO categories, any order), with set A of ``split``, plus how it was projected."""
+    import numpy as np
+
+    from maskx import diagnostics as dg
+    from maskx.checkpoint import check_classes
+
+    cats = sorted(categories, key=lambda c: c["id"])  # label order (maskx.data.categories)
+    check_classes(predictor.meta, [c["name"] for c in cats], [c["id"] for c in cats], "the diagnostics' embedding views")
+    a_ids = set(split.a_ids)
+    in_a = np.array([c["id"] in a_ids for c in cats])
+    method = UMAP_NOTE if project is umap_layout else getattr(project, "__name__", str(project))
+    if project is umap_layout:
+        try:  # umap-learn comes with the app extra; without it the record has no layouts, and says so
+            import umap  # noqa: F401
+        except ImportError:
+            project, method = None, "none: umap-learn is not installed (pip install maskx[app])"
+    out = dg.embedding_views(predictor.model, cats, in_a, seed=seed, project=project)
+    out["projection_method"] = method
+    return out
+
+
+def _data_of(detector, data: Optional[Path]) -> tuple[Path, Optional[Path]]:
+    """(annotations holding the detector's categories, the val folder or None): ``data`` when given (a
+    folder with val/ and train/, or one dataset folder, read as the val images), else from the
+    detector's checkpoint, which records its training annotations (val/ beside its train/)."""
+    from maskx.checkpoint import find_checkpoint
+
+    if data is not None:
+        val = next((d for d in (Path(data) / "val", Path(data)) if (d / "annotations.json").is_file()), None)
+        cats = val / "annotations.json" if val is not None else Path(data) / "train" / "annotations.json"
+        if not cats.is_file():
+            raise SystemExit(f"{data}: no val/, train/ or annotations.json with the detector's categories")
+        return cats, val
+    meta, _ = find_checkpoint(detector)
+    train = Path(meta.get("data") or "")
+    if not train.is_file():
+        raise SystemExit(f"{detector}: its training annotations ({meta.get('data')!r}) are not here; pass --data")
+    val = train.parent.parent / "val"
+    return train, val if (val / "annotations.json").is_file() else None
+
+
+def embeddings_only(out: Path, detector: Optional[Path] = None, data: Optional[Path] = None,
+                    per_class_iou: bool = False, project=umap_layout) -> dict:
+    """Add ``views`` (and, with ``per_class_iou``, the heads' ``per_class_iou_on_gt_boxes``) to the record
+    ``out`` made before, in place; nothing else of it changes. The detector, split, split seed, seed,
+    head runs and image count are the record's (``detector``/``data`` override where it is looked for)."""
+    import maskx
+    from maskx.atomic import write_json_atomic
+    from maskx.data.coco import read_json
+    from maskx.data.splits import info_split_args, resolve_split
+
+    t0 = time.perf_counter()
+    record = json.loads(Path(out).read_text())
+    detector = Path(detector or record["detector"])
+    cats_file, val_dir = _data_of(detector, data)
+    ann = read_json(cats_file)
+    seed = record.get("seed", 0)
+    split = resolve_split(record["split"], ann["categories"], seed=record.get("split_seed", seed),
+                          **info_split_args(ann.get("info")))
+    if "A_classes" in record and len(split.a_ids) != record["A_classes"]:
+        raise SystemExit(f"{out}: the record has {record['A_classes']} A classes, the split drawn here "
+                         f"{len(split.a_ids)}: not the record's split")
+    det = maskx.load(detector)
+    record.update(views(det, ann["categories"], split, seed, project))
+    if per_class_iou:
+        record["per_class_iou_on_gt_boxes"] = _per_class_iou(det, record, val_dir, split)
+    record["views_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json_atomic(record, Path(out))
+    return record
+
+
+def _per_class_iou(det, record: dict, val_dir: Optional[Path], split) -> dict:
+    """{head: {category id (str): mean mask IoU}} of the record's head runs on the ground-truth boxes of
+    its first ``images`` val images, as a full run measures them."""
+    import maskx
+    from maskx import gt_box_eval
+    from maskx.data.coco import CocoDataset
+
+    if val_dir is None:
+        raise SystemExit("--per-class-iou needs the val images: pass --data (a folder with val/)")
+    val = CocoDataset.from_dir(val_dir)
+    inputs = gt_box_eval.gt_box_inputs(det.model, val, record.get("images", 100))
+    names = {"oracle": "oracle", "agnostic_all": "agnostic_all", "agnostic": "agnostic",
+             "transfer_clsbox_2lrelu": "transfer"}  # run presets -> the record's head names
+    out = {}
+    for preset, folder in record.get("runs", {}).items():
+        s = gt_box_eval.summarize(gt_box_eval.instance_ious(maskx.load(folder).model, inputs), split)
+        out[names.get(preset, preset)] = {str(c): v for c, v in s["per_class"].items()}
+    return out
 
 
 def _box_ap(predictor, val, split) -> dict:
@@ -193,7 +303,19 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="measure a trained model alone (similarity index, spread): a run, "
                     "a checkpoint or a shipped model's name; with --categories")
     ap.add_argument("--categories", default="3k", help="with --model: 3k or a COCO annotations file")
+    ap.add_argument("--embeddings-only", action="store_true", help="add the class list, UMAP layouts and nearest "
+                    "A classes to the existing --out record, from its detector's class weights (seconds; "
+                    "--detector and --data only where the record's detector or its data moved)")
+    ap.add_argument("--per-class-iou", action="store_true", help="with --embeddings-only: also the heads' mask "
+                    "IoU per class on the record's val images (its head runs must be there; minutes)")
     args = ap.parse_args(argv)
+    if args.embeddings_only:
+        if not (args.out and args.out.is_file()):
+            ap.error("--embeddings-only needs --out: a record written before")
+        record = embeddings_only(args.out, args.detector, args.data, args.per_class_iou)
+        print(f"{args.out}: views of {len(record['nearest_A'])} embeddings"
+              + (", per-class IoU" if args.per_class_iou else "") + f" in {record['views_seconds']} s")
+        return 0
     if args.model:
         record = measure_model(args.model, args.categories)
         if args.out:

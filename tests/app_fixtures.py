@@ -19,7 +19,7 @@ PRESETS = ("agnostic_e2e", "transfer_clsbox_2lrelu_mlp_e2e", "oracle_e2e")
 @pytest.fixture(scope="session")
 def app_val(tmp_path_factory) -> Path:
     """8 embedded val images (seed 1, as the study's val set) at 128 px."""
-    from maskx.data.synthetic import generate
+    from maskx.data.embedded import generate
 
     out = tmp_path_factory.mktemp("app_val") / "val"
     generate(out, 8, seed=1, image_size=128)
@@ -30,7 +30,7 @@ def app_val(tmp_path_factory) -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """A transfer model trained for 4 iterations on 8 images (its scores are ~0.02: score_thresh=0
     keeps them, so the app has instances to show)."""
-    from maskx.data.synthetic import generate
+    from maskx.data.embedded import generate
 
     root = tmp_path_factory.mktemp("app_model")
     generate(root / "train", 8, seed=0, image_size=128)
@@ -48,7 +48,8 @@ def _example_predictions(image_ids, rng) -> list[dict]:
     """COCO results entries made from the ground truth of the study's val images (perturbed scores)."""
     from pycocotools import mask as mask_utils
 
-    from maskx.data.synthetic import COCO_CATEGORY_IDS, render
+    from maskx.data.embedded import render
+    from maskx.data.synthetic import COCO_CATEGORY_IDS
 
     out = []
     for iid in image_ids:
@@ -62,14 +63,40 @@ def _example_predictions(image_ids, rng) -> list[dict]:
     return out
 
 
-def write_fake_results(results_dir: Path, directions=(DIRECTION,), presets=PRESETS) -> None:
-    """``results/<run key>.json`` records with metrics (A, B, per class) and saved examples."""
+def _gt_box_masks(image_ids) -> dict:
+    """``gt_box_masks`` as the study keeps them: every ground-truth instance of the images, its box and the
+    ground truth's own mask squeezed to 28 x 28 (IoU 1.0; a caller sets its own)."""
+    import torch
+    from PIL import Image
+
+    from maskx.data.embedded import render
+    from maskx.data.synthetic import COCO_CATEGORY_IDS
+    from maskx.gt_box_eval import encode_mask
+
+    out = []
+    for iid in image_ids:
+        for cls, mask in render(1, iid - 1, 256)[1]:
+            ys, xs = np.nonzero(mask)
+            box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+            crop = mask[int(box[1]):int(box[3]), int(box[0]):int(box[2])].astype(np.uint8) * 255
+            small = torch.from_numpy(np.asarray(Image.fromarray(crop).resize((28, 28), Image.BILINEAR)) >= 128)
+            out.append({"image": iid - 1, "category_id": COCO_CATEGORY_IDS[cls], "box": box, "iou": 1.0,
+                        "mask": encode_mask(small)})
+    return {"images": max(image_ids), "instances": out}
+
+
+def write_fake_results(results_dir: Path, directions=(DIRECTION,), presets=PRESETS, gt_box_masks: bool = False) -> None:
+    """``results/<run key>.json`` records with metrics (A, B, per class) and saved examples (the current
+    generator version's val images); with ``gt_box_masks``, masks on the ground-truth boxes too (IoU
+    0.5 + 0.1 x the preset's place in ``presets``)."""
     from maskx.data.splits import resolve_split
-    from maskx.data.synthetic import categories, voc_like_category_ids
+    from maskx.data.embedded import GENERATOR_VERSION, categories, voc_like_category_ids
     from maskx_study.runner import SCALES, Run
 
     results_dir.mkdir(parents=True, exist_ok=True)
     cats = categories()
+    ids = list(range(1, 9))
+    on_gt_boxes = _gt_box_masks(ids) if gt_box_masks else None
     for p, preset in enumerate(presets):
         split_name = "all" if preset.startswith("oracle") else None
         for direction in (directions if split_name is None else directions[:1]):
@@ -83,10 +110,12 @@ def write_fake_results(results_dir: Path, directions=(DIRECTION,), presets=PRESE
                 metrics[d] = {"split": split.to_json(), "A": {"segm_AP": 30.0 + p, "bbox_AP": 40.0},
                               "B": {"segm_AP": 10.0 + 5 * p, "bbox_AP": 35.0}, "per_class": per_class}
             run = Run(preset, split_name or direction, 0, SCALES["study"].backbone)
-            ids = list(range(1, 9))
             record = {"run": run.key, "preset": preset, "split": run.split, "seed": 0, "backbone": run.backbone,
-                      "metrics": metrics, "examples": {"image_ids": ids, "min_score": 0.3,
-                                                       "predictions": _example_predictions(ids, rng)}}
+                      "generator_version": GENERATOR_VERSION, "metrics": metrics,
+                      "examples": {"image_ids": ids, "min_score": 0.3, "predictions": _example_predictions(ids, rng)}}
+            if on_gt_boxes:
+                record["gt_box_masks"] = {**on_gt_boxes, "instances": [{**x, "iou": round(0.5 + 0.1 * p, 2)}
+                                                                       for x in on_gt_boxes["instances"]]}
             (results_dir / f"{run.key}.json").write_text(json.dumps(record))
 
 

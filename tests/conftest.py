@@ -20,7 +20,8 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 from helpers import tiny_config  # noqa: E402
-from maskx.data.synthetic import SIZES, generate  # noqa: E402
+from maskx.data.embedded import generate  # noqa: E402
+from maskx.data.synthetic import SIZES  # noqa: E402
 
 
 @pytest.fixture(scope="session")

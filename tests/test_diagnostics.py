@@ -207,7 +207,7 @@ def test_diagnose_end_to_end_recovers_mask_weights_planted_on_the_class_weights(
     assert set(cls["similarity"]) >= {"rho", "nearest_a_shares", "chance_shares"}
     assert set(out["embeddings"]) == {"cls", "randn", "attributes"}  # the attributes' upper bound rides along
     assert out["embeddings"]["attributes"]["similarity"]["rho"] == pytest.approx(1.0)
-    assert out["attributes"] and all(a.startswith("family:") for a in out["attributes"])
+    assert {a.split(":")[0] for a in out["attributes"]} == {"body", "pattern", "hue"}  # the world's own
     assert out["spread"]["oracle"]["spread"] > 0.5
 
 
@@ -221,7 +221,7 @@ def test_the_diagnostics_script_trains_the_heads_and_writes_its_table(tmp_path):
     from pathlib import Path
 
     from helpers import subprocess_env
-    from maskx.data.synthetic import ensure_dataset
+    from maskx.data.embedded import ensure_dataset
     from maskx.train import run_training
     from maskx_study.plan import SCALES, Run
 
@@ -241,6 +241,9 @@ def test_the_diagnostics_script_trains_the_heads_and_writes_its_table(tmp_path):
     split_file = next((tmp_path / "runs").glob("*agnostic__rand20_t0*.split.json"))
     assert len(json.loads(split_file.read_text())["A"]) == 20
     assert "| cls+box |" in out.with_suffix(".md").read_text()
+    # what the embedding notebook draws comes with a full run: class list, layouts, nearest A, per-class IoU
+    assert len(record["class_list"]) == 80 and len(record["projection"]["cls+box"]) == 80
+    assert len(record["nearest_A"]["cls+box"]) == 60 and record["per_class_iou_on_gt_boxes"]["oracle"]
 
 
 def test_category_attributes_of_each_world():

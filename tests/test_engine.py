@@ -21,7 +21,7 @@ from helpers import model_tensors, read_log, tiny_config
 from maskx.checkpoint import list_checkpoints
 from maskx.config import Config, get_preset
 from maskx.data.splits import resolve_split
-from maskx.data.synthetic import generate
+from maskx.data.embedded import generate
 from maskx.engine import TrainingError, batch_positions, lr_at, sample_at
 from maskx.gt_box_eval import mask_iou_on_gt_boxes
 from maskx.models.maskx_rcnn import MaskXRCNN

@@ -113,3 +113,20 @@ def test_instance_masks_keep_the_first_images_masks_with_their_iou(setup):
     assert (decode_mask(encode_mask(planted)) == planted.numpy()).all()
     with pytest.raises(ValueError, match="needs 784 bits"):
         decode_mask(encode_mask(planted[:10]))
+
+
+def test_masks_on_boxes_of_one_image_are_the_datasets_pipelines(setup):
+    """``masks_on_boxes`` (the app's masks for a box and class it is given) gives the masks and IoUs
+    ``instance_ious`` scores for the same image, boxes and classes."""
+    from maskx.gt_box_eval import instance_ious, masks_on_boxes
+
+    predictor, val, _ = setup
+    x = gt_box_inputs(predictor.model, val, 1)[0]
+    image, _ = val[x.image_index]
+    prob = masks_on_boxes(predictor, image, x.boxes, x.labels)
+    assert prob.shape == x.gt.shape and 0 <= float(prob.min()) and float(prob.max()) <= 1
+    pred = prob >= 0.5
+    ious = [iou for _, iou, _ in instance_ious(predictor.model, [x])]
+    mine = [int((p & g).sum()) / max(1, int((p | g).sum())) for p, g in zip(pred, x.gt)]
+    assert mine == pytest.approx(ious, abs=1e-6)
+    assert masks_on_boxes(predictor, image, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)).shape[0] == 0

@@ -84,3 +84,4 @@ def test_a_plain_install_loads_the_shipped_model_outside_the_checkout(tmp_path):
     module_file, model_dir, classes = r.stdout.split()
     assert module_file.startswith(str(site)) and model_dir == str(site / "maskx" / "_models" / "maskx-3k")
     assert classes == "3000"
+    assert (site / "maskx" / "_models" / "maskx-3k" / "projections.npz").is_file()  # the app's Embeddings page

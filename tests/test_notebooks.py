@@ -16,11 +16,13 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # notebooks whose purpose is to train live (a class runs them): their parameters cell defaults to train
 # mode; mode "results" shows their last run's results (runs/results-<scale>) without training
 LIVE = ("0_paper_in_15_minutes",)
+# the embedding-inputs notebook: a diagnostics record's table, UMAP panels and nearest-A tables, one mask grid
+EMBEDDINGS = "6_embedding_inputs"
 
 
 def test_every_ablation_has_a_notebook():
     names = " ".join(p.stem for p in NOTEBOOKS)
-    for part in ("1a_", "1b_", "1c_", "1d_", "2_", "3_random_splits", "4_qualitative", "5_deeper"):
+    for part in ("1a_", "1b_", "1c_", "1d_", "2_", "3_random_splits", "4_qualitative", "5_deeper", EMBEDDINGS):
         assert part in names
 
 
@@ -73,6 +75,22 @@ def _text(nb: dict) -> str:
     return "\n".join(out)
 
 
+def _plotly(nb: dict) -> list[dict]:
+    """The plotly figures a run notebook shows ({"data", "layout"})."""
+    return [o["data"]["application/vnd.plotly.v1+json"] for c in nb["cells"] for o in c.get("outputs", [])
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+
+
+def _markdown(nb: dict) -> str:
+    """The markdown a run notebook displayed (``IPython.display.Markdown``)."""
+    out = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            text = o.get("data", {}).get("text/markdown") or ""
+            out.append("".join(text) if isinstance(text, list) else text)
+    return "\n".join(out)
+
+
 GRID_NOTEBOOKS = ("0_paper", "1a_", "1b_", "1c_", "1d_", "2_", "3_random_splits", "5_deeper")
 
 
@@ -89,6 +107,14 @@ def test_runs_in_results_mode(path, tmp_path):
     nb = _papermill(path, tmp_path / path.name, "mode=results")
     if path.stem.startswith(GRID_NOTEBOOKS):  # a mask grid per direction (or split)
         assert len(_image_heights(nb)) >= 2
+    if path.stem == EMBEDDINGS:  # the committed design record's views; the grid, empty where masks were not kept
+        assert "showing" in _text(nb) and "results/diagnostics/design_" in _text(nb)
+        titles = [a["text"] for a in _plotly(nb)[0]["layout"]["annotations"]]
+        assert {"randn", "GloVe", "text (MiniLM)", "w_cls", "w_box", "w_cls+box"} <= set(titles)
+        md = _markdown(nb)
+        assert "| w_cls+box |" in md and "(c) what knowing the class is worth" in md
+        assert md.count("nearest A #1") >= 1 and "largest oracle − class-agnostic gap" in _text(nb)
+        assert len(_image_heights(nb)) == 1
 
 
 @pytest.mark.slow
@@ -123,6 +149,6 @@ def test_all_run_in_tiny_train_mode(tmp_path):
     for path in NOTEBOOKS:
         nb = _papermill(path, tmp_path / path.name, "mode=train", "scale=tiny", f"results_dir={tmp_path / 'results'}",
                         f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path / 'data'}")
-        if path.stem.startswith(GRID_NOTEBOOKS):  # fresh results keep their masks: grids with instance rows
-            assert max(_image_heights(nb)) > 34 + CELL, path.stem
+        if path.stem.startswith(GRID_NOTEBOOKS) or path.stem == EMBEDDINGS:  # fresh results keep their masks:
+            assert max(_image_heights(nb)) > 34 + CELL, path.stem  # grids with instance rows
     assert len(list((tmp_path / "results").glob("*.json"))) >= 40

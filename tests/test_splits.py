@@ -3,8 +3,8 @@ import json
 
 import pytest
 
+from maskx.data.embedded import categories, voc_like_category_ids
 from maskx.data.splits import SplitError, resolve_split, split_names
-from maskx.data.synthetic import categories, voc_like_category_ids
 
 CATS = categories()
 VOC = voc_like_category_ids()

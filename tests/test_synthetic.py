@@ -1,4 +1,5 @@
-"""The embedded generator: determinism, COCO validity, the designed structure, atomic writes."""
+"""Version 3 of the embedded generator (the families world) and the writing every world shares:
+determinism, COCO validity, the designed structure, atomic writes."""
 import hashlib
 import json
 from pathlib import Path
@@ -9,7 +10,15 @@ from pycocotools import mask as mask_utils
 
 from maskx.data import synthetic
 from maskx.data.shapes import FAMILIES
-from maskx.data.synthetic import COCO_CATEGORY_IDS, GENERATOR_VERSION, generate, render
+from maskx.data.synthetic import COCO_CATEGORY_IDS, SIZES, VERSION, generate, render
+
+
+@pytest.fixture(scope="module")
+def tiny_v3(tmp_path_factory) -> Path:
+    """The 'tiny' size of this world (train part)."""
+    out = tmp_path_factory.mktemp("synth3") / "tiny"
+    generate(out, SIZES["tiny"]["train"], seed=0, image_size=SIZES["tiny"]["image_size"])
+    return out
 
 
 def _digest(folder: Path) -> str:
@@ -21,10 +30,10 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def test_same_seed_same_bytes(tmp_path, tiny_synth):
+def test_same_seed_same_bytes(tmp_path, tiny_v3):
     again = tmp_path / "again"
     generate(again, 24, seed=0, image_size=128)
-    assert _digest(again) == _digest(tiny_synth)
+    assert _digest(again) == _digest(tiny_v3)
 
 
 def test_workers_do_not_change_bytes(tmp_path):
@@ -43,13 +52,13 @@ def test_other_seed_other_images_and_prefix_stable(tmp_path):
     assert a == (tmp_path / "s1long/images/000001.jpg").read_bytes()
 
 
-def test_categories_are_coco_like(tiny_synth):
-    data = json.loads((tiny_synth / "annotations.json").read_text())
+def test_categories_are_coco_like(tiny_v3):
+    data = json.loads((tiny_v3 / "annotations.json").read_text())
     ids = [c["id"] for c in data["categories"]]
     assert len(ids) == 80 and ids == list(COCO_CATEGORY_IDS)
     assert ids != list(range(1, 81)), "ids must not be contiguous, like COCO's"
     assert len({c["name"] for c in data["categories"]}) == 80
-    assert data["info"]["generator_version"] == GENERATOR_VERSION
+    assert data["info"]["generator_version"] == VERSION == 3
     voc = data["info"]["voc_like_category_ids"]
     assert len(voc) == 20 and set(voc) <= set(ids)
     fams = [c["supercategory"] for c in data["categories"] if c["id"] in voc]
@@ -58,8 +67,8 @@ def test_categories_are_coco_like(tiny_synth):
     assert all(fams.count(f.name) < 8 for f in FAMILIES), "every family keeps a non-voc class (nonvoc2voc's A)"
 
 
-def test_annotations_match_masks(tiny_synth):
-    data = json.loads((tiny_synth / "annotations.json").read_text())
+def test_annotations_match_masks(tiny_v3):
+    data = json.loads((tiny_v3 / "annotations.json").read_text())
     assert len(data["annotations"]) > 2 * len(data["images"])
     by_image = {}
     for a in data["annotations"]:
@@ -112,20 +121,6 @@ def test_bad_arguments(tmp_path, kwargs, msg):
     args = {"num_images": 2, "image_size": 64} | kwargs
     with pytest.raises(ValueError, match=msg):
         generate(tmp_path / "d", args["num_images"], image_size=args["image_size"])
-
-
-def test_every_version_stays_drawable_and_an_unknown_one_is_refused(tmp_path):
-    from maskx.data import synthetic
-
-    assert 3 in synthetic.VERSIONS and GENERATOR_VERSION in synthetic.VERSIONS
-    for v in synthetic.VERSIONS:
-        cats = synthetic.categories(v)
-        assert len(cats) == 80 and [c["id"] for c in cats] == list(COCO_CATEGORY_IDS)
-        assert len(synthetic.voc_like_category_ids(v)) == 20
-    with pytest.raises(ValueError, match="generator version must be one of"):
-        generate(tmp_path / "x", 2, version=99)
-    with pytest.raises(ValueError, match="generator version must be one of"):
-        render(0, 0, 64, 2)
 
 
 def test_a_rendered_image_as_stored_is_what_its_file_decodes_to(tmp_path):

@@ -55,7 +55,7 @@ def test_vocabulary_names_ids_families():
 def test_set_a_is_the_80_class_set_exactly():
     cats = vocab3k.categories3k()
     a = [{k: c[k] for k in ("id", "name", "supercategory")} for c in cats if c["id"] in vocab3k.set_a_category_ids()]
-    assert a == synthetic.categories(3)  # set A: the version-3 world's 80 classes
+    assert a == synthetic.categories()  # set A: the version-3 world's 80 classes
     for cls in range(80):  # same outline, same random draws
         r1, r2 = np.random.default_rng(cls), np.random.default_rng(cls)
         got, want = vocab3k.outline(cls, r1), synthetic._outline(cls, r2)
@@ -185,7 +185,7 @@ def test_deterministic_and_seeded(tmp_path):
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
     img, inst = synthetic3k.render3k(4, 1, 64)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and all(0 <= c < 3000 for c, _ in inst)
-    assert not np.array_equal(img, synthetic.render(4, 1, 64, 3)[0])  # its own random stream
+    assert not np.array_equal(img, synthetic.render(4, 1, 64)[0])  # its own random stream
     with pytest.raises(FileExistsError):
         synthetic3k.generate3k(tmp_path / "a", 3, seed=4, image_size=64)
     with pytest.raises(ValueError, match="masks must be"):

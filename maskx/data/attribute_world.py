@@ -23,6 +23,8 @@ Each category records its ``attributes`` (``body:``, ``pattern:``, ``hue:``), wh
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from .shapes import Family, arrow, block, cross, donut, moon, pebble, star, tile
@@ -118,34 +120,52 @@ def voc_like_category_ids() -> list[int]:
     return sorted(COCO_CATEGORY_IDS[b * CLASSES_PER_BODY + j] for b, n in VOC_LIKE_BODIES for j in range(n))
 
 
+def look_family(body: tuple, pattern: int, hue: float) -> Family:
+    """The ``Family`` record ``render_scene`` reads for a class of ``body`` (a ``BODIES``-like entry:
+    name, outline, parameters, max rotation) wearing ``PATTERNS[pattern]`` in ``hue`` ([0, 1))."""
+    name, outline, params, rotate = body
+    return Family(name, outline, rotate, hue, PATTERNS[pattern][1], ((name, params),))
+
+
 def class_families(world: str = DEFAULT_WORLD) -> list[Family]:
     """Per class, the ``Family`` record ``render_scene`` reads: its outline, rotation and look."""
     hues = _world(world)["hues"]
-    out = []
-    for b, p, h in class_table(world):
-        name, outline, params, rotate = BODIES[b]
-        out.append(Family(name, outline, rotate, hues[h][1], PATTERNS[p][1], ((name, params),)))
-    return out
+    return [look_family(BODIES[b], p, hues[h][1]) for b, p, h in class_table(world)]
+
+
+def body_rings(family: Family, rng: np.random.Generator) -> list:
+    """Unit rings of one instance of ``family``'s body: its parameters jittered by +-6 %."""
+    from .shapes import shape_rings
+
+    return shape_rings(family, family.variants[0][1], rng, 0.06)
+
+
+def render_classes(rng: np.random.Generator, size: int, families: Sequence[Family], weights: np.ndarray, scene: dict,
+                   outline=None) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One scene drawn from ``rng`` of classes given by their ``families`` (look, rotation, body),
+    sampled by ``weights``; ``scene``: a ``SCENES``-like entry; ``outline(cls, rng)`` -> unit rings
+    (default: ``body_rings``). Clutter wears the classes' looks. Returns RGB uint8 [S, S, 3] and
+    (class index, visible mask) pairs."""
+    from .synthetic import SceneStyle, render_scene
+
+    looks = sorted({(f.hue, f.texture) for f in families})
+    counts, probs = scene["count"]
+    return render_scene(rng, size,
+                        count=lambda rng: int(rng.choice(counts, p=probs)),
+                        pick=lambda rng: int(rng.choice(len(families), p=weights)),
+                        family_of=families.__getitem__,
+                        outline=outline or (lambda cls, rng: body_rings(families[cls], rng)),
+                        radius_range=scene["radius"], margin=1.0, clutter_looks=looks,
+                        style=SceneStyle(**scene["style"]))
 
 
 def render(seed: int, index: int, size: int, version: int, world: str = DEFAULT_WORLD
            ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Image ``index`` of the dataset with ``seed``: RGB uint8 [S, S, 3] and (class index, visible mask)."""
-    from .shapes import shape_rings
-    from .synthetic import SceneStyle, class_weights, render_scene
+    from .synthetic import class_weights
 
-    weights = class_weights()
-    fams = class_families(world)
-    looks = sorted({(f.hue, f.texture) for f in fams})
-    spec = SCENES[_world(world)["scene"]]
-    counts, probs = spec["count"]
-    return render_scene(np.random.default_rng([seed, index, version]), size,
-                        count=lambda rng: int(rng.choice(counts, p=probs)),
-                        pick=lambda rng: int(rng.choice(len(fams), p=weights)),
-                        family_of=fams.__getitem__,
-                        outline=lambda cls, rng: shape_rings(fams[cls], fams[cls].variants[0][1], rng, 0.06),
-                        radius_range=spec["radius"], margin=1.0, clutter_looks=looks,
-                        style=SceneStyle(**spec["style"]))
+    return render_classes(np.random.default_rng([seed, index, version]), size, class_families(world),
+                          class_weights(), SCENES[_world(world)["scene"]])
 
 
 def make_image(job: tuple[int, int, int, int, str, str]) -> tuple[dict, list[dict]]:

@@ -121,6 +121,64 @@ def pebble(exponent: float, aspect: float) -> list[Ring]:
     return [(np.stack([x, y], 1), 1)]
 
 
+# Outlines of the bodies the 3000-class world (``attribute3k``) adds to the 80-class attribute world's:
+# each tells itself apart by its silhouette as a whole (holes, arms, a waist, a missing wedge), not by
+# a count of small details.
+
+def frame(sides: int, hole: float) -> list[Ring]:
+    """A regular polygon (``tile``) with a concentric hole of the same polygon, ``hole`` times its size."""
+    (v, _), = tile(sides, 1.0)
+    return [(v, 1), (v * hole, 0)]
+
+
+def window(pane: float) -> list[Ring]:
+    """The square [-1, 1]^2 with 2 x 2 square panes of side ``pane`` cut out, bars between them of equal width."""
+    bar = (2 - 2 * pane) / 3
+    rings = [(np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float), 1)]
+    for x0 in (-1 + bar, bar / 2):
+        for y0 in (-1 + bar, bar / 2):
+            rings.append((np.array([[x0, y0], [x0 + pane, y0], [x0 + pane, y0 + pane], [x0, y0 + pane]]), 0))
+    return rings
+
+
+def eight(hole: float) -> list[Ring]:
+    """An upright oval (0.6 x 1) with two round holes of radius ``hole``, one above the other."""
+    return [(_circle(64, 0.6, 1.0), 1), (_circle(48, hole, hole, cy=-0.45), 0), (_circle(48, hole, hole, cy=0.45), 0)]
+
+
+def dumbbell(bell: float, bar: float) -> list[Ring]:
+    """Two discs of radius ``bell`` at the ends of the x axis joined by a bar of half-height ``bar``."""
+    c = 1 - bell
+    return [(_circle(48, bell, bell, cx=-c), 1), (_circle(48, bell, bell, cx=c), 1),
+            (np.array([[-c, -bar], [c, -bar], [c, bar], [-c, bar]]), 1)]
+
+
+def bowtie(waist: float) -> list[Ring]:
+    """Two triangles meeting at their tips (an hourglass), ``waist`` the half-width where they meet."""
+    return [(np.array([[-0.9, -1], [0.9, -1], [waist, 0], [0.9, 1], [-0.9, 1], [-waist, 0]], dtype=float), 1)]
+
+
+def chevron(thickness: float) -> list[Ring]:
+    """A V of arms ``thickness`` thick (vertically), centred on its height."""
+    pts = np.array([[-1, -0.6], [0, 0.4], [1, -0.6], [1, -0.6 + thickness], [0, 0.4 + thickness],
+                    [-1, -0.6 + thickness]], dtype=float)
+    pts[:, 1] -= (pts[:, 1].min() + pts[:, 1].max()) / 2
+    return [(pts, 1)]
+
+
+def arch(inner: float) -> list[Ring]:
+    """The upper half of a ring of inner radius ``inner`` (a rainbow), centred on its height."""
+    t = np.linspace(math.pi, 2 * math.pi, 33)
+    half = np.stack([np.cos(t), np.sin(t)], 1)
+    return [(np.concatenate([half, half[::-1] * inner]) + [0, 0.5], 1)]
+
+
+def pie(gap: float) -> list[Ring]:
+    """A disc with a wedge of ``gap`` of the full turn cut out, its opening to the right."""
+    t = np.linspace(math.pi * gap, 2 * math.pi * (1 - gap / 2), 48)
+    return [(np.concatenate([[[0.0, 0.0]], np.stack([np.cos(t), np.sin(t)], 1)]), 1)]
+
+
 @dataclass(frozen=True)
 class Family:
     name: str

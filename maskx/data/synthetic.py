@@ -1,8 +1,11 @@
-"""The embedded dataset: a seeded, procedural 80-class instance-segmentation set in COCO format.
+"""Version 3 of the embedded dataset (the families world, kept as the counter-example; the
+current version and the front door to every version is ``maskx.data.embedded``), and the
+drawing, writing and encoding the embedded worlds share (``render_scene``, ``write_dataset``,
+``write_image``, ``as_stored``, ``SIZES``).
 
 ``generate(out_dir, num_images, seed, image_size)`` writes ``out_dir/annotations.json`` and
 ``out_dir/images/NNNNNN.jpg``. Each image is drawn from ``np.random.default_rng([seed, i,
-GENERATOR_VERSION])``, so image ``i`` is the same whatever ``num_images`` is, and the same seed
+VERSION])``, so image ``i`` is the same whatever ``num_images`` is, and the same seed
 gives the same bytes.
 
 Design: the paper's question (does knowing the class help predict its mask? §3.1) needs data on
@@ -27,8 +30,7 @@ diagnostics show this version misses the second part: docs/world-design.md):
   holes) shows at the 28 x 28 mask resolution; whole objects, because a cut-off E block or star
   is no longer readable as its class when colour and texture are shared by the family.
 
-``GENERATOR_VERSION`` is recorded in ``info``; any change to drawing bumps it, and every
-result measured on the old version must be rerun.
+``VERSION`` is recorded in ``info``; this world is frozen: its drawing never changes.
 """
 from __future__ import annotations
 
@@ -47,11 +49,7 @@ from pycocotools import mask as mask_utils
 from ..atomic import atomic_dir
 from .shapes import FAMILIES, VOC_LIKE_VARIANTS, place_rings, shape_rings
 
-GENERATOR_VERSION = 3  # the current 80-class world; every version in ``VERSIONS`` stays drawable
-# version 3: this module's families world (the counter-example: docs/world-design.md). The next
-# version (a frozen ``attribute_world`` candidate) joins through a front module that imports both,
-# since ``attribute_world`` draws with this module's scene
-VERSIONS = (3,)
+VERSION = 3  # this module's families world: the generator version it is recorded as (frozen)
 # ``render_scene`` (backgrounds, clutter, own-look patches, occlusion, noise), shared with the
 # 3000-class world: its own version, so a change to the 80-class recipe alone leaves that world be
 SCENE_VERSION = 1
@@ -74,15 +72,8 @@ MIN_VISIBLE_FRACTION = 0.5  # an object may lose at most half of itself to later
 TEXTURES = ("speckle", "stripes", "checker", "dots", "gradient")
 
 
-def check_version(version: int) -> int:
-    if version not in VERSIONS:
-        raise ValueError(f"generator version must be one of {list(VERSIONS)}, got {version!r}")
-    return version
-
-
-def categories(version: int = GENERATOR_VERSION) -> list[dict]:
-    """The 80 COCO-format categories of ``version``'s world (real COCO ids; family as supercategory)."""
-    check_version(version)
+def categories() -> list[dict]:
+    """The 80 COCO-format categories of this world (real COCO ids; family as supercategory)."""
     cats = []
     for f, fam in enumerate(FAMILIES):
         for v, (name, _) in enumerate(fam.variants):
@@ -90,8 +81,7 @@ def categories(version: int = GENERATOR_VERSION) -> list[dict]:
     return cats
 
 
-def voc_like_category_ids(version: int = GENERATOR_VERSION) -> list[int]:
-    check_version(version)
+def voc_like_category_ids() -> list[int]:
     return sorted(COCO_CATEGORY_IDS[f * 8 + v] for f, vs in enumerate(VOC_LIKE_VARIANTS) for v in vs)
 
 
@@ -170,15 +160,13 @@ def _family_color(rng: np.random.Generator, hue: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- one image
 
-def render(seed: int, index: int, size: int, version: int = GENERATOR_VERSION
-           ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """Draw image ``index`` of ``version``'s dataset with ``seed``.
+def render(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Draw image ``index`` of this world's dataset with ``seed``.
 
     Returns the image [S, S, 3] uint8 and a list of (class index 0..79, visible mask [S, S] bool).
     """
-    check_version(version)
     weights = class_weights()
-    return render_scene(np.random.default_rng([seed, index, 3]), size,
+    return render_scene(np.random.default_rng([seed, index, VERSION]), size,
                         count=lambda rng: int(rng.choice([1, 2, 3, 4, 5], p=[0.15, 0.3, 0.25, 0.18, 0.12])),
                         pick=lambda rng: int(rng.choice(80, p=weights)),
                         family_of=lambda cls: FAMILIES[cls // 8],
@@ -321,24 +309,22 @@ def write_image(pixels: np.ndarray, instances: list[tuple[int, np.ndarray]], ima
 
 def _make_image(job: tuple[int, int, int, str]) -> tuple[dict, list[dict]]:
     seed, index, size, images_dir = job
-    pixels, instances = render(seed, index, size, 3)
+    pixels, instances = render(seed, index, size)
     return write_image(pixels, instances, index + 1, images_dir, COCO_CATEGORY_IDS)
 
 
 def generate(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_size: int = 256,
-             workers: int = 1, overwrite: bool = False, progress: bool = False,
-             version: int = GENERATOR_VERSION) -> dict:
-    """Write ``version``'s dataset to ``out_dir`` atomically (built in a temp folder, then renamed).
+             workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
+    """Write this world's dataset to ``out_dir`` atomically (built in a temp folder, then renamed).
 
     Returns the dataset's summary (see ``summarize``).
     """
-    check_version(version)
     check_generate_args(num_images, image_size)
     info = {"description": "maskx embedded synthetic dataset", "generator": "maskx.data.synthetic",
-            "generator_version": 3, "seed": seed, "image_size": image_size,
-            "num_images": num_images, "voc_like_category_ids": voc_like_category_ids(3)}
+            "generator_version": VERSION, "seed": seed, "image_size": image_size,
+            "num_images": num_images, "voc_like_category_ids": voc_like_category_ids()}
     return summarize(write_dataset(out_dir, [(seed, i, image_size) for i in range(num_images)], _make_image,
-                                   info, categories(3), workers, overwrite, progress))
+                                   info, categories(), workers, overwrite, progress))
 
 
 def check_generate_args(num_images: int, image_size: int) -> None:
@@ -399,28 +385,3 @@ def summarize(data: dict) -> dict:
         "voc_like_instances": sum(counts[c] for c in voc if c in counts),
         "generator_version": data.get("info", {}).get("generator_version"),
     }
-
-
-def ensure_dataset(root: str | os.PathLike, size: str = "default", workers: int = 2, progress: bool = True) -> dict:
-    """``root/train`` (seed 0) and ``root/val`` (seed 1) at the named ``SIZES`` entry, generated
-    unless already there with the current ``GENERATOR_VERSION``; returns {part: annotations path}."""
-    import sys
-
-    if size not in SIZES:
-        raise ValueError(f"unknown dataset size {size!r}; choose one of {sorted(SIZES)}")
-    spec = SIZES[size]
-    out = {}
-    for part, seed in (("train", 0), ("val", 1)):
-        d = Path(root) / part
-        ann = d / "annotations.json"
-        current = False
-        if ann.is_file():
-            info = json.loads(ann.read_text()).get("info", {})
-            current = (info.get("generator_version") == GENERATOR_VERSION and info.get("num_images") == spec[part]
-                       and info.get("image_size") == spec["image_size"])
-        if not current:
-            print(f"generating {d} ({spec[part]} images, {spec['image_size']} px, seed {seed})", file=sys.stderr)
-            generate(d, spec[part], seed=seed, image_size=spec["image_size"], workers=workers, overwrite=True,
-                     progress=progress)
-        out[part] = ann
-    return out

@@ -1,13 +1,21 @@
 """The embedded 3000-class world (paper §5 in miniature): boxes for all, masks for the 80.
 
 ``python -m maskx data synth3k --out DIR --size tiny|default`` writes ``DIR/train`` and
-``DIR/val``, each ``annotations.json`` + ``images/`` (COCO format, like ``synthetic``):
+``DIR/val``, each ``annotations.json`` + ``images/`` (COCO format, like ``synthetic``). Two
+generator versions (``VERSIONS``) stay drawable; every function takes ``version`` (default
+``GENERATOR_VERSION``, the one the shipped model ``models/maskx-3k`` was trained on):
 
-- classes: ``vocab3k`` (3000 = 10 families x 20 base shapes x 15 attribute combinations);
-  set A = the 80 classes of the 80-class set, same ids, names, shapes and looks;
-- scenes: drawn by ``synthetic.render_scene`` (same backgrounds, clutter, own-look patches,
-  occlusion, blur, noise, JPEG) with 2-8 objects per image (mean 5.0 kept), radius 6-20 %
-  of the image, classes sampled from ``vocab3k.class_weights3k`` (Zipf, exponent 0.7);
+- version 1: classes from ``vocab3k`` (3000 = 10 families x 20 base shapes x 15 attribute
+  combinations); set A = the 80 classes of the 80-class world version 3, same ids, names, shapes
+  and looks. Scenes drawn by ``synthetic.render_scene`` (backgrounds, clutter, own-look patches,
+  occlusion, blur, noise, JPEG) with 2-8 objects per image (4.85 drawn on average), radius 6-20 %
+  of the image. What tells its classes apart is detail a detector at 256 px barely encodes, so
+  their detection weights carry no similarity structure (issue 31);
+- version 2: ``attribute3k`` (3000 = 25 bodies x 5 patterns x 8 hues x 3 proportions, classes
+  made of visual attributes shared across classes); set A = the 80 classes of the 80-class world
+  version 4 (``attribute_world`` "v4b"), same ids, names, attributes and looks; that world's
+  crowded scene and object sizes with 2-8 objects per image (4.7 kept on average);
+- both: classes sampled from ``vocab3k.class_weights3k`` (Zipf, exponent 0.7), A at frequent ranks;
 - train (seed 0): every instance has a box; only set-A instances have a mask. A set-B
   instance is written WITHOUT ``segmentation`` and with ``"has_mask": false`` (maskx's
   encoding of a box-only instance, as VG's objects are; ``CocoDataset`` loads it with
@@ -15,12 +23,14 @@
 - val (seed 1): masks for every instance, so mask AP on set B is measurable.
 
 ``info`` records ``set_A_category_ids`` (split name ``coco80`` in ``splits``), ``masks``
-("set_A" or "all"), ``generator_version`` and the shared scene code's ``scene_version``.
+("set_A" or "all"), ``generator_version`` and the shared scene code's ``scene_version``; version 2
+also ``set_A_world`` (the 80-class attribute world its set A comes from).
 
 Sizes: "default" = 6000 train + 1000 val images at 256 px (~175 MB), sized to what an hour or
 so of CPU training at 256 px gets through, about 2 passes: ~30k boxes (10 per class on average,
-3 expected for the rarest). The val part holds ~5k instances of ~1.9k classes (AP averages over
-the classes present). Training and generation rates: docs/code-notes.md.
+3 expected for the rarest; version 2: ~28k, median B class 5, 475 B classes expected to get 10 or
+more, holding 45 % of B's instances). The val part holds ~5k instances of ~1.9k classes (AP
+averages over the classes present). Training and generation rates: docs/code-notes.md.
 """
 from __future__ import annotations
 
@@ -31,12 +41,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import synthetic
+from . import attribute3k, synthetic, vocab3k
 from .shapes import FAMILIES
 from .synthetic import _encode_instance, encode_jpeg, check_generate_args, render_scene, summarize, write_dataset
-from .vocab3k import NUM_CLASSES, categories3k, class_weights3k, classes, outline, set_a_category_ids
+from .vocab3k import NUM_CLASSES, class_weights3k
 
-GENERATOR_VERSION = 1  # bump with any change to the 3000-class drawing (the 80-class one has its own)
+# the version drawn by default: 1 until a model trained on version 2 ships (models/maskx-3k was trained on 1)
+GENERATOR_VERSION = 1
+# version -> the module that defines its 3000 classes; frozen entries never change, a changed drawing
+# is a new version (the 80-class data has its own versions, ``embedded``)
+VERSIONS = {1: vocab3k, 2: attribute3k}
 SIZES = {
     "tiny": {"train": 32, "val": 16, "image_size": 128},
     "default": {"train": 6000, "val": 1000, "image_size": 256},
@@ -46,27 +60,47 @@ RADIUS_RANGE = (0.06, 0.20)
 PARTS = (("train", 0, "set_A"), ("val", 1, "all"))  # (part, seed, which instances get masks)
 
 
-def render3k(seed: int, index: int, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """Image ``index`` of the 3000-class world with ``seed``.
+def check_version(version: int) -> int:
+    if version not in VERSIONS:
+        raise ValueError(f"3000-class generator version must be one of {sorted(VERSIONS)}, got {version!r}")
+    return version
 
-    Returns the image [S, S, 3] uint8 and a list of (class index 0..2999, visible mask [S, S] bool).
+
+def categories3k(version: int = GENERATOR_VERSION) -> list[dict]:
+    """``version``'s 3000 COCO-format categories (set A first, then B; ``attributes``, ``frequency_rank``)."""
+    return VERSIONS[check_version(version)].categories3k()
+
+
+def set_a_category_ids(version: int = GENERATOR_VERSION) -> list[int]:
+    """The 80 set-A category ids (COCO's) of ``version``'s world."""
+    return VERSIONS[check_version(version)].set_a_category_ids()
+
+
+def render3k(seed: int, index: int, size: int, version: int = GENERATOR_VERSION
+             ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Image ``index`` of the 3000-class world ``version`` with ``seed``.
+
+    Returns the image [S, S, 3] uint8 and a list of (class index 0..2999, visible mask [S, S] bool);
+    class index k is ``categories3k(version)[k]``.
     """
+    if check_version(version) == 2:
+        return attribute3k.render(seed, index, size, version)
     weights = class_weights3k()
-    fams = [FAMILIES[c.family] for c in classes()]
+    fams = [FAMILIES[c.family] for c in vocab3k.classes()]
     counts, probs = OBJECTS_PER_IMAGE
-    return render_scene(np.random.default_rng([seed, index, NUM_CLASSES, GENERATOR_VERSION]), size,
+    return render_scene(np.random.default_rng([seed, index, NUM_CLASSES, version]), size,
                         count=lambda rng: int(rng.choice(counts, p=probs)),
                         pick=lambda rng: int(rng.choice(NUM_CLASSES, p=weights)),
-                        family_of=fams.__getitem__, outline=outline, radius_range=RADIUS_RANGE)
+                        family_of=fams.__getitem__, outline=vocab3k.outline, radius_range=RADIUS_RANGE)
 
 
-def _make_image3k(job: tuple[int, int, int, str, str]) -> tuple[dict, list[dict]]:
-    seed, index, size, masks, images_dir = job
-    pixels, instances = render3k(seed, index, size)
+def _make_image3k(job: tuple[int, int, int, str, int, str]) -> tuple[dict, list[dict]]:
+    seed, index, size, masks, version, images_dir = job
+    pixels, instances = render3k(seed, index, size, version)
     image_id = index + 1
     name = f"{image_id:06d}.jpg"
     Path(images_dir, name).write_bytes(encode_jpeg(pixels))
-    cls = classes()
+    cls = VERSIONS[version].classes()
     anns = []
     for k, (c, mask) in enumerate(instances):
         rle, area, bbox = _encode_instance(mask)
@@ -81,22 +115,27 @@ def _make_image3k(job: tuple[int, int, int, str, str]) -> tuple[dict, list[dict]
 
 
 def generate3k(out_dir: str | os.PathLike, num_images: int, seed: int = 0, image_size: int = 256,
-               masks: str = "set_A", workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict:
-    """Write one part of the 3000-class world to ``out_dir`` atomically; returns ``summarize3k``.
+               masks: str = "set_A", workers: int = 1, overwrite: bool = False, progress: bool = False,
+               version: int = GENERATOR_VERSION) -> dict:
+    """Write one part of the 3000-class world ``version`` to ``out_dir`` atomically; returns ``summarize3k``.
 
     ``masks``: "set_A" (train: set-B instances box-only) or "all" (val: every instance masked).
     """
+    check_version(version)
     check_generate_args(num_images, image_size)
     if masks not in ("set_A", "all"):
         raise ValueError(f"masks must be 'set_A' or 'all', got {masks!r}")
+    voc_like = synthetic.voc_like_category_ids() if version == 1 else attribute3k.voc_like_category_ids()
     info = {"description": "maskx embedded 3000-class synthetic dataset", "generator": "maskx.data.synthetic3k",
-            "generator_version": GENERATOR_VERSION, "scene_version": synthetic.SCENE_VERSION,
+            "generator_version": version, "scene_version": synthetic.SCENE_VERSION,
             "seed": seed, "image_size": image_size, "num_images": num_images, "masks": masks,
-            "set_A_category_ids": set_a_category_ids(),
-            "voc_like_category_ids": synthetic.voc_like_category_ids(3),
+            "set_A_category_ids": set_a_category_ids(version),
+            "voc_like_category_ids": voc_like,
             "box_only": 'annotations with "has_mask": false have a box and no segmentation'}
-    jobs = [(seed, i, image_size, masks) for i in range(num_images)]
-    return summarize3k(write_dataset(out_dir, jobs, _make_image3k, info, categories3k(), workers, overwrite,
+    if version == 2:
+        info["set_A_world"] = attribute3k.WORLD
+    jobs = [(seed, i, image_size, masks, version) for i in range(num_images)]
+    return summarize3k(write_dataset(out_dir, jobs, _make_image3k, info, categories3k(version), workers, overwrite,
                                      progress))
 
 
@@ -129,20 +168,21 @@ def _scene_version(info: dict):
     return info.get("scene_version", 1 if info.get("foundation_generator_version") == 1 else None)
 
 
-def _is_current(ann: Path, spec: dict, part: str, masks: str) -> bool:
+def _is_current(ann: Path, spec: dict, part: str, masks: str, version: int) -> bool:
     if not ann.is_file():
         return False
     info = json.loads(ann.read_text()).get("info", {})
-    return (info.get("generator") == "maskx.data.synthetic3k" and info.get("generator_version") == GENERATOR_VERSION
+    return (info.get("generator") == "maskx.data.synthetic3k" and info.get("generator_version") == version
             and _scene_version(info) == synthetic.SCENE_VERSION
             and info.get("num_images") == spec[part] and info.get("image_size") == spec["image_size"]
             and info.get("masks") == masks)
 
 
 def ensure_dataset3k(root: str | os.PathLike, size: str = "default", workers: int = 2,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, version: int = GENERATOR_VERSION) -> dict:
     """``root/train`` (seed 0, set-A masks) and ``root/val`` (seed 1, all masks) at the named ``SIZES``
-    entry, generated unless already there and current; returns {part: annotations path}."""
+    entry, generated unless already there from ``version`` and current; returns {part: annotations path}."""
+    check_version(version)
     if size not in SIZES:
         raise ValueError(f"unknown dataset size {size!r}; choose one of {sorted(SIZES)}")
     spec = SIZES[size]
@@ -150,10 +190,10 @@ def ensure_dataset3k(root: str | os.PathLike, size: str = "default", workers: in
     for part, seed, masks in PARTS:
         d = Path(root) / part
         ann = d / "annotations.json"
-        if not _is_current(ann, spec, part, masks):
+        if not _is_current(ann, spec, part, masks, version):
             print(f"generating {d} (3000 classes, {spec[part]} images, {spec['image_size']} px, seed {seed}, "
-                  f"masks: {masks})", file=sys.stderr)
+                  f"masks: {masks}, generator version {version})", file=sys.stderr)
             generate3k(d, spec[part], seed=seed, image_size=spec["image_size"], masks=masks, workers=workers,
-                       overwrite=True, progress=progress)
+                       overwrite=True, progress=progress, version=version)
         out[part] = ann
     return out

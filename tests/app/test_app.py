@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import write_fake_results  # the fixtures themselves are in conftest.py
+from helpers import ROOT
 from conftest import vg_fixture
 
 st_testing = pytest.importorskip("streamlit.testing.v1", reason="the app extra (streamlit) is not installed")
@@ -102,27 +103,122 @@ def test_unusable_checkpoint_is_a_message(env, tmp_path, monkeypatch):
     assert f"No model at `{tmp_path / 'typed'}`" in texts(at.error)
 
 
+def frame(at, column: str):
+    """The page's first table with ``column`` (AppTest's tables carry no key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def drawn_counts(at) -> list[int]:
+    """The three model columns' instance counts, from their image captions ("N instances drawn")."""
+    return [int(c.split()[0]) for img in at.get("image") for c in img.captions if c and c.endswith("instances drawn")]
+
+
 def test_compare_pending_without_results(env):
     at = open_page("compare")
     assert texts(at.title) == "Compare"
-    assert sum(i.value.startswith("Pending") for i in at.info) == 4  # three models and the per-class chart
-    assert not at.error
+    # the three models, the sentence and the per-class chart
+    assert sum(i.value.startswith("Pending") for i in at.info) == 5
+    assert not at.error and len(at.get("image")) == 4  # the image and its ground truth all the same
 
 
-def test_compare_from_saved_examples(env, fake_results, monkeypatch):
+def test_compare_first_view_of_the_committed_results(env, monkeypatch, tmp_path):
+    """On a fresh clone (the study's data not generated: its val images are drawn again) and at its
+    default settings, the page draws instances in every column, says what the numbers mean and sorts
+    set B's classes by what transfer gained."""
+    import dataclasses
+
+    from maskx_study.plan import SCALES
+
+    monkeypatch.setitem(SCALES, "study", dataclasses.replace(SCALES["study"], data=str(tmp_path / "absent")))
+    monkeypatch.setenv("MASKX_RESULTS", str(ROOT / "results"))
+    at = open_page("compare")
+    assert not at.error and not at.warning
+    assert "drawn again" in texts(at.caption)
+    counts = drawn_counts(at)
+    assert len(counts) == 3 and min(counts) >= 1, counts
+    said = texts(at.markdown)
+    assert "What the numbers mean" in said and "class-agnostic head" in said and "gap" in said
+    gains = frame(at, "gain")
+    assert len(gains) > 1 and list(gains["gain"]) == sorted(gains["gain"], reverse=True)
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["xaxis"]["categoryarray"] == list(gains["class"])
+
+
+def test_compare_from_saved_examples_shows_iou_with_the_ground_truth(env, fake_results, monkeypatch):
     monkeypatch.setenv("MASKX_RESULTS", str(fake_results))
     at = open_page("compare")
     assert not at.error and not at.warning
-    captions = [c for img in at.get("image") for c in img.captions if c]
-    assert len(captions) == 3 and all("instances" in c for c in captions)
-    assert "helped on" in texts(at.caption) and at.get("plotly_chart")
-    counts = [int(c.split()[0]) for c in captions]
+    counts = drawn_counts(at)
+    assert len(counts) == 3 and min(counts) >= 1
+    assert at.slider(key="compare_thresh").value == 0.3  # the kept predictions' score floor
+    # the fake predictions are the ground truth itself: every object found, mask IoU 1
+    objects = frame(at, "set")
+    ious = objects[[c for c in objects.columns if c not in ("class", "set")]]
+    assert len(objects) >= 1 and (ious == "1.00").any().all()
     at.slider(key="compare_thresh").set_value(0.9).run()  # fewer instances above a higher threshold
-    high = [int(c.split()[0]) for img in at.get("image") for c in img.captions if c]
-    assert sum(high) < sum(counts)
+    assert sum(drawn_counts(at)) < sum(counts)
+    assert "The results keep no predictions" not in texts(at.caption)
+    at.slider(key="compare_thresh").set_value(0.1).run()
+    assert "The results keep no predictions scoring under 0.30" in texts(at.caption)
     at.selectbox(key="compare_direction").set_value("nonvoc2voc").run()  # only the oracle covers it
-    assert sum(i.value.startswith("Pending") for i in at.info) == 3
+    assert sum(i.value.startswith("Pending") for i in at.info) == 4  # two models, the sentence, the chart
     assert not at.exception
+
+
+def test_compare_sentence_and_gains_follow_the_results(env, fake_results, monkeypatch):
+    from maskx_app import compare
+
+    monkeypatch.setenv("MASKX_RESULTS", str(fake_results))
+    at = open_page("compare")
+    records = {p: json.loads(f.read_text()) for f in fake_results.glob("*.json")
+               for p in [json.loads(f.read_text())["preset"]]}
+    b = [compare.ap(records[p], "voc2nonvoc", "B") for _, p in compare.MODELS]
+    assert compare.headline(*b, "voc→non-voc, seed 0") in texts(at.markdown)
+    gains = frame(at, "gain")
+    assert list(gains["class"]) == [r["class"] for r in compare.b_gains(records, "voc2nonvoc")]
+
+
+def test_compare_a_missing_result_is_pending_and_the_rest_is_drawn(env, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    write_fake_results(results, presets=("agnostic_e2e", "oracle_e2e"))
+    monkeypatch.setenv("MASKX_RESULTS", str(results))
+    at = open_page("compare")
+    assert not at.exception and not at.error
+    pending = [i.value for i in at.info if i.value.startswith("Pending")]
+    assert any("transfer_clsbox_2lrelu_mlp_e2e__voc2nonvoc__s0.json" in v for v in pending)
+    assert any("Mask^X R-CNN missing" in v for v in pending)  # the sentence says what it waits for
+    assert len(drawn_counts(at)) == 2 and min(drawn_counts(at)) >= 1
+
+
+def test_compare_masks_on_ground_truth_boxes(env, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    write_fake_results(results, gt_box_masks=True)
+    monkeypatch.setenv("MASKX_RESULTS", str(results))
+    at = open_page("compare")
+    assert not at.exception and not at.error
+    assert at.radio(key="compare_masks").value == "the models' detections"
+    at.radio(key="compare_masks").set_value("the ground-truth boxes and classes").run()  # detection taken out
+    assert at.slider(key="compare_thresh").disabled
+    objects = frame(at, "set")
+    # every object gets each model's mask, with the IoU its result recorded
+    assert list(objects.iloc[0, 2:]) == ["0.50", "0.60", "0.70"]
+    counts = drawn_counts(at)
+    assert len(counts) == 3 and min(counts) == len(objects)
+    at.radio(key="compare_masks").set_value("the models' detections").run()
+    assert not at.exception and at.slider(key="compare_thresh").disabled is False
+
+
+def test_compare_reads_an_older_study_kept_in_a_subfolder(env, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    write_fake_results(results)
+    write_fake_results(results / "v3", presets=("agnostic_e2e",))
+    monkeypatch.setenv("MASKX_RESULTS", str(results))
+    at = open_page("compare")
+    assert at.selectbox(key="compare_results").options == ["results", "results/v3"]
+    assert len(drawn_counts(at)) == 3
+    at.selectbox(key="compare_results").set_value(results / "v3").run()
+    assert not at.exception and not at.error
+    assert len(drawn_counts(at)) == 1 and sum(i.value.startswith("Pending") for i in at.info) == 4
 
 
 def test_compare_corrupt_result_is_a_warning(env, tmp_path, monkeypatch):
@@ -448,7 +544,7 @@ def test_browse(model_env, tiny_model, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_browse_reads_eval_json_beside_the_model(model_env, tiny_model, tmp_path, monkeypatch):
     from maskx.data.splits import resolve_split
-    from maskx.data.synthetic import categories, voc_like_category_ids
+    from maskx.data.embedded import categories, voc_like_category_ids
 
     model = tmp_path / "model"
     model.mkdir()
@@ -484,7 +580,7 @@ def test_browse_keeps_a_chosen_class_when_the_threshold_rises(model_env):
 def classes_in_ground_truth(data: Path) -> tuple[str, str]:
     """One set-A and one set-B class (voc2nonvoc) with ground truth in ``data`` (the generator decides which)."""
     from maskx.data.splits import resolve_split
-    from maskx.data.synthetic import categories, voc_like_category_ids
+    from maskx.data.embedded import categories, voc_like_category_ids
 
     split = resolve_split("voc2nonvoc", categories(), voc_like_ids=voc_like_category_ids())
     coco = json.loads((data / "annotations.json").read_text())
@@ -496,16 +592,23 @@ def classes_in_ground_truth(data: Path) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_embeddings(model_env):
+def test_embeddings(model_env, tiny_model):
+    """A model with no projections.npz beside it: computed on this visit (with a note saying how to
+    write them ahead), then the same page as from the file (tests/app/test_embeddings_page.py)."""
     at = open_page("embeddings", timeout=300)
     assert not at.error and texts(at.title) == "Embeddings"
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 6  # w_cls+box, then w_cls, w_box, w_cls+box, (GloVe, text: extras), randn, w_seg
+    assert "Computed on this visit" in texts(at.info) and "no precomputed projections" in texts(at.info)
+    assert len(at.get("plotly_chart")) == 1  # the chosen embedding; every one side by side on request
+    kinds = at.radio(key="emb_kind")
+    assert kinds.value == "w_cls+box" and len(kinds.options) >= 5  # (GloVe, text: extras)
     assert "Select points" in texts(at.info)
     a_name, b_name = classes_in_ground_truth(Path(model_env["MASKX_DATA"]))
+    names = json.loads(sorted(tiny_model.glob("ckpt_*.json"))[-1].read_text())["class_names"]
+    at.selectbox(key="emb_b_class").set_value(names.index(b_name)).run()
+    assert len(at.dataframe[0].value) == 5 and f"Nearest set-A classes of {b_name}" in texts(at.markdown)
+    assert f"**{b_name}** (set B)" in texts(at.markdown)  # its examples, from the val data
     assert at.multiselect(key="emb_classes").proto.select_all == 0
-    at.multiselect(key="emb_classes").set_value([a_name, b_name]).run()
-    shown = texts(at.markdown)
-    assert f"**{a_name}** (set A)" in shown and f"**{b_name}** (set B)" in shown
+    at.multiselect(key="emb_classes").set_value([a_name]).run()
+    assert f"**{a_name}** (set A)" in texts(at.markdown)
     assert at.get("image") and not at.exception
     assert list(Path(model_env["MASKX_APP_CACHE"]).glob("umap-*.npy"))  # cached on disk

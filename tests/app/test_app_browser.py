@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_missing()), reason=_mis
 # (url path, heading, CSS selector that must appear, how many at least)
 PAGES = [("", "Segment", '[data-testid="stImage"] img', 1),
          ("browse", "Browse", '[data-testid="stImage"] img', 2),
-         ("embeddings", "Embeddings", ".js-plotly-plot", 6),
+         ("embeddings", "Embeddings", ".js-plotly-plot", 1),
          ("compare", "Compare", '[data-testid="stImage"] img', 3)]
 
 

@@ -17,6 +17,8 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
     from maskx_release import ship
 
     monkeypatch.setattr(ship, "FP16_CHECK_IMAGES", 3)  # fewer than the val split: its check is a subset
+    projected = []  # the projections' own tests are tests/app/test_projection.py (3000 UMAPs take minutes)
+    monkeypatch.setattr(ship, "write_projections", projected.append)
     summary = build_shipped(out=tmp_path / "out", data=tmp_path / "data", runs=tmp_path / "run", iters=2,
                             progress=False, log=lambda m: None, size="tiny", overrides=TINY)
     assert summary["dtype"] in ("float16", "float32") and summary["megabytes"] > 0
@@ -35,6 +37,7 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
 
     examples = tmp_path / "out" / "examples.json"  # the app's sample images, for these weights
     assert len(read_saved(json.loads(examples.read_text()), str(examples), meta["sha256"])) == 8
+    assert projected == [tmp_path / "out"]  # and the Embeddings page's projections, for these weights
     # one prediction pass gave both the fp16 check (first 3 images) and the shipped model's evaluation:
     # each equals an evaluation of its own
     alone = ship.evaluate_on_val(tmp_path / "out", tmp_path / "data", progress=False, images=3)
@@ -45,10 +48,14 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ship_reproduces_the_same_weights_from_scratch(tmp_path):
+def test_ship_reproduces_the_same_weights_from_scratch(tmp_path, monkeypatch):
     """Issue 5: one command reproduces the shipped model bit for bit. Twice from nothing (data
     generated, trained, exported, at the tiny size): the same data, the same exported weights."""
     import hashlib
+
+    from maskx_release import ship as ship_module
+
+    monkeypatch.setattr(ship_module, "write_projections", lambda out: None)  # minutes each; same bytes: test_projection.py
 
     def ship(name: str) -> tuple[str, str]:
         root = tmp_path / name

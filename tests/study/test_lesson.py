@@ -39,7 +39,8 @@ def test_the_lesson_scale_is_small_and_its_data_the_current_generators():
 
 
 def test_training_view_and_summary_show_set_a_with_masks_and_set_b_with_boxes(tmp_path):
-    from maskx.data.synthetic import GENERATOR_VERSION, SIZES
+    from maskx.data.embedded import GENERATOR_VERSION
+    from maskx.data.synthetic import SIZES
 
     sc = dataclasses.replace(SCALES["tiny"], data=str(tmp_path / "data"))
     assert not lesson.ensure_data(sc, generate=False)  # missing, and not generated unless asked

@@ -230,7 +230,7 @@ def test_table_2_reports_the_second_backbones_seeds_beyond_the_budget():
 def test_coverage_splits_b_classes_by_whether_a_shares_their_family():
     """Version 3, voc→non-voc: B classes of families with voc-like classes are "covered", the others
     "unseen"; per class AP is averaged within each group, then over seeds."""
-    from maskx.data.synthetic import categories, voc_like_category_ids
+    from maskx.data.embedded import categories, voc_like_category_ids
 
     cats = categories(3)
     family = {c["id"]: c["supercategory"] for c in cats}

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from maskx.checkpoint import find_checkpoint, model_state
-from maskx.data.synthetic import GENERATOR_VERSION
+from maskx.data.embedded import GENERATOR_VERSION
 from maskx.train import cpu_signature
 from maskx_study.runner import DIRECTIONS, SCALES, Run, Study, plan
 
@@ -228,7 +228,7 @@ def test_workers_leave_new_detectors_and_wide_restores_to_the_parent(tmp_path, m
     assert study._todo(runs) == runs  # each pending run preceded by its detector, to restore or train
     assert not study._can_restore(wide) and study._can_restore(narrow)
     trained = []
-    monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
+    monkeypatch.setattr("maskx.data.embedded.ensure_dataset", lambda *a, **k: None)
     monkeypatch.setattr(Study, "run_one", lambda self, run: trained.append(run) or self.result_path(run))
     assert study.train_detectors_first(runs, threads=1) == [study.result_path(wide), study.result_path(new)]
     assert trained == [wide, new] and not study._locked(wide) and not study._locked(new)
@@ -270,7 +270,7 @@ def test_a_worker_runs_something_else_while_another_builds_the_roi_cache(tmp_pat
     assert study._roi_caches_being_built(todo) == {det}  # not seed 1's detector
     study._lock_path(e2e).unlink()
     assert study._uses_roi_cache(sw2) and not study._uses_roi_cache(e2e) and not study._uses_roi_cache(det)
-    monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
+    monkeypatch.setattr("maskx.data.embedded.ensure_dataset", lambda *a, **k: None)
     monkeypatch.setattr(Study, "supersede_stale", lambda self, runs: [])
     monkeypatch.setattr(Study, "add_gt_box_ious", lambda self, runs: [])
     taken = []
@@ -369,7 +369,7 @@ def test_an_end_to_end_run_waits_for_the_stage_wise_run_it_starts_from(tmp_path,
         study.result_path(r).write_text(json.dumps({"run": r.key}))
     assert not study._init_ready(e2e) and study._init_ready(sw)
     assert study._config(e2e).mask_init == str(study.run_dir(sw))
-    monkeypatch.setattr("maskx.data.synthetic.ensure_dataset", lambda *a, **k: None)
+    monkeypatch.setattr("maskx.data.embedded.ensure_dataset", lambda *a, **k: None)
     monkeypatch.setattr(Study, "supersede_stale", lambda self, runs: [])
     monkeypatch.setattr(Study, "add_gt_box_ious", lambda self, runs: [])
     taken = []
