@@ -35,6 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from maskx_app.headless import stop
+
 REPO = Path(__file__).resolve().parents[1]
 LOAD_SNIPPET = ("import sys, time; t=time.perf_counter(); import maskx; p=maskx.load(sys.argv[1]); "
                 "print(time.perf_counter()-t)")
@@ -152,11 +154,7 @@ def _cold_start(browser, script: str, screenshot: str = "", env: Optional[dict] 
         page.close()
         return {"server_healthy_s": round(health, 2), "first_result_s": round(shown, 2)}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def bench_app_cold_start(screenshot: str = "", repeats: int = 3) -> dict:

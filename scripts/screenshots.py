@@ -26,6 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from maskx_app.headless import stop, wait_idle
+
 ROOT = Path(__file__).resolve().parents[1]
 # page: (url path, heading, CSS selector of its first content)
 PAGES = {"segment": ("", "Segment", '[data-testid="stImage"] img'),
@@ -59,23 +61,6 @@ def start_app(port: int, app_args: list[str], log_path: Path) -> subprocess.Pope
             time.sleep(0.5)
     proc.terminate()
     raise RuntimeError(f"the app did not answer in 120 s: {log_path.read_text()[-3000:]}")
-
-
-def wait_idle(page, timeout: float) -> None:
-    """Until the page's script has finished: no spinner, no stale (greyed) element, and the counts of
-    elements and images unchanged for 3 s."""
-    end, last, quiet = time.time() + timeout, None, 0
-    while time.time() < end:
-        state = page.evaluate("""() => [document.querySelectorAll('[data-testid="stSpinner"]').length,
-            document.querySelectorAll('[data-stale="true"]').length,
-            document.querySelectorAll('[data-testid="stElementContainer"]').length,
-            document.querySelectorAll('img').length]""")
-        quiet = quiet + 1 if state == last and state[0] == 0 and state[1] == 0 else 0
-        if quiet >= 6:
-            return
-        last = state
-        time.sleep(0.5)
-    raise TimeoutError(f"the page was still running after {timeout:.0f} s")
 
 
 def shoot(base: str, name: str, out: Path, page, timeout: float, full_page: bool) -> dict:
@@ -137,11 +122,7 @@ def main(argv=None) -> int:
                 rows.append(row)
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     log.unlink(missing_ok=True)
     return 1 if any(r["exceptions"] for r in rows) else 0
 

@@ -16,6 +16,18 @@ from maskx.config import Config, get_preset
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over a folder's file names and bytes (a generated dataset: same seed, same bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def subprocess_env() -> dict:
     """Environment for `python -m maskx` / torchrun subprocesses: one thread, CPU only (bit-identical
     comparisons), the repository importable, no torchrun variables inherited from outside."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import folder_digest
 from maskx.data import attribute3k as w
 from maskx.data import attribute_world, embedded, synthetic, synthetic3k, vocab3k
 from maskx.data.coco import CocoDataset
@@ -23,14 +24,6 @@ from maskx.diagnostics import attribute_matrix, category_attributes, similarity_
 
 # ``_v1_digest`` of a tiny version-1 generation: version 1 is frozen (models/maskx-3k was trained on it)
 V1_DIGEST = "cd614ff0acc70985303e15e616da322b87ec2aa9bc4f92ac91b5f0937e77a0bc"
-
-
-def _digest(d: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(d.rglob("*")):
-        if f.is_file():
-            h.update(f.relative_to(d).as_posix().encode() + f.read_bytes())
-    return h.hexdigest()
 
 
 def test_3000_classes_each_one_combination_of_attributes():
@@ -162,7 +155,7 @@ def test_train_masks_only_for_a_val_masks_for_all_deterministic(tmp_path):
     synthetic3k.generate3k(tmp_path / "again", 4, seed=2, image_size=64, version=2, workers=2)
     synthetic3k.generate3k(tmp_path / "val", 4, seed=2, image_size=64, masks="all", version=2)
     synthetic3k.generate3k(tmp_path / "other", 4, seed=3, image_size=64, version=2)
-    assert _digest(tmp_path / "train") == _digest(tmp_path / "again") != _digest(tmp_path / "other")
+    assert folder_digest(tmp_path / "train") == folder_digest(tmp_path / "again") != folder_digest(tmp_path / "other")
     train = json.loads((tmp_path / "train" / "annotations.json").read_text())
     val = json.loads((tmp_path / "val" / "annotations.json").read_text())
     info = train["info"]
@@ -207,10 +200,10 @@ def test_ensure_regenerates_another_version_only(tmp_path, monkeypatch):
     paths = synthetic3k.ensure_dataset3k(tmp_path, "t", workers=1, progress=False, version=1)
     assert json.loads(paths["train"].read_text())["info"]["generator_version"] == 1
     paths = synthetic3k.ensure_dataset3k(tmp_path, "t", workers=1, progress=False, version=2)
-    before = {p: _digest(tmp_path / p) for p in ("train", "val")}
+    before = {p: folder_digest(tmp_path / p) for p in ("train", "val")}
     assert json.loads(paths["val"].read_text())["info"]["generator_version"] == 2
     synthetic3k.ensure_dataset3k(tmp_path, "t", workers=1, progress=False, version=2)
-    assert {p: _digest(tmp_path / p) for p in ("train", "val")} == before  # current: left alone
+    assert {p: folder_digest(tmp_path / p) for p in ("train", "val")} == before  # current: left alone
 
 
 @pytest.mark.parametrize("bad", [0, 3, None])

@@ -3,23 +3,14 @@ frozen world, byte for byte; unknown versions are refused; ensure_dataset regene
 version's folder and leaves a current one alone."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import folder_digest
 from maskx.data import attribute_world, embedded, synthetic
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def test_the_current_version_is_frozen_and_every_version_stays_drawable():
@@ -47,12 +38,12 @@ def test_each_version_draws_its_world_byte_for_byte(tmp_path):
     assert np.array_equal(c[0], d[0]) and not np.array_equal(a[0], c[0])
     embedded.generate(tmp_path / "v4", 3, seed=5, image_size=64)
     attribute_world.generate(tmp_path / "direct", 3, seed=5, image_size=64, version=4, world=embedded.WORLDS[4])
-    assert _digest(tmp_path / "v4") == _digest(tmp_path / "direct")
+    assert folder_digest(tmp_path / "v4") == folder_digest(tmp_path / "direct")
     info = json.loads((tmp_path / "v4" / "annotations.json").read_text())["info"]
     assert info["generator_version"] == 4 and info["world"] == embedded.WORLDS[4]
     embedded.generate(tmp_path / "v3", 3, seed=5, image_size=64, version=3)
     synthetic.generate(tmp_path / "v3direct", 3, seed=5, image_size=64)
-    assert _digest(tmp_path / "v3") == _digest(tmp_path / "v3direct")
+    assert folder_digest(tmp_path / "v3") == folder_digest(tmp_path / "v3direct")
 
 
 def test_ensure_dataset_regenerates_another_version_only(tmp_path, monkeypatch):
@@ -63,10 +54,10 @@ def test_ensure_dataset_regenerates_another_version_only(tmp_path, monkeypatch):
     paths = embedded.ensure_dataset(root, "t", workers=1, progress=False)
     for part in ("train", "val"):
         assert json.loads(paths[part].read_text())["info"]["generator_version"] == embedded.GENERATOR_VERSION
-    before = _digest(root)
+    before = folder_digest(root)
     calls = []
     monkeypatch.setattr(embedded, "generate", lambda *a, **k: calls.append(a))
     embedded.ensure_dataset(root, "t", workers=1, progress=False)
-    assert calls == [] and _digest(root) == before
+    assert calls == [] and folder_digest(root) == before
     with pytest.raises(ValueError, match="unknown dataset size"):
         embedded.ensure_dataset(root, "huge")

@@ -1,6 +1,5 @@
 """Version 3 of the embedded generator (the families world) and the writing every world shares:
 determinism, COCO validity, the designed structure, atomic writes."""
-import hashlib
 import json
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from helpers import folder_digest
 from maskx.data import synthetic
 from maskx.data.shapes import FAMILIES
 from maskx.data.synthetic import COCO_CATEGORY_IDS, SIZES, VERSION, generate, render
@@ -21,25 +21,16 @@ def tiny_v3(tmp_path_factory) -> Path:
     return out
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def test_same_seed_same_bytes(tmp_path, tiny_v3):
     again = tmp_path / "again"
     generate(again, 24, seed=0, image_size=128)
-    assert _digest(again) == _digest(tiny_v3)
+    assert folder_digest(again) == folder_digest(tiny_v3)
 
 
 def test_workers_do_not_change_bytes(tmp_path):
     generate(tmp_path / "a", 6, seed=3, image_size=96, workers=1)
     generate(tmp_path / "b", 6, seed=3, image_size=96, workers=2)
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b")
 
 
 def test_other_seed_other_images_and_prefix_stable(tmp_path):
@@ -101,10 +92,10 @@ def test_class_weights_long_tailed():
 def test_refuses_to_overwrite_and_keeps_old(tmp_path):
     out = tmp_path / "d"
     generate(out, 2, seed=0, image_size=64)
-    before = _digest(out)
+    before = folder_digest(out)
     with pytest.raises(FileExistsError, match="--overwrite"):
         generate(out, 3, seed=1, image_size=64)
-    assert _digest(out) == before
+    assert folder_digest(out) == before
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):

@@ -1,5 +1,4 @@
 """The embedded 3000-class world: vocabulary, long tail, set-A-only train masks, loaders, split, CLI."""
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import folder_digest
 from maskx.__main__ import main
 from maskx.data import synthetic, synthetic3k, vocab3k
 from maskx.data.coco import CocoDataset, DatasetError
@@ -25,14 +25,6 @@ def world(tmp_path_factory) -> Path:
 
 def _load(root: Path, part: str) -> dict:
     return json.loads((root / part / "annotations.json").read_text())
-
-
-def _digest(d: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(d.rglob("*")):
-        if f.is_file():
-            h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
 
 
 def test_vocabulary_names_ids_families():
@@ -182,7 +174,7 @@ def test_deterministic_and_seeded(tmp_path):
     synthetic3k.generate3k(tmp_path / "a", 3, seed=4, image_size=64)
     synthetic3k.generate3k(tmp_path / "b", 3, seed=4, image_size=64)
     synthetic3k.generate3k(tmp_path / "c", 3, seed=5, image_size=64)
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
+    assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b") != folder_digest(tmp_path / "c")
     img, inst = synthetic3k.render3k(4, 1, 64)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and all(0 <= c < 3000 for c, _ in inst)
     assert not np.array_equal(img, synthetic.render(4, 1, 64)[0])  # its own random stream
@@ -196,10 +188,10 @@ def test_deterministic_and_seeded(tmp_path):
 
 
 def test_ensure_reuses_and_cli(world, capsys):
-    before = {p: _digest(world / p) for p in ("train", "val")}
+    before = {p: folder_digest(world / p) for p in ("train", "val")}
     assert main(["data", "synth3k", "--out", str(world), "--size", "tiny", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {p: _digest(world / p) for p in ("train", "val")} == before  # current: not regenerated
+    assert {p: folder_digest(world / p) for p in ("train", "val")} == before  # current: not regenerated
     assert out["train"]["categories"] == 3000 and out["train"]["instances_with_mask"] == out["train"]["set_A_instances"]
     assert out["val"]["instances_with_mask"] == out["val"]["instances"]
     assert main(["data", "summary", str(world / "train"), "--split", "coco80"]) == 0

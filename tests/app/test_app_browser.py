@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, subprocess_env
+from maskx_app.headless import wait_idle
 
 CHROMIUM = os.environ.get("MASKX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -89,23 +90,6 @@ def page(server):
         pg = browser.new_page(viewport={"width": 1440, "height": 2000})  # Streamlit scrolls inside the page
         yield pg
         browser.close()
-
-
-def wait_idle(page, timeout: float = 240) -> None:
-    """Until the script has finished: no spinner, no stale (greyed) element, and the page unchanged
-    for 3 s (the status widget is not shown with toolbarMode "minimal")."""
-    end, last, quiet = time.time() + timeout, None, 0
-    while time.time() < end:
-        state = page.evaluate("""() => [document.querySelectorAll('[data-testid="stSpinner"]').length,
-            document.querySelectorAll('[data-stale="true"]').length,
-            document.querySelectorAll('[data-testid="stElementContainer"]').length,
-            document.querySelectorAll('img').length]""")
-        quiet = quiet + 1 if state == last and state[0] == 0 and state[1] == 0 else 0
-        if quiet >= 6:
-            return
-        last = state
-        time.sleep(0.5)
-    raise AssertionError("the app was still running after the timeout")
 
 
 def screenshot(page, name: str, tmp_path: Path) -> Path:
