@@ -12,8 +12,8 @@ Everything is read from files written ahead, so a fresh clone draws it in second
 
 Which record (stated, never hand-picked), for a direction and seed: the study's per-seed record of
 the newest world, ``v<N>_s<seed>_<direction>.json`` with N >= 4 in ``<results_dir>/diagnostics``;
-else the newest design record, the last ``design_*.json`` by name in the committed
-``results/diagnostics`` (candidate worlds are lettered in order: v4b, v4c, ...).
+else the design record the frozen world passed its gate on (``GATE_RECORD`` in the committed
+``results/diagnostics``, docs/world-design.md); without it, the last design record by name.
 
 Which set-B classes get their nearest A classes listed: those with the largest oracle − class-agnostic
 gap in per-class mask IoU on ground-truth boxes (the record's ``per_class_iou_on_gt_boxes``; ties by
@@ -41,6 +41,7 @@ GRID_COLUMNS = (("T(randn)", "transfer_randn_2lrelu"), ("T(GloVe)", "transfer_gl
 STUDY_RECORD = re.compile(r"v(\d+)_s(\d+)_(\w+)\.json")  # the study's per-seed records (as version 3's)
 MIN_STUDY_VERSION = 4
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "diagnostics"  # the design records
+GATE_RECORD = "design_v4b_det4500_rand20_t0_splitseed4242.json"  # world version 4's gate (docs/world-design.md)
 VIEW_KEYS = ("class_list", "nearest_A", "projection")
 GREEN, RED = "rgb(40,190,70)", "rgb(230,40,40)"  # set A, set B (as the mask grids)
 # one marker symbol per body (attribute worlds: a symbol like the silhouette) or family (version 3),
@@ -81,9 +82,11 @@ def find_record(results_dir, direction: str, seed: int, diagnostics_file=None,
         return path, f"the study's record of world v{version}, seed {seed}, {ARROW.get(direction, direction)}"
     design = sorted(Path(committed).glob("design_*.json")) if Path(committed).is_dir() else []
     if design:
-        return design[-1], (f"no study record v{MIN_STUDY_VERSION}+ for seed {seed}, {ARROW.get(direction, direction)} "
-                            f"in {own}: the newest design record (last by name of {len(design)}), measured on a "
-                            "design split and design data, not the study's")
+        gate = Path(committed) / GATE_RECORD
+        chosen, how = (gate, "the record world v4 passed its design gate on") if gate in design else \
+            (design[-1], f"the last of {len(design)} design records by name")
+        return chosen, (f"no study record v{MIN_STUDY_VERSION}+ for seed {seed}, {ARROW.get(direction, direction)} "
+                        f"in {own}: {how}, measured on a design split and design data, not the study's")
     return None, f"no diagnostics record: neither a study record in {own} nor a design record in {committed}"
 
 

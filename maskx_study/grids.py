@@ -108,7 +108,8 @@ def mask_grid(results: dict, table: str, scale: StudyScale, direction: str, colu
     for j, (label, _) in enumerate(columns):
         draw.multiline_text((label_w + j * CELL + 3, 2), _wrap(label, 18), fill="black")
     if not keys:
-        draw.text((4, head_h + 4), f"no kept masks for {ARROW.get(direction, direction)} (rerun the study's evaluation)", fill="black")
+        where = ARROW.get(direction, direction).replace("→", " to ")  # PIL's default font has no arrow
+        draw.text((4, head_h + 4), f"no kept masks for {where} (rerun the study's evaluation)", fill="black")
     images: dict = {}
     for i, key in enumerate(keys):
         image, cid, box = key

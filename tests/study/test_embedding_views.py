@@ -51,29 +51,16 @@ def test_the_record_rule_prefers_the_study_then_the_newest_design_record(tmp_pat
     assert missing is None and "nope.json" in why
 
 
-def test_the_newest_design_record_is_the_one_git_added_last(tmp_path):
-    """Names do not order the candidates: a record committed later is newer whatever its name, and one
-    not committed yet is newest of all."""
-    import subprocess
-
+def test_without_a_study_record_the_gate_record_else_the_last_design_record_by_name(tmp_path):
     committed = tmp_path / "diag"
     committed.mkdir()
-
-    def git(*args, when=1700000000):
-        date = f"{when} +0000"
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=committed, check=True,
-                       capture_output=True, env={"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date,
-                                                 "PATH": "/usr/bin:/bin"})
-
-    git("init", "-q")
-    for when, name in ((1700000000, "design_v4c.json"), (1700000100, "design_v4b_long.json")):
+    for name in ("design_v4c.json", "design_v4z.json", ev.GATE_RECORD):
         (committed / name).write_text("{}")
-        git("add", name)
-        git("commit", "-q", "-m", name, when=when)
     path, why = ev.find_record(tmp_path / "results", "voc2nonvoc", 0, committed=committed)
-    assert path.name == "design_v4b_long.json" and "added last" in why
-    (committed / "design_a_new.json").write_text("{}")  # not committed yet
-    assert ev.find_record(tmp_path / "results", "voc2nonvoc", 0, committed=committed)[0].name == "design_a_new.json"
+    assert path.name == ev.GATE_RECORD and "design gate" in why
+    (committed / ev.GATE_RECORD).unlink()
+    path, why = ev.find_record(tmp_path / "results", "voc2nonvoc", 0, committed=committed)
+    assert path.name == "design_v4z.json" and "by name" in why
 
 
 def test_chosen_b_classes_by_the_oracle_agnostic_gap_else_by_id():
