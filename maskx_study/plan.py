@@ -48,7 +48,7 @@ class StudyScale:
 
 
 SCALES = {
-    # The committed study, sized to fit its 8-hour budget on 2 CPU cores (RESULTS.md, "Scale and cost").
+    # The committed study, sized to fit its 10-hour budget on 2 CPU cores (RESULTS.md, "Scale and cost").
     "study": StudyScale(
         name="study", data="data/synth-default", data_size="default", backbone="efficientnet_lite0",
         second_backbone="resnet18", detector_iters=4500, mask_iters=1000, e2e_iters=200,
@@ -136,7 +136,7 @@ SCALES = {
 
 
 def beyond_budget(scale: StudyScale) -> StudyScale:
-    """``scale`` with the runs its 8-hour budget leaves out: Table 2's second backbone on every seed."""
+    """``scale`` with the runs its 10-hour budget leaves out: Table 2's second backbone on every seed."""
     return replace(scale, second_backbone_seeds=None)
 
 

@@ -117,14 +117,14 @@ def coverage(results: dict, scale: StudyScale, direction: str, rows=COVERAGE_ROW
     the body from version 4 on) some A class shares ("covered") and over the others ("unseen"), then
     over seeds: where A never saw a look, transfer has nothing to carry. Categories come from the
     generator version each result records. Returns {label: {"covered": mean_std, "unseen": mean_std,
-    "classes": (n covered, n unseen)}}."""
+    "classes": (n covered, n unseen), None before any result}}."""
     from maskx.data.embedded import WORLDS, categories
 
     runs = [r for r in reported_runs(table, scale, "main") if r.split in (direction, "all")]
     out = {}
     for label, preset in rows:
         per = {"covered": [], "unseen": []}
-        counts = (0, 0)
+        counts = None
         for r in dict.fromkeys(x for x in runs if x.preset == preset):
             rec = results.get(r.key)
             m = (rec or {}).get("metrics", {}).get(direction)
@@ -328,7 +328,11 @@ SIDE_BY_SIDE_ROWS = (("t2", "class-agnostic, end-to-end", "agnostic_e2e"),
 
 def _version(results: dict) -> str:
     versions = sorted({r.get("generator_version") for r in results.values() if r.get("generator_version") is not None})
-    return "/".join(str(v) for v in versions) or "?"
+    if versions:
+        return "/".join(str(v) for v in versions)
+    from maskx.data.embedded import GENERATOR_VERSION
+
+    return str(GENERATOR_VERSION)  # no result yet: the version the study runs on
 
 
 def side_by_side(worlds: list, scale: StudyScale) -> list[str]:
@@ -359,10 +363,9 @@ def side_by_side(worlds: list, scale: StudyScale) -> list[str]:
     for label, _ in COVERAGE_ROWS:
         cells = []
         for c in cov:
-            for group, n in zip(("covered", "unseen"), c[label]["classes"]):
+            for group, n in zip(("covered", "unseen"), c[label]["classes"] or (None, None)):
                 ms = c[label][group]
-                cells.append(f"{fmt(ms)} ({n})" if ms else ("no such class" if n == 0 and any(
-                    x[label][group] for x in cov) else "pending"))
+                cells.append(f"{fmt(ms)} ({n})" if ms else "no such class" if n == 0 else "pending")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "(In parentheses: the number of B classes in each group.)"]
     return lines

@@ -10,7 +10,7 @@ bbox and segm, per class, wall times); runs already there are skipped, so the st
 after any interruption. Stage-wise runs share their seed's detector (trained once, in
 ``runs/study/``) and are evaluated on its cached detections (``detection_cache``). End-to-end runs
 start from the same detector and then train every part jointly (``Config.detector`` under stage
-e2e): from-scratch end-to-end training of 34 models does not fit the 8-hour CPU budget.
+e2e): from-scratch end-to-end training of 34 models does not fit the 10-hour CPU budget.
 
 ``results/`` is committed, ``runs/`` is not. In a fresh clone the first pending run that needs a
 detector retrains ("restores") it with the torch thread count its result recorded: CPU training

@@ -92,7 +92,7 @@ def test_write_report_lists_the_gate_and_its_superseded_history(tmp_path):
     assert "0.15 h (training steps + evaluation + 1 RoI cache, 0.10 h" in text  # the shared cache counted once
     assert "pending" in text  # every table is rendered, unmeasured cells say so
     n = len(plan(SCALE))  # a partial study within the budget so far is not called within it
-    assert f"Budget: 8 h (so far; {n - 2} of {n} runs to go: at the lower quartile of their kinds' times they add ≈ " in text
+    assert f"Budget: 10 h (so far; {n - 2} of {n} runs to go: at the lower quartile of their kinds' times they add ≈ " in text
     assert "run(s) of kinds not measured yet)." in text
     # where the time goes: one kind measured (2 runs), the shared RoI cache once (360 s as a 1-thread build)
     assert "| mask voc2nonvoc resnet18 | 1 | " in text and "| mask all resnet18 | 1 | " in text
