@@ -165,7 +165,7 @@ def test_overfit_two_images_masks_on_gt_boxes(tmp_path):
     from maskx.data.coco import CocoDataset
 
     src, data = tmp_path / "src", tmp_path / "data"
-    generate(src, 8, seed=0, image_size=96)  # image i of seed 0 is the same whatever the set size
+    generate(src, 8, seed=0, image_size=96, version=3)  # image i of seed 0 is the same whatever the set size
     gt = json.loads((src / "annotations.json").read_text())
     count = {im["id"]: sum(a["image_id"] == im["id"] for a in gt["annotations"]) for im in gt["images"]}
     keep = set(sorted(count, key=lambda i: (-count[i], i))[:2])

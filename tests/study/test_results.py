@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from maskx_study.results import STUDY_BUDGET_HOURS
 from maskx_study.runner import Run
 
 
@@ -37,7 +38,7 @@ def test_wall_hours_halves_one_thread_runs_and_takes_each_kinds_lower_quartile()
     # measured: (3 + 10) / 2 mask-hours + 2 detector-hours + (0.5 + 1) / 2 rand20-hours
     assert w["measured"] == pytest.approx(6.5 + 2 + 0.75)
     # quiet: 4 mask runs at their lower quartile (1 h) / 2 + the detector + 2 rand20 runs at 0.5 h / 2
-    assert w["quiet_estimate"] == pytest.approx(2 + 2 + 0.5) and w["budget"] == 8.0
+    assert w["quiet_estimate"] == pytest.approx(2 + 2 + 0.5) and w["budget"] == STUDY_BUDGET_HOURS == 10.0
     # a detector restored bit for bit (the same training, timed again): the lower time in the quiet estimate
     results["det"]["restores"] = [{"train_seconds": 5400, "at": "x"}, {"train_seconds": 9000, "at": "y"}]
     w = wall_hours(results)
