@@ -4,7 +4,6 @@ version's folder and leaves a current one alone."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
