@@ -25,9 +25,10 @@ def _cmd_synth(args) -> dict:
 
 def _cmd_synth3k(args) -> dict:
     from .data.coco import read_json
-    from .data.synthetic3k import ensure_dataset3k, summarize3k
+    from .data.synthetic3k import GENERATOR_VERSION, ensure_dataset3k, summarize3k
 
-    paths = ensure_dataset3k(args.out, args.size, workers=args.workers, progress=not args.quiet)
+    version = GENERATOR_VERSION if args.generator_version is None else args.generator_version
+    paths = ensure_dataset3k(args.out, args.size, workers=args.workers, progress=not args.quiet, version=version)
     return {part: {"path": str(p.parent), **summarize3k(read_json(p))} for part, p in paths.items()}
 
 
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", choices=["tiny", "default"], default="default")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--generator-version", type=int, default=None,
+                   help="the 3000-class world's version (maskx.data.synthetic3k.VERSIONS; default: GENERATOR_VERSION)")
     s.set_defaults(func=_cmd_synth3k)
     s = data.add_parser("vg-coco", help="Visual Genome boxes (top-K synsets) + COCO masks for the VG objects "
                         "of COCO's 80 classes, as one COCO-format annotations file (paper §5)")

@@ -38,6 +38,10 @@ class Config:
     # model
     backbone: str = "resnet18"
     pretrained_backbone: Optional[bool] = None  # None: the backbone's default (ImageNet only for efficientnet_lite0)
+    # trunk stages trained, from the top (stride 32) down (None: the backbone's default, 3 when pretrained,
+    # else 5; 0: a frozen trunk, only the FPN and the heads learn)
+    trainable_layers: Optional[int] = None
+    fpn_dim: int = 256  # FPN width (paper: 256); the RPN head and the box head's input follow it
     image_size: int = 256  # images are resized so the short side is this ...
     max_image_size: int = 0  # ... and the long side at most this (0: image_size; paper: 800 / 1333)
     mask_head: str = "transfer"  # agnostic (paper §3.3) | oracle (class-specific, masks on all classes) | transfer
@@ -107,7 +111,9 @@ class Config:
         _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))
         if self.transfer_layers not in (1, 2, 3):
             raise ConfigError(f"transfer_layers must be 1, 2 or 3, got {self.transfer_layers}")
-        for name in ("image_size", "iters", "batch_size", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden",
+        if self.trainable_layers is not None and not 0 <= self.trainable_layers <= 5:
+            raise ConfigError(f"trainable_layers must be in 0..5 (or None: the backbone's default), got {self.trainable_layers}")
+        for name in ("image_size", "iters", "batch_size", "fpn_dim", "mask_dim", "box_head_dim", "rois_per_image", "mlp_hidden",
                      "mask_lr_mult", "detections_per_img", "rpn_test_proposals"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -200,6 +200,36 @@ def evaluate_predictions(gt: dict, preds: list[dict], split: Split) -> dict:
     return result
 
 
+# LVIS's frequency groups (Gupta et al. 2019, §4): by how many training instances a class has
+FREQUENCY_BINS = (("rare", 1, 10), ("common", 11, 100), ("frequent", 101, None))
+
+
+def ap_by_frequency(per_class: dict, train_counts: dict) -> dict:
+    """LVIS-style AP by training frequency: the mean of per-class AP over the classes of each group of
+    ``FREQUENCY_BINS`` (as LVIS's AP_r / AP_c / AP_f), per set and over both.
+
+    ``per_class``: ``evaluate_predictions(...)["per_class"]`` ({name: {"category_id", "set",
+    "bbox_AP", "segm_AP"}}); ``train_counts``: {category id: training instances} (absent: 0).
+    A class without val ground truth (AP None) is left out; a class with no training instance is in
+    no group (counted under ``"unseen"``). Returns ``{"all" | "A" | "B": {group: {"bbox_AP",
+    "segm_AP", "classes"}}, "unseen": {set: classes}}`` with AP in percent, None for an empty group.
+    """
+    out: dict = {"all": {}, "A": {}, "B": {}, "unseen": {"A": 0, "B": 0}}
+    for group, lo, hi in FREQUENCY_BINS:
+        for where in ("all", "A", "B"):
+            rows = [r for r in per_class.values()
+                    if r.get("bbox_AP") is not None and (where == "all" or r["set"] == where)
+                    and lo <= train_counts.get(r["category_id"], 0) and (hi is None or train_counts.get(r["category_id"], 0) <= hi)]
+            out[where][group] = {"classes": len(rows), **{
+                f"{iou}_AP": (round(sum(r[f"{iou}_AP"] for r in rows) / len(rows), 3)
+                              if rows and all(r.get(f"{iou}_AP") is not None for r in rows) else None)
+                for iou in ("bbox", "segm")}}
+    for r in per_class.values():
+        if r.get("bbox_AP") is not None and train_counts.get(r["category_id"], 0) == 0:
+            out["unseen"][r["set"]] += 1
+    return out
+
+
 def evaluate_files(gt_path, pred_path, split_name: str, seed: int = 0) -> dict:
     """Load ground truth and predictions from disk, resolve the split, evaluate (the CLI's `eval`)."""
     from .data.coco import read_json

@@ -168,6 +168,37 @@ def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None
     return {**summarize(rows, split), "images": n}
 
 
+@torch.inference_mode()
+def naming_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None, topk: int = 5,
+                       progress: bool = False) -> dict:
+    """How often the box head names a ground-truth object exactly, detection taken out: every
+    ground-truth box of ``dataset``'s first ``images`` images goes through the box head (its 7 x 7
+    RoI features, ``box_head``, ``box_predictor``), background left out, and the true class is
+    looked for among the ``topk`` highest scores. Returns ``{"A": {"top1", "top5", "instances"},
+    "B": ..., "images": n}`` (shares in percent; ``top{topk}`` for another ``topk``)."""
+    check_classes(predictor.meta, list(dataset.categories.names), list(dataset.categories.ids),
+                  "naming on ground-truth boxes")
+    model = predictor.model.eval()
+    rh = model.roi_heads
+    n = len(dataset) if images is None else min(images, len(dataset))
+    hits = {s: [0, 0, 0] for s in ("A", "B")}  # top-1, top-k, instances
+    for i in tqdm(range(n), desc="naming on GT boxes", disable=not progress, dynamic_ncols=True):
+        image, t = dataset[i]
+        if len(t["boxes"]) == 0:
+            continue
+        logits, _ = rh.box_predictor(rh.box_head(rh.box_roi_pool(*gt_box_features(model, image, t["boxes"]))))
+        logits[:, 0] = -float("inf")
+        top = logits.topk(min(topk, logits.shape[1] - 1), dim=1).indices
+        for label, row in zip(t["labels"].tolist(), top.tolist()):
+            h = hits[split.set_of(dataset.categories.category_id(label))]
+            h[0] += row[0] == label
+            h[1] += label in row
+            h[2] += 1
+    return {**{s: {"top1": round(100 * h[0] / h[2], 2) if h[2] else None,
+                   f"top{topk}": round(100 * h[1] / h[2], 2) if h[2] else None, "instances": h[2]}
+               for s, h in hits.items()}, "images": n}
+
+
 def masks_on_gt_boxes(predictor, val, splits: dict, images: int, inputs: Optional[list[GtBoxInput]] = None) -> dict:
     """The study's summary of mask IoU on ground-truth boxes (detection taken out: the mask branch
     given each ground-truth box and class) on the first ``images`` val images, for each split of

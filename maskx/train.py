@@ -92,7 +92,7 @@ def load_detector(model: torch.nn.Module, detector_dir, dataset: CocoDataset, co
     det = Config.from_json(meta["config"])
     if det.stage == "mask":
         raise CheckpointError(f"{detector_dir}: this run is itself a stage-2 mask run, not a detector")
-    for field in ("backbone", "box_head_dim", "image_size"):
+    for field in ("backbone", "fpn_dim", "box_head_dim", "image_size"):
         if getattr(det, field) != getattr(config, field):
             raise CheckpointError(f"{detector_dir}: detector has {field}={getattr(det, field)!r}, this run "
                                   f"{getattr(config, field)!r}; train a matching detector")
@@ -206,9 +206,9 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
                               "use --set mask_roi_cache=0")
         if config.stage == "mask" and not config.detector:
             det_cfg = get_preset("detector").replace(
-                **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "image_size", "seed",
-                                                   "batch_size", "base_lr", "rois_per_image", "box_head_dim",
-                                                   "checkpoint_every")},
+                **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "trainable_layers", "fpn_dim",
+                                                   "image_size", "seed", "batch_size", "base_lr", "rois_per_image",
+                                                   "box_head_dim", "checkpoint_every")},
                 split=config.split if config.split != "all" else "voc2nonvoc",
                 iters=detector_iters or config.iters)
             if not (out_dir / "detector" / "done.json").is_file():

@@ -1,6 +1,34 @@
 """The app's sample images: which val images the pages offer first, and at what size they are
 rendered when the val folder is absent. The release step saves the shipped model's masks on these
-(``examples.json``), so both read these numbers from here."""
+(``examples.json``), so both read these numbers from here.
 
-SAMPLE_IMAGES = 8  # the first val images (the study's saved examples are these too)
+The shipped 3000-class model's samples are picked by ``pick_sample_ids``, a rule on the annotations
+alone (never on the model's predictions): the first val images holding a set-B object of a class
+the training split has at least ``SAMPLE_MIN_TRAIN`` instances of, so a sample shows what Figure 5
+of the paper shows (set-B objects with masks) for classes the detector had a chance to learn.
+``python -m maskx ship`` records the ids it picked in ``examples.json`` (``made_with.image_ids``),
+where the app reads them.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+SAMPLE_IMAGES = 8  # how many samples a page offers (the study's saved examples are the first 8 val images)
 SAMPLE_SIZE = 256  # side of a rendered sample: val image k + 1 is render(1, k, SAMPLE_SIZE)
+SAMPLE_MIN_TRAIN = 10  # a sample's set-B object is of a class with at least this many training instances
+
+
+def training_counts(train_annotations: Iterable[dict]) -> Counter:
+    """{category id: training instances} of a COCO ``annotations`` list."""
+    return Counter(int(a["category_id"]) for a in train_annotations)
+
+
+def pick_sample_ids(val: dict, train_counts: dict, set_a_ids: Iterable[int], n: int = SAMPLE_IMAGES,
+                    min_train: int = SAMPLE_MIN_TRAIN) -> list[int]:
+    """The ids of the first ``n`` images of COCO-format ``val`` (by id) with at least one object of a
+    set-B class (not in ``set_a_ids``) that has ``min_train`` or more instances in ``train_counts``."""
+    a_ids = {int(i) for i in set_a_ids}
+    eligible = {int(a["image_id"]) for a in val["annotations"]
+                if int(a["category_id"]) not in a_ids and train_counts.get(int(a["category_id"]), 0) >= min_train}
+    return sorted(eligible)[:n]

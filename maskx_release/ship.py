@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from maskx.atomic import write_json_atomic
 from maskx.checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
@@ -153,6 +156,54 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     log(f"the classes' embedding projections for the app's Embeddings page → {out / PROJECTIONS_FILE}")
     write_projections(out)
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
+
+
+APP_IOU = 0.5  # a sample "shows" a set-B instance when one is named right with mask IoU at least this
+
+
+def shows_named_b(instances: list, gt: list[tuple[int, "np.ndarray"]], set_a_ids, score: float, iou: float = APP_IOU) -> bool:
+    """Whether an image's ``instances`` (``maskx.instances.Instance``) show, at ``score`` and above, a
+    set-B object (``gt``: [(category id, bool mask [H, W])], classes not in ``set_a_ids``) with its
+    correct class name and a mask of IoU >= ``iou`` against that object's ground-truth mask."""
+    a_ids = set(set_a_ids)
+    for inst in instances:
+        if inst.score < score or inst.category_id in a_ids or inst.mask is None:
+            continue
+        for cid, mask in gt:
+            if cid == inst.category_id:
+                union = np.logical_or(inst.mask, mask).sum()
+                if union and np.logical_and(inst.mask, mask).sum() / union >= iou:
+                    return True
+    return False
+
+
+def app_samples(path, data_dir, score: float, sample_ids: list[int], first: int = 100, progress: bool = True) -> dict:
+    """How many of the app's sample images (``sample_ids``), and of the first ``first`` val images, show at
+    the app's default threshold ``score`` at least one set-B object named and masked right
+    (``shows_named_b``), predicted as the app predicts them."""
+    from pycocotools import mask as mask_utils
+    from maskx.data.coco import read_json
+    from maskx.predictor import load
+
+    predictor = load(path, roi_align_forward=APP_ROI_ALIGN_FORWARD)
+    val = read_json(Path(data_dir) / "val" / "annotations.json")
+    a_ids = set(val["info"]["set_A_category_ids"])
+    by_image: dict = {}
+    for a in val["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    images = {im["id"]: im for im in val["images"]}
+    firsts = sorted(images)[:first]
+    shown = {}
+    for image_id in tqdm(sorted(set(firsts) | set(sample_ids)), desc="app samples", disable=not progress,
+                         dynamic_ncols=True):
+        im = images[image_id]
+        gt = [(a["category_id"], mask_utils.decode(a["segmentation"]).astype(bool)) for a in by_image.get(image_id, [])
+              if a["category_id"] not in a_ids and "segmentation" in a]
+        rgb = np.asarray(Image.open(Path(data_dir) / "val" / "images" / im["file_name"]).convert("RGB"))
+        shown[image_id] = shows_named_b(predictor.predict(rgb, score_thresh=score), gt, a_ids, score)
+    return {"score_thresh": score, "iou": APP_IOU,
+            "samples": {"images": len(sample_ids), "with_named_B": sum(shown[i] for i in sample_ids), "ids": list(sample_ids)},
+            f"first_{first}": {"images": len(firsts), "with_named_B": sum(shown[i] for i in firsts)}}
 
 
 def example_images(n: int = SAMPLE_IMAGES) -> list:

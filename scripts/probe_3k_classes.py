@@ -2,7 +2,8 @@
 
 Every ground-truth box of the 3000-class val split is classified by the model's box head (the
 background column ignored), and the top-1 class is compared with the true one factor by factor:
-family (look), base shape, edge attribute, proportion attribute, and whether it named a set-A class.
+each factor of its name (``factors``: version 2's body, pattern, hue and proportion; version 1's family,
+edge and proportion words), and whether it named a set-A class.
 Detection is taken out, so this separates "cannot tell siblings apart" from "does not find objects".
 ``--logit-adjust TAU`` first subtracts TAU * log(training frequency) from each class's logit (Menon
 et al. 2021, "Long-tail learning via logit adjustment"; TAU = 1 is their Bayes-optimal choice for the
@@ -18,7 +19,16 @@ import json
 
 import torch
 
-FACTORS = ("exact", "family", "base", "edge", "proportion", "predicted_in_A")
+def factors(category: dict) -> dict:
+    """A category's factors: its ``key:value`` attributes by key (version 2: body, pattern, hue,
+    proportion, plain when absent), bare attributes as ``mod`` (version 1: edge or proportion words),
+    and its supercategory (version 1: the family; version 2: the body)."""
+    out = {"supercategory": category.get("supercategory", "")}
+    for a in category.get("attributes", []):
+        key, _, value = a.partition(":") if ":" in a else ("mod", "", a)
+        out[key] = out[key] + " " + value if key in out and key == "mod" else value
+    out.setdefault("proportion", "plain")
+    return out
 
 
 def log_prior(data: str, categories) -> torch.Tensor:
@@ -35,31 +45,34 @@ def log_prior(data: str, categories) -> torch.Tensor:
 
 @torch.inference_mode()
 def probe(model_path: str, data: str, images: int, logit_adjust: float = 0.0) -> dict:
-    from maskx.data.vocab3k import classes
     from maskx.gt_box_eval import gt_box_features
     from maskx.predictor import load
     from maskx_release.ship import val_split
 
     model = load(model_path).model.eval()
-    val, _ = val_split(data, images)
-    by_id = {c.category_id: c for c in classes()}
+    val, split = val_split(data, images)
+    cats = {c["id"]: c for c in val.data["categories"]}
+    fac = {cid: factors(c) for cid, c in cats.items()}
     hits = collections.Counter()
     adjust = logit_adjust * log_prior(data, val.categories) if logit_adjust else 0.0
     for i in range(len(val)):
         image, t = val[i]
+        if len(t["boxes"]) == 0:
+            continue
         x = model.roi_heads.box_roi_pool(*gt_box_features(model, image, t["boxes"]))
         logits, _ = model.roi_heads.box_predictor(model.roi_heads.box_head(x))
         logits = logits - adjust
         logits[:, 0] = -float("inf")
         for gt, top in zip(t["labels"].tolist(), logits.argmax(1).tolist()):
-            g, p = (by_id[val.categories.category_id(k)] for k in (gt, top))
-            s = "A" if g.set_a else "B"
-            same_base = (g.family, g.base) == (p.family, p.base)
-            for name, ok in (("n", True), ("exact", g.index == p.index), ("family", g.family == p.family),
-                             ("base", same_base), ("edge", g.edge == p.edge), ("proportion", g.proportion == p.proportion),
-                             ("predicted_in_A", p.set_a)):
-                hits[s, name] += ok
-    return {s: {"instances": hits[s, "n"], **{f: round(hits[s, f] / max(1, hits[s, "n"]), 3) for f in FACTORS}}
+            g, p = (val.categories.category_id(k) for k in (gt, top))
+            s = split.set_of(g)
+            hits[s, "n"] += 1
+            hits[s, "exact"] += g == p
+            hits[s, "predicted_in_A"] += split.set_of(p) == "A"
+            for key, value in fac[g].items():
+                hits[s, key] += fac[p].get(key) == value
+    keys = sorted({k for _, k in hits} - {"n"})
+    return {s: {"instances": hits[s, "n"], **{k: round(hits[s, k] / max(1, hits[s, "n"]), 3) for k in keys}}
             for s in ("A", "B")}
 
 

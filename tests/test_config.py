@@ -31,3 +31,18 @@ def test_negative_embedding_norm_is_rejected():
 def test_mask_lr_mult_must_be_positive():
     with pytest.raises(ValueError, match="mask_lr_mult"):
         Config(mask_lr_mult=0.0)
+
+
+def test_backbone_width_and_trainable_stages_reach_the_model():
+    from maskx.models.maskx_rcnn import build_model
+
+    cfg = get_preset("detector").replace(backbone="resnet18", fpn_dim=64, trainable_layers=0, box_head_dim=32)
+    model = build_model(cfg, ["a", "b"], pretrained=False)
+    assert model.backbone.out_channels == 64
+    assert model.roi_heads.box_head.fc6.in_features == 64 * 7 * 7
+    trunk = [p for n, p in model.backbone.named_parameters() if not n.startswith("fpn.")]
+    assert trunk and not any(p.requires_grad for p in trunk)
+    assert all(p.requires_grad for p in model.backbone.fpn.parameters())
+    for bad in ({"trainable_layers": 6}, {"trainable_layers": -1}, {"fpn_dim": 0}):
+        with pytest.raises(ConfigError):
+            get_preset("detector").replace(**bad)

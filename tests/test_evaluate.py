@@ -161,3 +161,23 @@ def test_cli_eval_errors(tiny_synth, tmp_path, capsys):
     assert "nope.json: file not found" in capsys.readouterr().err
     r = evaluate_files(tiny_synth / "annotations.json", pred, "rand20_t1", seed=3)
     assert len(r["split"]["A"]) == 20 and r["A"]["segm_AP"] == 0
+
+
+def test_ap_by_frequency_averages_per_class_ap_in_lvis_groups():
+    from maskx.evaluate import ap_by_frequency
+
+    per_class = {
+        "r": {"category_id": 1, "set": "B", "bbox_AP": 10.0, "segm_AP": 4.0},  # 3 training instances: rare
+        "r2": {"category_id": 2, "set": "B", "bbox_AP": 30.0, "segm_AP": 8.0},  # 10: rare (LVIS: 1-10)
+        "c": {"category_id": 3, "set": "A", "bbox_AP": 50.0, "segm_AP": 40.0},  # 11: common
+        "f": {"category_id": 4, "set": "A", "bbox_AP": 70.0, "segm_AP": 60.0},  # 101: frequent
+        "gone": {"category_id": 5, "set": "B", "bbox_AP": None, "segm_AP": None},  # no val ground truth
+        "new": {"category_id": 6, "set": "B", "bbox_AP": 0.0, "segm_AP": 0.0},  # never in training
+    }
+    r = ap_by_frequency(per_class, {1: 3, 2: 10, 3: 11, 4: 101, 5: 50})
+    assert r["all"]["rare"] == {"classes": 2, "bbox_AP": 20.0, "segm_AP": 6.0}
+    assert r["all"]["common"]["classes"] == 1 and r["all"]["common"]["segm_AP"] == 40.0
+    assert r["all"]["frequent"]["bbox_AP"] == 70.0
+    assert r["B"]["common"] == {"classes": 0, "bbox_AP": None, "segm_AP": None}
+    assert r["A"]["rare"]["classes"] == 0 and r["B"]["rare"]["classes"] == 2
+    assert r["unseen"] == {"A": 0, "B": 1}

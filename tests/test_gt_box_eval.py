@@ -130,3 +130,32 @@ def test_masks_on_boxes_of_one_image_are_the_datasets_pipelines(setup):
     mine = [int((p & g).sum()) / max(1, int((p | g).sum())) for p, g in zip(pred, x.gt)]
     assert mine == pytest.approx(ious, abs=1e-6)
     assert masks_on_boxes(predictor, image, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)).shape[0] == 0
+
+
+def test_naming_counts_every_box_and_a_box_head_that_knows_the_answer_scores_100(setup, monkeypatch):
+    from maskx.gt_box_eval import naming_on_gt_boxes
+
+    predictor, val, split = setup
+    r = naming_on_gt_boxes(predictor, val, split)
+    n = sum(len(a) for a in val.anns.values())
+    assert r["A"]["instances"] + r["B"]["instances"] == n and r["images"] == len(val)
+    for s in ("A", "B"):
+        if r[s]["instances"]:
+            assert 0.0 <= r[s]["top1"] <= r[s]["top5"] <= 100.0
+    # a box predictor whose top logit is each box's true class (background scored highest, to check it is left out)
+    truth = iter([val[i][1]["labels"] for i in range(len(val)) if len(val[i][1]["boxes"])])
+    real = predictor.model.roi_heads.box_predictor.forward
+
+    def knows(x):
+        logits, boxes = real(x)
+        labels = next(truth)
+        logits = torch.zeros_like(logits)
+        logits[torch.arange(len(labels)), labels] = 5.0
+        logits[:, 0] = 10.0
+        return logits, boxes
+
+    monkeypatch.setattr(predictor.model.roi_heads.box_predictor, "forward", knows)
+    r = naming_on_gt_boxes(predictor, val, split)
+    for s in ("A", "B"):
+        if r[s]["instances"]:
+            assert r[s]["top1"] == 100.0 and r[s]["top5"] == 100.0

@@ -121,7 +121,8 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         norm = None
         if config.pretrained_backbone is not False and config.backbone == "efficientnet_lite0":
             norm = "frozen_bn"  # the architecture of the trained model, whether or not weights load now
-        backbone = build_backbone(config.backbone, pretrained=use_pretrained, norm=norm)
+        backbone = build_backbone(config.backbone, trainable_layers=config.trainable_layers, pretrained=use_pretrained,
+                                  norm=norm, out_channels=config.fpn_dim)
     names = [n for n in feature_map_names(backbone) if n != "pool"]  # RoIAlign levels: not the extra 'pool'
     c = backbone.out_channels
     anchors = anchor_generator_for(backbone)
