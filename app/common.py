@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import streamlit as st
 
-from maskx_app.samples import SAMPLE_IMAGES, SAMPLE_SIZE
+from maskx_app.samples import DEFAULT_SCORE, SAMPLE_IMAGES, SAMPLE_SIZE, saved_sample_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 # setting: (command-line flag, environment variable, default, help)
@@ -32,7 +32,7 @@ OPTIONS = {
     "data": ("--data", "MASKX_DATA", "data/synth3k/val", "embedded val data: samples and examples (the "
              "3000-class world's, for the shipped model)"),
     "cache": ("--cache", "MASKX_APP_CACHE", "runs/app-cache", "where UMAP projections are cached"),
-    "score": ("--score", "MASKX_SCORE", "0.5", "default score threshold"),
+    "score": ("--score", "MASKX_SCORE", str(DEFAULT_SCORE), "default score threshold"),
 }
 GREEN_HEX, RED_HEX = "#28c846", "#eb322d"  # maskx_app.visualize.GREEN / RED
 
@@ -69,7 +69,7 @@ def settings(argv: Optional[list[str]] = None) -> Settings:
     try:
         score = min(max(float(values["score"]), 0.0), 1.0)
     except ValueError:
-        score = 0.5
+        score = DEFAULT_SCORE
     return Settings(*(_resolve(values[k]) for k in ("model", "results", "runs", "data", "cache")), score=score)
 
 
@@ -312,42 +312,57 @@ def preload_model(path: Optional[Path] = None, delay: float = PRELOAD_DELAY_S) -
 # ---------------------------------------------------------------- images
 
 @st.cache_data(show_spinner=False)
-def sample_list(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, str]]:
-    """The first ``n`` val images as (label, image id, file path or "" when rendered), without reading
-    a pixel: the files of ``data_dir`` when its annotations and images are there, else rendered ones
-    (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
+def sample_list(data_dir: str, n: int = SAMPLE_IMAGES, ids: Optional[tuple] = None) -> list[tuple[str, int, str]]:
+    """The val images offered as samples, as (label, image id, file path or "" when rendered), without
+    reading a pixel: ``ids`` (default ``sample_ids()``: those the model's ``examples.json`` names, else
+    the first ``n``), from the files of ``data_dir`` when its annotations and images are there, else
+    rendered (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
+    ids = list(ids) if ids is not None else sample_ids(n)
     ann = Path(data_dir) / "annotations.json"
     if ann.is_file():
         try:
-            images = sorted(json.loads(ann.read_text())["images"], key=lambda im: im["id"])[:n]
+            by_id = {int(im["id"]): im for im in json.loads(ann.read_text())["images"]}
+            images = [by_id[i] for i in ids if i in by_id]
             files = [Path(data_dir) / "images" / im["file_name"] for im in images]
             if images and all(f.is_file() for f in files):
                 return [(f"val image {im['id']} ({im['file_name']})", int(im["id"]), str(f))
                         for im, f in zip(images, files)]
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    # the embedded val sets are seed 1; image id k + 1 is render(1, k, 256)
-    return [(f"val image {k + 1} (rendered)", k + 1, "") for k in range(n)]
+    # the embedded val sets are seed 1; image id i is render(1, i - 1, 256)
+    return [(f"val image {i} (rendered)", i, "") for i in ids]
+
+
+def sample_ids(n: int = SAMPLE_IMAGES) -> list[int]:
+    """The sample image ids of the current model (``maskx_app.samples.saved_sample_ids``: the ones
+    ``python -m maskx ship`` picked by its stated rule), else the first ``n`` val images."""
+    try:
+        path = model_path()
+    except Exception:  # no page session (the warm-up thread): the configured model
+        path = settings().model
+    ckpt = newest_checkpoint_json(path)
+    return saved_sample_ids(ckpt.parent if ckpt is not None else path, n)
 
 
 @st.cache_data(show_spinner=False)
-def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, int, np.ndarray]:
+def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES, ids: Optional[tuple] = None) -> tuple[str, int, np.ndarray]:
     """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
     its file turns out unreadable). One at a time: rendering all eight costs about a second of the first page."""
     from maskx.data.embedded import render
     from maskx.data.synthetic import as_stored
     from maskx.data.synthetic3k import render3k
 
-    label, image_id, file = sample_list(data_dir, n)[k]
+    ids = tuple(ids) if ids is not None else tuple(sample_ids(n))
+    label, image_id, file = sample_list(data_dir, n, ids)[k]
     if file:
         try:
             from PIL import Image
 
             return label, image_id, np.asarray(Image.open(file).convert("RGB"))
         except (OSError, ValueError):
-            label = f"val image {k + 1} (rendered: {Path(file).name} is unreadable)"
+            label = f"val image {image_id} (rendered: {Path(file).name} is unreadable)"
     draw = render3k if "synth3k" in Path(data_dir).parts else render
-    return label, k + 1, as_stored(draw(1, k, SAMPLE_SIZE)[0])  # the pixels its file holds: one input either way
+    return label, image_id, as_stored(draw(1, image_id - 1, SAMPLE_SIZE)[0])  # the pixels its file holds
 
 
 def sample_images(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, np.ndarray]]:

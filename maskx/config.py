@@ -70,6 +70,7 @@ class Config:
     # training
     stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only): paper §3.2
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
+    detector_iters: int = 0  # stage mask without ``detector``: the detector trained first runs this long (0: iters)
     # stage e2e only: a finished stage-wise run (stage mask, same mask branch, on ``detector``) whose
     # weights this run starts from, so the joint iterations refine trained heads instead of training
     # a class-specific head from scratch in a short schedule
@@ -126,6 +127,8 @@ class Config:
             raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
         if self.mask_init and (self.stage != "e2e" or not self.detector):
             raise ConfigError("mask_init (a stage-wise run to start from) is for stage 'e2e' with a 'detector'")
+        if self.detector_iters < 0:
+            raise ConfigError(f"detector_iters must be >= 0 (0: as iters), got {self.detector_iters}")
         if self.mask_roi_cache < 0:
             raise ConfigError(f"mask_roi_cache must be >= 0 (RoIs cached per image; 0: off), got {self.mask_roi_cache}")
         if self.mask_roi_cache and self.stage != "mask":
@@ -239,11 +242,17 @@ def _presets() -> dict[str, Config]:
     # beyond the paper: a deeper FCN mask head (DeepMAC: head capacity drives generalisation)
     p["agnostic_deep"] = p["agnostic"].replace(mask_convs=8)
     p["transfer_clsbox_2lrelu_deep"] = p["transfer_clsbox_2lrelu"].replace(mask_convs=8)
-    # the 3000-class model (paper §5): Mask^X R-CNN on the embedded 3000-class world, set A =
-    # the 80 benchmark classes; widths chosen so the fp16 checkpoint ships under 40 MB (w_det: 5 x 256)
-    big = p["transfer_clsbox_2lrelu_mlp_e2e"].replace(
-        backbone="efficientnet_lite0", split="coco80", box_head_dim=256, mask_dim=128, mlp_hidden=256,
-        rois_per_image=128, mask_rois_per_image=16, iters=4000, checkpoint_every=250,
+    # the 3000-class model (paper §5), stage-wise as there: a detector on A ∪ B (boxes of all 3000
+    # classes), then T + the MLP branch on a frozen detector, trained on set A's masks. Sized for a
+    # 90-minute CPU budget and a 40 MB fp16 checkpoint (docs/model-3k.md, "The recipe"): a 128-wide FPN
+    # (its 3 x 3 convs and the RPN head are most of a step; at 128 a step costs half of one at 256), a
+    # 512-wide box head (w_det: 5 x 512), the study's detector lr (4x linear scaling, 200 warm-up
+    # iterations) and its stage-2 recipe (16 cached RoIs per image, the mask branch at 10x the linear-
+    # scaling lr: 2.5 x this preset's 4x base lr)
+    big = p["transfer_clsbox_2lrelu_mlp"].replace(
+        backbone="efficientnet_lite0", split="coco80", fpn_dim=128, box_head_dim=512, mask_dim=128, mlp_hidden=256,
+        rois_per_image=128, mask_rois_per_image=16, mask_roi_cache=16, mask_lr_mult=2.5, base_lr=0.08,
+        warmup_iters=200, detector_iters=4000, iters=1000, checkpoint_every=250,
         # a 3001-way softmax spreads its mass: at 0.05 most true detections are dropped before
         # evaluation (LVIS evaluates 1000+ classes at 0.0001); 0.001 keeps inference under 2 s
         score_thresh=0.001)

@@ -190,7 +190,7 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
     schedule still that of ``config.iters``: ``--resume`` later continues exactly.
 
     Stage ``mask`` without ``config.detector`` first trains the detector into ``out_dir/detector``
-    (same seed, size and iterations unless ``detector_iters``), then the mask head on it.
+    (same seed and size; ``detector_iters``, else ``config.detector_iters``, else ``config.iters`` iterations), then the mask head on it.
     """
     out_dir = Path(out_dir)
     if not resume and list_checkpoints(out_dir):
@@ -207,10 +207,10 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         if config.stage == "mask" and not config.detector:
             det_cfg = get_preset("detector").replace(
                 **{f: getattr(config, f) for f in ("backbone", "pretrained_backbone", "trainable_layers", "fpn_dim",
-                                                   "image_size", "seed", "batch_size", "base_lr", "rois_per_image",
-                                                   "box_head_dim", "checkpoint_every")},
+                                                   "image_size", "seed", "batch_size", "base_lr", "warmup_iters",
+                                                   "rois_per_image", "box_head_dim", "checkpoint_every")},
                 split=config.split if config.split != "all" else "voc2nonvoc",
-                iters=detector_iters or config.iters)
+                iters=detector_iters or config.detector_iters or config.iters)
             if not (out_dir / "detector" / "done.json").is_file():
                 run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress,
                              images_dir=images_dir)

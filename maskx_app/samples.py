@@ -27,8 +27,33 @@ def training_counts(train_annotations: Iterable[dict]) -> Counter:
 def pick_sample_ids(val: dict, train_counts: dict, set_a_ids: Iterable[int], n: int = SAMPLE_IMAGES,
                     min_train: int = SAMPLE_MIN_TRAIN) -> list[int]:
     """The ids of the first ``n`` images of COCO-format ``val`` (by id) with at least one object of a
-    set-B class (not in ``set_a_ids``) that has ``min_train`` or more instances in ``train_counts``."""
+    set-B class (not in ``set_a_ids``) that has ``min_train`` or more instances in ``train_counts``; where
+    fewer qualify (a tiny dataset), the first other images follow them."""
     a_ids = {int(i) for i in set_a_ids}
     eligible = {int(a["image_id"]) for a in val["annotations"]
                 if int(a["category_id"]) not in a_ids and train_counts.get(int(a["category_id"]), 0) >= min_train}
-    return sorted(eligible)[:n]
+    others = [int(im["id"]) for im in sorted(val.get("images", []), key=lambda im: im["id"]) if im["id"] not in eligible]
+    return (sorted(eligible) + others)[:n]
+
+
+# The app's default score threshold. A 3001-way softmax spreads a detection's probability over
+# similar classes (the shipped model's set-B detections rarely score 0.5), so the Segment page opens
+# at this value; its slider goes from 0 to 1. The release step counts its samples at this value.
+DEFAULT_SCORE = 0.3
+SAMPLE_RULE = (f"the first {SAMPLE_IMAGES} val images (by id) with a set-B object of a class with at least "
+               f"{SAMPLE_MIN_TRAIN} training instances (maskx_app.samples.pick_sample_ids)")
+
+
+def saved_sample_ids(model_dir, n: int = SAMPLE_IMAGES) -> list[int]:
+    """The sample image ids a model folder's ``examples.json`` names (``made_with.image_ids``, written by
+    ``python -m maskx ship``); the first ``n`` val images when it names none."""
+    import json
+    from pathlib import Path
+
+    try:
+        ids = json.loads((Path(model_dir) / "examples.json").read_text())["made_with"]["image_ids"]
+        if isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids):
+            return ids
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return list(range(1, n + 1))

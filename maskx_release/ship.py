@@ -29,7 +29,9 @@ from maskx.checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
 from maskx.config import get_preset
 from maskx.hub import resolve
 from maskx_app.projection import PROJECTIONS_FILE
-from maskx_app.samples import SAMPLE_IMAGES, SAMPLE_SIZE
+from maskx.evaluate import ap_by_frequency
+from maskx_app.samples import (DEFAULT_SCORE, SAMPLE_IMAGES, SAMPLE_RULE, SAMPLE_SIZE, pick_sample_ids,
+                               saved_sample_ids, training_counts)
 
 MAX_BYTES = 40 * 1024 * 1024
 FP16_MAX_AP_DROP = 0.1  # ship fp16 when segm AP on A and on B drop by at most this much ...
@@ -100,24 +102,52 @@ def gt_box_ious(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX
 
 
 def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3k", preset: str = "maskx_3k",
-                  iters: Optional[int] = None, progress: bool = True, log=print, size: str = "default",
+                  baseline: Optional[str] = "agnostic_mlp_3k", iters: Optional[int] = None,
+                  detector_iters: Optional[int] = None, progress: bool = True, log=print, size: str = "default",
                   overrides: tuple = ()) -> dict:
-    """Everything ``python -m maskx ship`` does; returns a summary (also in ``out/eval.json``)."""
-    from maskx.data.synthetic3k import ensure_dataset3k
+    """Everything ``python -m maskx ship`` does; returns a summary (also in ``out/eval.json``).
+
+    Stage-wise, as the paper's §5: ``preset`` is a stage-``mask`` config, so ``run_training`` first trains
+    its detector on A ∪ B into ``runs/detector``, then the mask branch (T + the MLP branch) on set A's
+    masks; ``baseline`` (the class-agnostic + MLP head) is trained the same way on the same frozen
+    detector into ``runs-baseline``. ``iters``: the mask stage's iterations (and the detector's, unless
+    ``detector_iters``)."""
+    from maskx.data.coco import read_json
+    from maskx.data.synthetic3k import GENERATOR_VERSION, ensure_dataset3k
     from maskx.train import run_training
 
     out, runs = Path(out), Path(runs)
     config = get_preset(preset).with_overrides(list(overrides))
+    if config.stage != "mask":
+        raise ValueError(f"preset {preset!r} is stage {config.stage!r}; the shipped model is trained stage-wise "
+                         "(a stage 'mask' preset, e.g. maskx_3k)")
     if iters:
-        config = config.replace(iters=iters)
-    log(f"1/4 data: {data}")
+        config = config.replace(iters=iters, detector_iters=iters)
+    if detector_iters:
+        config = config.replace(detector_iters=detector_iters)
+    detector_iters = config.detector_iters or config.iters
+    log(f"1/5 data: {data} (3000-class world version {GENERATOR_VERSION})")
     ensure_dataset3k(data, size, progress=progress)
+    seconds = {}
     t0 = time.perf_counter()
     if not (runs / "done.json").is_file():
-        log(f"2/4 training {preset} for {config.iters} iterations into {runs} (resumable: rerun the same command)")
-        run_training(config, Path(data) / "train", runs, resume=bool(list_checkpoints(runs)), progress=progress)
-    train_seconds = round(time.perf_counter() - t0, 1)
-    log(f"3/4 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images "
+        log(f"2/5 training the detector ({detector_iters} iterations) into {runs / 'detector'}, then {preset}'s mask "
+            f"branch ({config.iters} iterations) into {runs} (resumable: rerun the same command)")
+        run_training(config, Path(data) / "train", runs, resume=bool(list_checkpoints(runs)) or
+                     bool(list_checkpoints(runs / "detector")), progress=progress, detector_iters=detector_iters)
+    seconds["train"] = round(time.perf_counter() - t0, 1)
+    base_runs = runs.with_name(runs.name + "-baseline")
+    if baseline:
+        t0 = time.perf_counter()
+        base_cfg = get_preset(baseline).with_overrides(list(overrides)).replace(
+            iters=config.iters, detector=str((runs / "detector").resolve()))
+        if not (base_runs / "done.json").is_file():
+            log(f"   the baseline {baseline} on the same detector into {base_runs}")
+            run_training(base_cfg, Path(data) / "train", base_runs, resume=bool(list_checkpoints(base_runs)),
+                         progress=progress)
+        seconds["train_baseline"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    log(f"3/5 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images "
         "(the fp16 export on the whole val split: its evaluation if it is shipped)")
     fp32 = evaluate_on_val(runs, data, progress, images=FP16_CHECK_IMAGES)
     tmp16 = out.parent / f".{out.name}-fp16"
@@ -126,7 +156,7 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     fp16 = shipped.pop("first")
     drop = max(fp32[s]["segm_AP"] - fp16[s]["segm_AP"] for s in ("A", "B"))
     use16 = drop <= FP16_MAX_AP_DROP
-    log(f"4/4 exporting {'fp16' if use16 else 'fp32'} (fp16 changes segm AP by at most {drop:.2f}) to {out}")
+    log(f"4/5 exporting {'fp16' if use16 else 'fp32'} (fp16 changes segm AP by at most {drop:.2f}) to {out}")
     path = export(runs, out, torch.float16 if use16 else None)
     if use16 and json.loads(path.read_text())["sha256"] != sha16:
         raise RuntimeError(f"{path}: the fp16 export differs from the one just evaluated ({sha16[:12]}…)")
@@ -136,26 +166,66 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     if not use16:
         log("evaluating the exported fp32 model on the whole val split")
         shipped = evaluate_on_val(out, data, progress)
-    log(f"mask IoU on ground-truth boxes and classes ({SHIP_GT_BOX_IMAGES} val images)")
+    log(f"5/5 naming, masks on ground-truth boxes ({SHIP_GT_BOX_IMAGES} val images), w_det's similarity index, "
+        "the app's samples")
+    train_data = read_json(Path(data) / "train" / "annotations.json")
+    counts = training_counts(train_data["annotations"])
+    naming = naming_on_val(out, data, progress)
     gt_boxes = gt_box_ious(out, data, progress)
+    if baseline:
+        gt_boxes["baseline"] = {k: v for k, v in gt_box_ious(base_runs, data, progress).items() if k in ("A", "B")}
+    val = read_json(Path(data) / "val" / "annotations.json")
+    sample_ids = pick_sample_ids(val, counts, val["info"]["set_A_category_ids"])
+    samples = app_samples(out, data, DEFAULT_SCORE, sample_ids, progress=progress)
     meta = json.loads(path.read_text())
     weights = path.with_suffix(".safetensors")
     if weights.stat().st_size > MAX_BYTES:
         log(f"warning: {weights} is {weights.stat().st_size / 2**20:.1f} MB, over the 40 MB budget")
-    summary = {"preset": preset, "config": meta["config"], "checkpoint": str(path), "sha256": meta["sha256"],
+    seconds["evaluate"] = round(time.perf_counter() - t0, 1)
+    summary = {"preset": preset, "baseline": baseline, "world_version": GENERATOR_VERSION, "config": meta["config"],
+               "checkpoint": str(path), "sha256": meta["sha256"],
                "megabytes": round(weights.stat().st_size / 2**20, 2), "dtype": "float16" if use16 else "float32",
-               "train_seconds_this_call": train_seconds, "eval_seconds": shipped["eval_seconds"],
+               "seconds_this_call": seconds, "eval_seconds": shipped["eval_seconds"],
                "fp16_check": {"images": FP16_CHECK_IMAGES, "fp32": _headline(fp32), "fp16": _headline(fp16)},
-               "A": shipped["A"], "B": shipped["B"], "masks_on_gt_boxes": gt_boxes, "per_class": shipped["per_class"], "split": shipped["split"],
-               "num_images": shipped["num_images"],
+               "A": shipped["A"], "B": shipped["B"], "ap_by_frequency": ap_by_frequency(shipped["per_class"], counts),
+               "naming_on_gt_boxes": naming, "masks_on_gt_boxes": gt_boxes,
+               "similarity": w_det_similarity(out, val["categories"]), "app_samples": samples,
+               "per_class": shipped["per_class"], "split": shipped["split"], "num_images": shipped["num_images"],
                # bit for bit holds on this kind of CPU (docs/reproducibility.md): the one the training ran on
                "trained_on_cpu": json.loads((runs / "run.json").read_text()).get("cpu")}
     write_json_atomic(summary, out / "eval.json")
-    log(f"the model's masks on the app's {SAMPLE_IMAGES} sample images → {out / 'examples.json'}")
-    write_examples(out)
+    log(f"the model's masks on the app's {len(sample_ids)} sample images → {out / 'examples.json'}")
+    write_examples(out, sample_ids, data)
     log(f"the classes' embedding projections for the app's Embeddings page → {out / PROJECTIONS_FILE}")
     write_projections(out)
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
+
+
+def naming_on_val(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX_IMAGES) -> dict:
+    """Top-1 / top-5 exact naming on set A and set B given the ground-truth boxes (``naming_on_gt_boxes``)."""
+    from maskx.gt_box_eval import naming_on_gt_boxes
+    from maskx.predictor import load
+
+    val, split = val_split(data_dir, images)
+    return naming_on_gt_boxes(load(path), val, split, progress=progress)
+
+
+def w_det_similarity(path, categories: list) -> dict:
+    """The similarity index (``maskx.diagnostics.similarity_indices``) of the model's w_det = [w_cls, w_box]
+    against the classes' attributes: do classes that share attributes have alike detection weights?"""
+    import numpy as np
+
+    from maskx.diagnostics import attribute_matrix, category_attributes, class_embedding_matrix, similarity_indices
+    from maskx.predictor import load
+
+    predictor = load(path)
+    names = [c["name"] for c in categories]
+    emb = class_embedding_matrix(predictor.model, names, "cls+box")
+    attrs = attribute_matrix(category_attributes(categories))[0]
+    in_b = np.array([c["id"] not in predictor.set_a for c in categories])
+    out = similarity_indices(emb, attrs, in_b)
+    return {"input": "cls+box", **{k: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in r.items()}
+                                   for k, r in out.items()}}
 
 
 APP_IOU = 0.5  # a sample "shows" a set-B instance when one is named right with mask IoU at least this
@@ -206,24 +276,39 @@ def app_samples(path, data_dir, score: float, sample_ids: list[int], first: int 
             f"first_{first}": {"images": len(firsts), "with_named_B": sum(shown[i] for i in firsts)}}
 
 
-def example_images(n: int = SAMPLE_IMAGES) -> list:
-    """[(image id, RGB uint8 [256, 256, 3])]: the 3000-class val images the app shows as samples."""
+def example_images(image_ids: Optional[list] = None, data_dir=None, n: int = SAMPLE_IMAGES) -> list:
+    """[(image id, RGB uint8 [256, 256, 3])]: the 3000-class val images the app shows as samples, read from
+    ``data_dir``/val when given, else rendered (val image i is ``render3k(1, i - 1)``); ``image_ids``
+    (``pick_sample_ids``) default to the first ``n``."""
     from maskx.data.synthetic import as_stored
     from maskx.data.synthetic3k import render3k
 
-    return [(k + 1, as_stored(render3k(1, k, SAMPLE_SIZE)[0])) for k in range(n)]
+    image_ids = list(image_ids) if image_ids is not None else list(range(1, n + 1))
+    if data_dir is not None:
+        from maskx.data.coco import read_json
+
+        files = {im["id"]: im["file_name"] for im in read_json(Path(data_dir) / "val" / "annotations.json")["images"]}
+        return [(i, np.asarray(Image.open(Path(data_dir) / "val" / "images" / files[i]).convert("RGB"))) for i in image_ids]
+    return [(i, as_stored(render3k(1, i - 1, SAMPLE_SIZE)[0])) for i in image_ids]
 
 
-def write_examples(out="models/maskx-3k", n: int = SAMPLE_IMAGES) -> Path:
+def write_examples(out="models/maskx-3k", image_ids: Optional[list] = None, data_dir=None) -> Path:
     """``out/examples.json``: the model's instances (score floor 0, as the app asks) on the app's
-    sample images, keyed by its weights' SHA-256 (``maskx.instances.write_saved``)."""
+    sample images (``image_ids``: default those the current file names, else the first 8), keyed by its
+    weights' SHA-256 (``maskx.instances.write_saved``); ``made_with.image_ids`` tells the app which."""
     from maskx.instances import write_saved
     from maskx.predictor import load
 
     out = resolve(out)
+    if image_ids is None:
+        image_ids = saved_sample_ids(out)
     predictor = load(out, roi_align_forward=APP_ROI_ALIGN_FORWARD)
-    images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(n)]
-    made_with = {"images": f"as_stored(render3k(1, k, {SAMPLE_SIZE})) for k < {n} (val image k + 1 as its file decodes)", "score_thresh": 0.0,
+    images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(image_ids, data_dir)]
+    from maskx.data.synthetic3k import GENERATOR_VERSION
+
+    made_with = {"images": f"val images {list(image_ids)} of the 3000-class world version {GENERATOR_VERSION} "
+                           f"(as their files decode; rendered: as_stored(render3k(1, id - 1, {SAMPLE_SIZE})))",
+                 "image_ids": [int(i) for i in image_ids], "rule": SAMPLE_RULE, "score_thresh": 0.0,
                  "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
     return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)
@@ -239,8 +324,9 @@ def write_projections(out="models/maskx-3k") -> Path:
 
 
 # What a reproduction may change without changing the model: times and the paths it was given
-# (the checkpoint's training data file and, below, the training folder it was exported from).
-VOLATILE = {"eval.json": ("train_seconds_this_call", "eval_seconds", "checkpoint", "trained_on_cpu"),
+# (the checkpoint's training data file and, below, the training folder it was exported from and the
+# detector folder its config names).
+VOLATILE = {"eval.json": ("seconds_this_call", "eval_seconds", "checkpoint", "trained_on_cpu"),
             "ckpt_*.json": ("data",)}
 
 
@@ -268,6 +354,8 @@ def _comparable(name: str, data: dict) -> dict:
     data = {k: v for k, v in data.items() if k not in drop}
     if isinstance(data.get("exported_from"), dict):
         data["exported_from"] = {k: v for k, v in data["exported_from"].items() if k != "run"}
+    if isinstance(data.get("config"), dict):  # the stage-wise mask run names its detector's folder
+        data["config"] = {k: v for k, v in data["config"].items() if k != "detector"}
     return data
 
 

@@ -64,7 +64,7 @@ def test_settings_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("MASKX_MODEL", str(tmp_path / "from-env"))
     monkeypatch.setenv("MASKX_SCORE", "not a number")
     s = common.settings(["--model", str(tmp_path / "from-cli"), "--results", "/x/results"])
-    assert s.model == tmp_path / "from-cli" and s.results == Path("/x/results") and s.score == 0.5
+    assert s.model == tmp_path / "from-cli" and s.results == Path("/x/results") and s.score == common.DEFAULT_SCORE
     assert common.settings([]).model == tmp_path / "from-env"
     monkeypatch.delenv("MASKX_MODEL")
     assert common.settings(["--model"]).model == common.ROOT / "models/maskx-3k"  # bad flag: defaults

@@ -22,6 +22,8 @@ def test_samples_are_the_first_images_with_a_b_object_of_a_class_seen_often_enou
     assert pick_sample_ids(val, counts, [1], n=2) == [3, 5]
     assert pick_sample_ids(val, counts, [1], n=8, min_train=3) == [2, 3, 5, 6]
     assert pick_sample_ids(val, counts, [1, 300], n=8) == []  # a set-A class never qualifies an image
+    val["images"] = [{"id": i} for i in range(1, 8)]
+    assert pick_sample_ids(val, counts, [1], n=5) == [3, 5, 6, 1, 2]  # too few qualify: the first others follow
 
 
 def _inst(cid, score, mask, in_a=False):

@@ -27,6 +27,15 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
     assert "torch" in ev["trained_on_cpu"]  # bit for bit holds per kind of CPU: the one it trained on
     gt = ev["masks_on_gt_boxes"]
     assert gt["A"]["instances"] + gt["B"]["instances"] > 0 and gt["images"] > 0
+    assert gt["baseline"]["A"]["instances"] == gt["A"]["instances"]  # the baseline, on the same boxes
+    assert (tmp_path / "run-baseline" / "done.json").is_file() and (tmp_path / "run" / "detector" / "done.json").is_file()
+    naming = ev["naming_on_gt_boxes"]
+    assert naming["A"]["instances"] + naming["B"]["instances"] >= gt["A"]["instances"] + gt["B"]["instances"]
+    assert set(ev["ap_by_frequency"]["B"]) == {"rare", "common", "frequent"}
+    assert -1.0 <= ev["similarity"]["similarity"]["rho"] <= 1.0 and ev["similarity"]["input"] == "cls+box"
+    apps = ev["app_samples"]
+    assert apps["samples"]["images"] == 8 and 0 <= apps["samples"]["with_named_B"] <= 8
+    assert apps["first_100"]["images"] == 16  # the tiny val split has 16 images
     predictor = maskx.load(tmp_path / "out")
     assert len(predictor.class_names) == 3000 and len(predictor.set_a) == 80
     meta = json.loads(next((tmp_path / "out").glob("ckpt_*.json")).read_text())
@@ -37,6 +46,7 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
 
     examples = tmp_path / "out" / "examples.json"  # the app's sample images, for these weights
     assert len(read_saved(json.loads(examples.read_text()), str(examples), meta["sha256"])) == 8
+    assert json.loads(examples.read_text())["made_with"]["image_ids"] == apps["samples"]["ids"]
     assert projected == [tmp_path / "out"]  # and the Embeddings page's projections, for these weights
     # one prediction pass gave both the fp16 check (first 3 images) and the shipped model's evaluation:
     # each equals an evaluation of its own
@@ -77,7 +87,7 @@ def _fake_shipped(root, weights=b"w" * 8, ap=1.0, seconds=5.0, run="runs/a"):
     (root / "ckpt_0000004.json").write_text(json.dumps({"sha256": "s", "data": f"{run}/data.json",
                                                         "exported_from": {"run": run, "sha256": "t"}}))
     (root / "eval.json").write_text(json.dumps({"A": {"segm_AP": ap}, "eval_seconds": seconds,
-                                                "train_seconds_this_call": seconds, "checkpoint": str(root)}))
+                                                "seconds_this_call": {"train": seconds}, "checkpoint": str(root)}))
     return root
 
 
