@@ -17,38 +17,53 @@ EXAMPLE_SIZE = 256
 EXAMPLE_RADIUS = (0.14, 0.24)  # of the image side: large enough to see the shape
 
 
-@functools.lru_cache(maxsize=1)
-def _world3k_names() -> tuple[str, ...]:
-    from maskx.data.vocab3k import classes
+@functools.lru_cache(maxsize=None)
+def _world3k_names(version: int) -> tuple[str, ...]:
+    from maskx.data.synthetic3k import categories3k
 
-    return tuple(c.name for c in sorted(classes(), key=lambda c: c.category_id))
+    return tuple(c["name"] for c in sorted(categories3k(version), key=lambda c: c["id"]))
 
 
 def world_of(class_names: Sequence[str]) -> Optional[str]:
-    """"3k" when ``class_names`` are the 3000-class world's (in category-id order, as a model
-    trained on it lists them), else None."""
+    """"3k-v<N>" when ``class_names`` are the 3000-class world version N's (in category-id order, as a
+    model trained on it lists them), else None."""
     try:
-        return "3k" if tuple(class_names) == _world3k_names() else None
+        from maskx.data.synthetic3k import VERSIONS
+
+        for version in VERSIONS:
+            if tuple(class_names) == _world3k_names(version):
+                return f"3k-v{version}"
     except ImportError:
-        return None
+        pass
+    return None
 
 
 def render_examples(world: str, class_name: str, count: int = 2, seed: int = 0
                     ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One scene of ``world`` holding ``count`` instances of ``class_name`` (fewer when one does not
-    fit): the RGB image uint8 [S, S, 3] and each instance's visible mask bool [S, S]. The same
-    arguments always draw the same scene."""
-    if world != "3k":
-        raise ValueError(f"no renderer for world {world!r}")
-    from maskx.data.shapes import FAMILIES
+    """One scene of ``world`` (``world_of``) holding ``count`` instances of ``class_name`` (fewer when one
+    does not fit), drawn by that world's own code: the RGB image uint8 [S, S, 3] and each instance's
+    visible mask bool [S, S]. The same arguments always draw the same scene."""
     from maskx.data.synthetic import render_scene
-    from maskx.data.vocab3k import classes, outline
 
-    cls = {c.name: c for c in classes()}[class_name]
-    rng = np.random.default_rng([EXAMPLE_SEED, cls.index, seed])
-    rgb, instances = render_scene(rng, EXAMPLE_SIZE, count=lambda _r: count, pick=lambda _r: cls.index,
-                                  family_of=lambda k: FAMILIES[classes()[k].family], outline=outline,
-                                  radius_range=EXAMPLE_RADIUS, margin=1.0)
+    if world == "3k-v1":
+        from maskx.data.shapes import FAMILIES
+        from maskx.data.vocab3k import classes, outline
+
+        cls = {c.name: c for c in classes()}[class_name]
+        rng = np.random.default_rng([EXAMPLE_SEED, cls.index, seed])
+        rgb, instances = render_scene(rng, EXAMPLE_SIZE, count=lambda _r: count, pick=lambda _r: cls.index,
+                                      family_of=lambda k: FAMILIES[classes()[k].family], outline=outline,
+                                      radius_range=EXAMPLE_RADIUS, margin=1.0)
+    elif world == "3k-v2":
+        from maskx.data.attribute3k import classes, families, outline
+
+        cls = {c.name: c for c in classes()}[class_name]
+        rng = np.random.default_rng([EXAMPLE_SEED, cls.index, seed])
+        rgb, instances = render_scene(rng, EXAMPLE_SIZE, count=lambda _r: count, pick=lambda _r: cls.index,
+                                      family_of=families().__getitem__, outline=outline,
+                                      radius_range=EXAMPLE_RADIUS, margin=1.0)
+    else:
+        raise ValueError(f"no renderer for world {world!r}")
     return rgb, [m for _, m in instances]
 
 

@@ -124,10 +124,9 @@ def _known_categories() -> list[list[dict]]:
     """The COCO-format categories of the embedded worlds (family as ``supercategory``)."""
     out = []
     try:
-        from maskx.data import attribute_world, synthetic
-        from maskx.data.vocab3k import categories3k
+        from maskx.data import attribute_world, synthetic, synthetic3k
 
-        out += [categories3k(), synthetic.categories()]
+        out += [synthetic3k.categories3k(v) for v in synthetic3k.VERSIONS] + [synthetic.categories()]
         out += [attribute_world.categories(w) for w in attribute_world.WORLDS]
     except (ImportError, AttributeError, TypeError, ValueError):  # a world that changed shape: names decide
         pass

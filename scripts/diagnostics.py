@@ -227,10 +227,10 @@ def measure_model(model_path: str, categories: str, kinds=("cls", "box", "cls+bo
     import maskx
     from maskx import diagnostics as dg
 
-    if categories == "3k":
-        from maskx.data.vocab3k import categories3k
+    if categories in ("3k", "3k-v1", "3k-v2"):  # 3k: the generator version the shipped model is trained on
+        from maskx.data.synthetic3k import GENERATOR_VERSION, categories3k
 
-        cats = categories3k()
+        cats = categories3k(GENERATOR_VERSION if categories == "3k" else int(categories[-1]))
     else:
         cats = json.loads(Path(categories).read_text())["categories"]
     p = maskx.load(model_path)
@@ -302,7 +302,8 @@ def main(argv=None) -> int:
     ap.add_argument("--table", nargs="+", type=Path, help="print the table of these records and exit")
     ap.add_argument("--model", help="measure a trained model alone (similarity index, spread): a run, "
                     "a checkpoint or a shipped model's name; with --categories")
-    ap.add_argument("--categories", default="3k", help="with --model: 3k or a COCO annotations file")
+    ap.add_argument("--categories", default="3k", help="with --model: 3k (the shipped world), 3k-v1, 3k-v2 or a "
+                    "COCO annotations file")
     ap.add_argument("--embeddings-only", action="store_true", help="add the class list, UMAP layouts and nearest "
                     "A classes to the existing --out record, from its detector's class weights (seconds; "
                     "--detector and --data only where the record's detector or its data moved)")
