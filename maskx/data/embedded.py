@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,19 +70,16 @@ def ensure_dataset(root: str | os.PathLike, size: str = "default", workers: int 
     if size not in synthetic.SIZES:
         raise ValueError(f"unknown dataset size {size!r}; choose one of {sorted(synthetic.SIZES)}")
     spec = synthetic.SIZES[size]
-    out = {}
-    for part, seed in (("train", 0), ("val", 1)):
-        d = Path(root) / part
-        ann = d / "annotations.json"
-        current = False
-        if ann.is_file():
-            info = json.loads(ann.read_text()).get("info", {})
-            current = (info.get("generator_version") == version and info.get("num_images") == spec[part]
-                       and info.get("image_size") == spec["image_size"] and info.get("seed", seed) == seed)
-        if not current:
-            print(f"generating {d} ({spec[part]} images, {spec['image_size']} px, seed {seed}, generator version "
-                  f"{version})", file=sys.stderr)
-            generate(d, spec[part], seed=seed, image_size=spec["image_size"], workers=workers, overwrite=True,
-                     progress=progress, version=version)
-        out[part] = ann
-    return out
+
+    def is_current(ann: Path, part: str, seed: int) -> bool:
+        if not ann.is_file():
+            return False
+        info = json.loads(ann.read_text()).get("info", {})
+        return (info.get("generator_version") == version and info.get("num_images") == spec[part]
+                and info.get("image_size") == spec["image_size"] and info.get("seed", seed) == seed)
+
+    return synthetic.ensure_parts(
+        root, (("train", 0), ("val", 1)), is_current,
+        lambda d, part, seed: generate(d, spec[part], seed=seed, image_size=spec["image_size"], workers=workers,
+                                       overwrite=True, progress=progress, version=version),
+        lambda part, seed: f"{spec[part]} images, {spec['image_size']} px, seed {seed}, generator version {version}")

@@ -38,6 +38,7 @@ import io
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -366,6 +367,21 @@ def _run_jobs(jobs, workers: int, progress: bool, make_image):
     with mp.get_context("spawn").Pool(workers) as pool:
         return list(tqdm(pool.imap(make_image, jobs, chunksize=4), total=len(jobs), disable=not progress,
                          desc="images"))
+
+
+def ensure_parts(root, parts, is_current, make, describe) -> dict:
+    """``root/<part>`` for each of ``parts`` (``(part, seed)`` pairs), made by ``make(folder, part, seed)``
+    unless ``is_current(annotations path, part, seed)``; ``describe(part, seed)`` says what is made.
+    Returns {part: annotations path}. The embedded worlds' ``ensure_*`` functions share this loop."""
+    out = {}
+    for part, seed in parts:
+        folder = Path(root) / part
+        ann = folder / "annotations.json"
+        if not is_current(ann, part, seed):
+            print(f"generating {folder} ({describe(part, seed)})", file=sys.stderr)
+            make(folder, part, seed)
+        out[part] = ann
+    return out
 
 
 def summarize(data: dict) -> dict:

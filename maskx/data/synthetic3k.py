@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -186,14 +185,11 @@ def ensure_dataset3k(root: str | os.PathLike, size: str = "default", workers: in
     if size not in SIZES:
         raise ValueError(f"unknown dataset size {size!r}; choose one of {sorted(SIZES)}")
     spec = SIZES[size]
-    out = {}
-    for part, seed, masks in PARTS:
-        d = Path(root) / part
-        ann = d / "annotations.json"
-        if not _is_current(ann, spec, part, masks, version):
-            print(f"generating {d} (3000 classes, {spec[part]} images, {spec['image_size']} px, seed {seed}, "
-                  f"masks: {masks}, generator version {version})", file=sys.stderr)
-            generate3k(d, spec[part], seed=seed, image_size=spec["image_size"], masks=masks, workers=workers,
-                       overwrite=True, progress=progress, version=version)
-        out[part] = ann
-    return out
+    masks_of = {part: masks for part, _, masks in PARTS}
+    return synthetic.ensure_parts(
+        root, [(part, seed) for part, seed, _ in PARTS],
+        lambda ann, part, seed: _is_current(ann, spec, part, masks_of[part], version),
+        lambda d, part, seed: generate3k(d, spec[part], seed=seed, image_size=spec["image_size"], masks=masks_of[part],
+                                         workers=workers, overwrite=True, progress=progress, version=version),
+        lambda part, seed: f"3000 classes, {spec[part]} images, {spec['image_size']} px, seed {seed}, "
+                           f"masks: {masks_of[part]}, generator version {version}")
