@@ -1,8 +1,8 @@
 """Checkpoints: safetensors tensors + a JSON of metadata, written atomically, loaded without pickle.
 
 A run folder holds ``ckpt_0000200.safetensors`` + ``ckpt_0000200.json`` pairs (the last
-``keep`` of them). The tensors file carries the model (``model.*``) and SGD momentum buffers
-(``optim.*``); the JSON carries the config, class names, category ids, set A, the iteration and
+``keep`` of them). The tensors file carries the model (``model.*``) and the optimizer's state (SGD's
+momentum buffers, AdamW's moments: ``optim.*``); the JSON carries the config, class names, category ids, set A, the iteration and
 the tensors file's size and SHA-256, so a truncated or altered file is detected on load and the
 previous checkpoint is used instead. Nothing is unpickled: safetensors and JSON only.
 """
@@ -55,9 +55,9 @@ def save_checkpoint(run_dir, iteration: int, model: torch.nn.Module, meta: dict,
         names = {id(p): n for n, p in model.named_parameters()}
         for group in optimizer.param_groups:
             for p in group["params"]:
-                buf = optimizer.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    tensors[f"optim.{names[id(p)]}.momentum_buffer"] = buf.detach().contiguous().clone()
+                for key, buf in optimizer.state.get(p, {}).items():  # SGD: momentum_buffer; AdamW: step, exp_avg(_sq)
+                    if torch.is_tensor(buf):
+                        tensors[f"optim.{names[id(p)]}.{key}"] = buf.detach().contiguous().clone()
     stem = f"ckpt_{iteration:07d}"
     weights = run_dir / f"{stem}.safetensors"
     atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}), private_dir=True)
@@ -160,14 +160,16 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
                          tensors: dict[str, torch.Tensor]) -> None:
-    """Restore SGD momentum buffers (``optim.<param>.momentum_buffer``) for ``model``'s parameters."""
+    """Restore the optimizer's per-parameter state (``optim.<param>.<key>``: SGD's momentum_buffer,
+    AdamW's step, exp_avg and exp_avg_sq) for ``model``'s parameters."""
     for name, p in model.named_parameters():
-        buf = tensors.get(f"optim.{name}.momentum_buffer")
-        if buf is not None:
-            if buf.shape != p.shape or buf.dtype != p.dtype:
-                raise CheckpointError(f"momentum buffer of {name} is {buf.dtype} {tuple(buf.shape)}, the parameter "
+        prefix = f"optim.{name}."
+        for key in [k[len(prefix):] for k in tensors if k.startswith(prefix) and "." not in k[len(prefix):]]:
+            buf = tensors[prefix + key]
+            if key != "step" and (buf.shape != p.shape or buf.dtype != p.dtype):
+                raise CheckpointError(f"{key} of {name} is {buf.dtype} {tuple(buf.shape)}, the parameter "
                                       f"{p.dtype} {tuple(p.shape)}: the checkpoint does not fit this model")
-            optimizer.state[p]["momentum_buffer"] = buf.to(p.device).clone()
+            optimizer.state[p][key] = buf.to(p.device).clone()
 
 
 def check_classes(meta: dict, class_names: list[str], category_ids: list[int], source: str) -> None:

@@ -18,7 +18,7 @@ MASK_HEADS = ("agnostic", "oracle", "transfer")
 TRANSFER_INPUTS = ("cls", "box", "cls+box", "randn", "glove", "text")
 ACTIVATIONS = ("relu", "leaky_relu")
 TRANSFER_INITS = ("torch", "msra")
-STAGES = ("e2e", "detector", "mask")
+STAGES = ("e2e", "detector", "mask", "box")
 
 
 class ConfigError(ValueError):
@@ -68,7 +68,9 @@ class Config:
     # backward). Off by default so trained checkpoints reproduce bit for bit; maskx.load(..., roi_align_forward=)
     roi_align_forward: str = "torchvision"
     # training
-    stage: str = "e2e"  # e2e | detector (boxes only) | mask (frozen detector, mask head only): paper §3.2
+    # e2e | detector (boxes only) | mask (frozen detector, mask head only): paper §3.2; box: a trained
+    # detector's box head re-trained on its cached RoI features (maskx.box_cache), the rest frozen
+    stage: str = "e2e"
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
     detector_iters: int = 0  # stage mask without ``detector``: the detector trained first runs this long (0: iters)
     # stage e2e only: a finished stage-wise run (stage mask, same mask branch, on ``detector``) whose
@@ -93,6 +95,12 @@ class Config:
     # (maskx.roi_cache; sampled once, images not flipped); 0: from the images every step
     mask_roi_cache: int = 0
     hflip: float = 0.5
+    optimizer: str = "sgd"  # sgd (paper §4.1: momentum, weight decay) | adamw (lr = base_lr x batch_size / 16)
+    # stage box: RoIs cached per image from the detector's sampler (at most this many positives, negatives)
+    # and each negative's weight in the classification loss (3: the sampler's 1:3 ratio in expectation)
+    box_cache_positives: int = 24
+    box_cache_negatives: int = 24
+    box_background_weight: float = 3.0
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -107,6 +115,7 @@ class Config:
         _check_choice("transfer_input", self.transfer_input, TRANSFER_INPUTS)
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
+        _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _check_choice("transfer_init", self.transfer_init, TRANSFER_INITS)
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))
@@ -123,6 +132,10 @@ class Config:
                               f"got {self.embedding_norm}")
         if self.mask_convs < 1:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
+        if self.stage == "box" and not self.detector:
+            raise ConfigError("stage 'box' re-trains the box head of a trained detector: set 'detector'")
+        if min(self.box_cache_positives, self.box_cache_negatives) < 0 or self.box_background_weight <= 0:
+            raise ConfigError("box_cache_positives and box_cache_negatives must be >= 0, box_background_weight > 0")
         if self.detector and self.stage == "detector":
             raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
         if self.mask_init and (self.stage != "e2e" or not self.detector):

@@ -118,7 +118,13 @@ def cache_matches(cache_dir, meta: dict) -> bool:
 
 
 def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = True, wait_seconds: float = 3600) -> Path:
-    """The cache at ``cache_dir`` if it matches ``meta``, else built there. Processes sharing a
+    """``ensure_cache`` of the mask branch's RoI cache (``build_roi_cache``)."""
+    return ensure_cache(model, dataset, cache_dir, meta, build_roi_cache, progress, wait_seconds)
+
+
+def ensure_cache(model, dataset, cache_dir, meta: dict, build, progress: bool = True, wait_seconds: float = 3600) -> Path:
+    """The cache at ``cache_dir`` if it matches ``meta``, else built there by ``build(model, dataset,
+    cache_dir, meta, progress)`` (``build_roi_cache``, ``box_cache.build_box_cache``). Processes sharing a
     detector (``study run --jobs 2``) build it once: the others wait for the builder's lock
     (``run_lock``: a lock whose builder died, e.g. at the end of a session, is taken over at once,
     and the builder's half-written folder removed; one held longer than ``wait_seconds`` too, its
@@ -138,7 +144,7 @@ def ensure_roi_cache(model, dataset, cache_dir, meta: dict, progress: bool = Tru
             for tmp in [] if overtaken else cache_dir.parent.glob(f".{cache_dir.name}.tmp-*"):  # a dead builder's
                 shutil.rmtree(tmp, ignore_errors=True)
             if not cache_matches(cache_dir, meta):
-                build_roi_cache(model, dataset, cache_dir, meta, progress)
+                build(model, dataset, cache_dir, meta, progress)
                 if not cache_matches(cache_dir, meta):  # never rebuild in a loop
                     raise RoICacheError(f"{cache_dir}: the cache just built does not match what was asked "
                                         f"({meta}); a bug: please report it")

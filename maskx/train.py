@@ -224,10 +224,19 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             load_mask_init(model, config.mask_init, dataset, config)
         elif config.detector:  # stage mask: the frozen detector; stage e2e: start from it (warm start)
             load_detector(model, config.detector, dataset, config)
+        if config.stage == "box":  # only the box head learns (maskx.box_cache)
+            if world_size > 1:
+                raise ConfigError("stage 'box' trains one process's box head on one CPU cache; run it without torchrun")
+            model.requires_grad_(False)
+            for module in (model.roi_heads.box_head, model.roi_heads.box_predictor):
+                module.requires_grad_(True)
         meta = run_meta(config, dataset, split, world_size)
         model.to(device)
-        optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+        if config.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum,
+                                        weight_decay=config.weight_decay)
         start = 0
         if resume and list_checkpoints(out_dir):
             ck_meta, tensors = find_checkpoint(out_dir)
@@ -263,6 +272,10 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             from .roi_cache import cached_training
 
             net, train_data = cached_training(model, dataset, split, config, config.detector, progress=progress)
+        elif config.stage == "box":  # the box head on the frozen detector's cached RoIs (maskx.box_cache)
+            from .box_cache import cached_box_training
+
+            net, train_data = cached_box_training(model, dataset, config, config.detector, out_dir, progress=progress)
         t0 = time.perf_counter()
         train(net, optimizer, train_data, config, start_iter=start, rank=rank, world_size=world_size,
               log_path=out_dir / "log.jsonl", on_checkpoint=on_checkpoint, progress=progress, stop_after=stop_after,

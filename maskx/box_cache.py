@@ -1,0 +1,174 @@
+"""Stage ``box``: the box head re-trained on cached RoI features of a frozen detector.
+
+With thousands of classes and a CPU budget of about one epoch, a detector's SGD steps leave its
+3000-way classifier far from trained: a class row moves only when its class is in the batch, and
+most classes have a handful of training instances (the long tail; Kang et al. 2020, "Decoupling
+representation and classifier for long-tailed recognition", retrain the classifier alone for the
+same reason). Here the backbone, FPN and RPN of a trained detector are frozen, so what its box head
+sees of a training image (the pooled features of the RoIs the Fast R-CNN sampler draws) can be
+computed once; the box head (its two FCs, the classifier and the box regressor) is then trained on
+them for many epochs, with AdamW, whose per-parameter step sizes let rare classes' rows move as
+fast as frequent ones'. The detector's weights start it; everything but the box head is unchanged,
+so the result is an ordinary detector (``detector=`` of a stage-``mask`` run).
+
+What differs from training the box head on images: each image's RoIs are sampled once (the
+detector's own sampler: ``rois_per_image`` proposals, 25 % positive, ground-truth boxes included),
+of which at most ``positives`` positives and ``negatives`` negatives are kept; the classification
+loss weighs each negative ``background_weight`` times (the sampler's 1 : 3 foreground : background
+ratio in expectation, from fewer stored negatives); a flip mirrors the pooled features and the
+regression target's x offset.
+
+A cache folder (``<stage-box run>/box_cache/``) holds ``features.npy`` float16 [N, C, 7, 7]
+(``box_roi_pool`` of each kept RoI), ``labels.npy`` int64 [N] (0: background),
+``regression_targets.npy`` float32 [N, 4] (the box coder's encoding of the matched ground truth),
+``offsets.npy`` int64 [I + 1] and ``meta.json`` (what it was built from; a stale cache is rebuilt).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .atomic import atomic_dir, write_json_atomic
+from .models.roi_heads import cap_rois
+from .roi_cache import RoICacheError, ensure_cache
+
+CACHE_VERSION = 1
+ARRAYS = ("features", "labels", "regression_targets", "offsets")
+
+
+def box_cache_meta(detector_ckpt: dict, dataset, config) -> dict:
+    """What a cache depends on: the detector's weights, the data, the sampling settings."""
+    return {"format": f"maskx-box-cache-{CACHE_VERSION}", "detector_sha256": detector_ckpt.get("sha256"),
+            "data": str(dataset.ann_file), "images": len(dataset), "positives": config.box_cache_positives,
+            "negatives": config.box_cache_negatives, "rois_per_image": config.rois_per_image,
+            "image_size": config.image_size, "seed": 0}
+
+
+@torch.no_grad()
+def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) -> Path:
+    """Write the cache of ``model`` (its frozen detector) on every image of ``dataset`` to ``out_dir``
+    (atomically)."""
+    out_dir = Path(out_dir)
+    n, heads = len(dataset), model.roi_heads
+    model.train()  # training-mode RPN (its pre/post-NMS counts) and the Fast R-CNN sampler
+    model.backbone.eval()  # frozen norm statistics, as the detector used them
+    channels, pool = model.backbone.out_channels, heads.box_roi_pool.output_size[0]
+    per_image = meta["positives"] + meta["negatives"]
+    with atomic_dir(out_dir) as tmp:
+        feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, (per_image * n, channels, pool, pool))
+        labels, targets, offsets = [], [], [0]
+        t0 = time.perf_counter()
+        for i in tqdm(range(n), desc="box cache", disable=not progress, dynamic_ncols=True):
+            image, target = dataset[i]
+            torch.manual_seed(meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
+            images, tgts = model.transform([image], [target])
+            features = model.backbone(images.tensors)
+            proposals, _ = model.rpn(images, features, tgts)
+            proposals, _, labs, regs = heads.select_training_samples(proposals, tgts)
+            keep = torch.cat([cap_rois(torch.where(labs[0] > 0)[0], meta["positives"]),
+                              cap_rois(torch.where(labs[0] == 0)[0], meta["negatives"])])
+            s, r = offsets[-1], len(keep)
+            if r:
+                pooled = heads.box_roi_pool(features, [proposals[0][keep]], images.image_sizes)
+                feats[s:s + r] = pooled.numpy().astype(np.float16)
+            labels.append(labs[0][keep].numpy().astype(np.int64))
+            targets.append(regs[0][keep].numpy().astype(np.float32).reshape(-1, 4))
+            offsets.append(s + r)
+        feats.flush()
+        del feats
+        np.save(tmp / "labels.npy", np.concatenate(labels))
+        np.save(tmp / "regression_targets.npy", np.concatenate(targets).reshape(-1, 4))
+        np.save(tmp / "offsets.npy", np.asarray(offsets, np.int64))
+        write_json_atomic({**meta, "rois": int(offsets[-1]), "build_seconds": round(time.perf_counter() - t0, 1)},
+                          tmp / "meta.json")
+    return out_dir
+
+
+class CachedBoxRoIs(torch.utils.data.Dataset):
+    """Image i → (pooled features [R, C, 7, 7] float32, {"labels" [R], "regression_targets" [R, 4]}) of its
+    cached RoIs. ``flippable = False``: flips happen in ``CachedBoxTraining`` (features, not images)."""
+
+    flippable = False
+
+    def __init__(self, cache_dir):
+        self.dir = Path(cache_dir)
+        try:
+            arrays = {a: np.load(self.dir / f"{a}.npy", mmap_mode="r") for a in ARRAYS}
+        except (OSError, ValueError) as e:
+            raise RoICacheError(f"{self.dir}: unreadable box cache ({e}); delete the folder and train again "
+                                "(it is rebuilt from the detector)") from e
+        self.offsets = np.asarray(arrays["offsets"])
+        rows = int(self.offsets[-1])
+        if len(arrays["features"]) < rows or len(arrays["labels"]) != rows or len(arrays["regression_targets"]) != rows:
+            raise RoICacheError(f"{self.dir}: the box cache is truncated ({rows} RoIs indexed); delete the folder "
+                                "and train again")
+        self.features = arrays["features"]
+        self.labels, self.targets = np.asarray(arrays["labels"]), np.asarray(arrays["regression_targets"])
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int):
+        s, e = int(self.offsets[i]), int(self.offsets[i + 1])
+        return (torch.from_numpy(np.asarray(self.features[s:e], np.float32)),
+                {"labels": torch.from_numpy(self.labels[s:e].copy()),
+                 "regression_targets": torch.from_numpy(self.targets[s:e].copy())})
+
+
+def box_head_loss(class_logits: torch.Tensor, box_regression: torch.Tensor, labels: torch.Tensor,
+                  regression_targets: torch.Tensor, background_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """torchvision's ``fastrcnn_loss`` with background RoIs weighed ``background_weight`` times in the
+    classification loss: logits [R, K + 1], box_regression [R, (K + 1) * 4], labels [R] (0: background),
+    regression_targets [R, 4] → {"loss_classifier", "loss_box_reg"}."""
+    weight = torch.ones(class_logits.shape[1], dtype=class_logits.dtype, device=class_logits.device)
+    weight[0] = background_weight
+    loss_cls = F.cross_entropy(class_logits, labels, weight=weight)
+    pos = torch.where(labels > 0)[0]
+    box = box_regression.reshape(len(labels), -1, 4)[pos, labels[pos]]
+    loss_box = F.smooth_l1_loss(box, regression_targets[pos], beta=1 / 9, reduction="sum") / max(1, labels.numel())
+    return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
+
+
+class CachedBoxTraining(nn.Module):
+    """``model``'s box head on cached RoIs: the module ``engine.train`` steps in a stage-``box`` run.
+
+    forward(features per image [R_i, C, 7, 7], targets per image) → ``box_head_loss``. Each image's
+    RoIs are mirrored with probability ``hflip`` (the global torch RNG, reseeded per step by
+    ``engine.train``): features flipped left-right, the x offset of the regression target negated.
+    """
+
+    def __init__(self, model, hflip: float = 0.5, background_weight: float = 3.0):
+        super().__init__()
+        self.model, self.hflip, self.background_weight = model, hflip, background_weight
+
+    def forward(self, features: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
+        xs, labels, regs = [], [], []
+        for f, t in zip(features, targets):
+            r = t["regression_targets"]
+            if self.training and float(torch.rand(())) < self.hflip:
+                f = f.flip(-1)
+                r = r * torch.tensor([-1.0, 1.0, 1.0, 1.0])
+            xs.append(f)
+            labels.append(t["labels"])
+            regs.append(r)
+        heads = self.model.roi_heads
+        logits, boxes = heads.box_predictor(heads.box_head(torch.cat(xs)))
+        return box_head_loss(logits, boxes, torch.cat(labels), torch.cat(regs), self.background_weight)
+
+
+def cached_box_training(model, dataset, config, detector_dir, out_dir, progress: bool = True
+                        ) -> tuple[CachedBoxTraining, CachedBoxRoIs]:
+    """The module and dataset of a stage-``box`` run: the cache of ``detector_dir``'s detector on
+    ``dataset`` under ``out_dir/box_cache`` (built first if missing or stale)."""
+    from .checkpoint import find_checkpoint
+
+    ckpt, _ = find_checkpoint(detector_dir)
+    meta = box_cache_meta(ckpt, dataset, config)
+    cache = ensure_cache(model, dataset, Path(out_dir) / "box_cache", meta, build_box_cache, progress)
+    return CachedBoxTraining(model, config.hflip, config.box_background_weight), CachedBoxRoIs(cache)

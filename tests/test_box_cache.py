@@ -1,0 +1,109 @@
+"""Stage ``box`` (maskx/box_cache.py): the cache holds the detector sampler's RoIs and their pooled
+features, its loss is torchvision's Fast R-CNN loss with weighted negatives, only the box head
+learns, runs resume exactly, and the result serves as a stage-``mask`` run's detector."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+from maskx.box_cache import CachedBoxRoIs, CachedBoxTraining, box_cache_meta, box_head_loss, build_box_cache
+from maskx.checkpoint import find_checkpoint, list_checkpoints
+from maskx.config import ConfigError
+from maskx.data.coco import CocoDataset
+from maskx.models.maskx_rcnn import build_model
+from maskx.train import run_training
+
+from helpers import assert_bit_identical, model_tensors, tiny_config
+
+
+@pytest.fixture(scope="module")
+def detector(data64, tmp_path_factory):
+    out = tmp_path_factory.mktemp("boxdet") / "detector"
+    run_training(tiny_config("detector", iters=2, checkpoint_every=2), data64, out, progress=False)
+    return out
+
+
+def box_config(detector, **kw):
+    return tiny_config("detector", stage="box", detector=str(detector), optimizer="adamw", base_lr=0.01,
+                       box_cache_positives=5, box_cache_negatives=3, **kw)
+
+
+def test_cache_keeps_capped_positives_and_negatives_with_their_targets(data64, tmp_path):
+    torch.manual_seed(0)
+    cfg = box_config("unused")
+    data = CocoDataset(data64 / "images", data64 / "annotations.json")
+    model = build_model(cfg, list(data.categories.names))
+    meta = box_cache_meta({"sha256": "abc"}, data, cfg)
+    cache = CachedBoxRoIs(build_box_cache(model, data, tmp_path / "box_cache", meta, progress=False))
+    assert len(cache) == len(data)
+    for i in range(len(data)):
+        feats, t = cache[i]
+        pos, neg = int((t["labels"] > 0).sum()), int((t["labels"] == 0).sum())
+        assert pos <= 5 and neg <= 3 and feats.shape[1:] == (model.backbone.out_channels, 7, 7)
+        assert t["regression_targets"].shape == (len(feats), 4)
+    assert int((cache.labels > 0).sum()) > 0 and int((cache.labels == 0).sum()) > 0
+
+
+def test_box_head_loss_is_fastrcnn_loss_when_negatives_weigh_one():
+    g = torch.Generator().manual_seed(0)
+    logits, boxes = torch.randn(12, 6, generator=g), torch.randn(12, 24, generator=g)
+    labels, reg = torch.tensor([0, 0, 0, 1, 2, 3, 4, 5, 0, 2, 0, 1]), torch.randn(12, 4, generator=g)
+    ours = box_head_loss(logits, boxes, labels, reg, background_weight=1.0)
+    cls, box = fastrcnn_loss(logits, boxes, [labels], [reg])
+    torch.testing.assert_close(ours["loss_classifier"], cls)
+    torch.testing.assert_close(ours["loss_box_reg"], box)
+    heavier = box_head_loss(logits, boxes, labels, reg, background_weight=3.0)["loss_classifier"]
+    assert not torch.isclose(heavier, cls)
+
+
+def test_a_flip_mirrors_the_features_and_the_x_offset(monkeypatch):
+    from maskx import box_cache
+
+    cfg = box_config("unused")
+    model = build_model(cfg, [f"c{k}" for k in range(80)])
+    seen = {}
+
+    def head(x):
+        seen["x"] = x
+        return torch.zeros(len(x), cfg.box_head_dim)
+
+    monkeypatch.setattr(model.roi_heads.box_head, "forward", head)
+    monkeypatch.setattr(box_cache, "box_head_loss", lambda logits, boxes, labels, regs, w: seen.update(regs=regs) or {})
+    f = torch.arange(2 * 3 * 7 * 7, dtype=torch.float32).reshape(2, 3, 7, 7)
+    reg = torch.tensor([[0.5, 0.1, 0.2, 0.3], [0.0, 0.0, 0.0, 0.0]])
+    t = {"labels": torch.tensor([1, 0]), "regression_targets": reg}
+    net = CachedBoxTraining(model, hflip=1.0).train()
+    net([f], [t])
+    assert torch.equal(seen["x"], f.flip(-1)) and torch.equal(seen["regs"], reg * torch.tensor([-1.0, 1, 1, 1]))
+    net = CachedBoxTraining(model, hflip=0.0).train()
+    net([f], [t])
+    assert torch.equal(seen["x"], f) and torch.equal(seen["regs"], reg)
+
+
+def test_stage_box_trains_only_the_box_head_resumes_exactly_and_feeds_a_mask_run(data64, detector, tmp_path):
+    cfg = box_config(detector, iters=4, checkpoint_every=2, batch_size=4)
+    run_training(cfg, data64, tmp_path / "full", progress=False)
+    run_training(cfg, data64, tmp_path / "cut", progress=False, stop_after=2)
+    run_training(cfg, data64, tmp_path / "cut", resume=True, progress=False)
+    full, cut = (model_tensors(list_checkpoints(tmp_path / d)[-1]) for d in ("full", "cut"))
+    assert_bit_identical(full, cut)  # AdamW's moments are checkpointed
+    before = model_tensors(list_checkpoints(detector)[-1])
+    changed = {k for k in full if not torch.equal(full[k], before[k])}
+    assert changed and all(k.startswith(("model.roi_heads.box_head.", "model.roi_heads.box_predictor.")) for k in changed)
+    meta, tensors = find_checkpoint(tmp_path / "full")
+    assert any(k.endswith(".exp_avg_sq") for k in tensors)
+    mask = tiny_config("transfer_clsbox_2lrelu", detector=str(tmp_path / "full"), iters=1, checkpoint_every=1)
+    run_training(mask, data64, tmp_path / "mask", progress=False)
+    after = model_tensors(list_checkpoints(tmp_path / "mask")[-1])
+    assert torch.equal(after["model.roi_heads.box_predictor.cls_score.weight"],
+                       full["model.roi_heads.box_predictor.cls_score.weight"])
+
+
+def test_stage_box_needs_a_detector():
+    with pytest.raises(ConfigError, match="detector"):
+        tiny_config("detector", stage="box")
+    with pytest.raises(ConfigError, match="optimizer"):
+        tiny_config("detector", optimizer="adam")
+    assert np.isfinite(box_config("x").box_background_weight)
