@@ -171,7 +171,7 @@ def _cmd_ship(args) -> dict:
     if args.compare and Path(args.out).resolve() == Path(args.compare).resolve():
         raise ValueError("--compare needs another --out than the folder it compares with (e.g. --out runs/repro-3k)")
     summary = build_shipped(out=args.out, data=args.data, runs=args.runs, preset=args.preset, iters=args.iters,
-                            detector_iters=args.detector_iters, baseline=None if args.no_baseline else args.baseline,
+                            baseline=None if args.no_baseline else args.baseline,
                             progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), size=args.size,
                             overrides=tuple(args.set or ()))
     if args.compare:
@@ -375,8 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--baseline", default="agnostic_mlp_3k",
                     help="the baseline trained the same way on the same detector (its masks on GT boxes go in eval.json)")
     sh.add_argument("--no-baseline", action="store_true", help="train no baseline")
-    sh.add_argument("--iters", type=int, help="the mask stage's iterations (and the detector's, unless --detector-iters)")
-    sh.add_argument("--detector-iters", type=int)
+    sh.add_argument("--iters", type=int, help="every run's iterations (a quick check; the presets' own otherwise)")
     sh.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     sh.add_argument("--examples-only", action="store_true",
                     help="only (re)write OUT/examples.json: the model's masks on the app's sample images")

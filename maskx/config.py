@@ -72,7 +72,6 @@ class Config:
     # detector's box head re-trained on its cached RoI features (maskx.box_cache), the rest frozen
     stage: str = "e2e"
     detector: Optional[str] = None  # trained detector run: frozen under stage "mask", the start of stage "e2e"
-    detector_iters: int = 0  # stage mask without ``detector``: the detector trained first runs this long (0: iters)
     # stage e2e only: a finished stage-wise run (stage mask, same mask branch, on ``detector``) whose
     # weights this run starts from, so the joint iterations refine trained heads instead of training
     # a class-specific head from scratch in a short schedule
@@ -132,16 +131,12 @@ class Config:
                               f"got {self.embedding_norm}")
         if self.mask_convs < 1:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
-        if self.stage == "box" and not self.detector:
-            raise ConfigError("stage 'box' re-trains the box head of a trained detector: set 'detector'")
         if min(self.box_cache_positives, self.box_cache_negatives) < 0 or self.box_background_weight <= 0:
             raise ConfigError("box_cache_positives and box_cache_negatives must be >= 0, box_background_weight > 0")
         if self.detector and self.stage == "detector":
             raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
         if self.mask_init and (self.stage != "e2e" or not self.detector):
             raise ConfigError("mask_init (a stage-wise run to start from) is for stage 'e2e' with a 'detector'")
-        if self.detector_iters < 0:
-            raise ConfigError(f"detector_iters must be >= 0 (0: as iters), got {self.detector_iters}")
         if self.mask_roi_cache < 0:
             raise ConfigError(f"mask_roi_cache must be >= 0 (RoIs cached per image; 0: off), got {self.mask_roi_cache}")
         if self.mask_roi_cache and self.stage != "mask":
@@ -256,8 +251,10 @@ def _presets() -> dict[str, Config]:
     p["agnostic_deep"] = p["agnostic"].replace(mask_convs=8)
     p["transfer_clsbox_2lrelu_deep"] = p["transfer_clsbox_2lrelu"].replace(mask_convs=8)
     # the 3000-class model (paper §5), stage-wise as there: a detector on A ∪ B (boxes of all 3000
-    # classes), then T + the MLP branch on a frozen detector, trained on set A's masks. Sized for a
-    # 90-minute CPU budget and a 40 MB fp16 checkpoint (docs/model-3k.md, "The recipe"): a 128-wide FPN
+    # classes), its box head re-trained on cached RoI features (stage box, maskx.box_cache: within the
+    # CPU budget SGD leaves a 3001-way classifier untrained), then T + the MLP branch on the frozen
+    # detector, trained on set A's masks (``python -m maskx ship`` runs the three; docs/model-3k.md,
+    # "The recipe"). Sized for 90 minutes on 2 CPU cores and a 40 MB fp16 checkpoint: a 128-wide FPN
     # (its 3 x 3 convs and the RPN head are most of a step; at 128 a step costs half of one at 256), a
     # 512-wide box head (w_det: 5 x 512), the study's detector lr (4x linear scaling, 200 warm-up
     # iterations) and its stage-2 recipe (16 cached RoIs per image, the mask branch at 10x the linear-
@@ -265,12 +262,17 @@ def _presets() -> dict[str, Config]:
     big = p["transfer_clsbox_2lrelu_mlp"].replace(
         backbone="efficientnet_lite0", split="coco80", fpn_dim=128, box_head_dim=512, mask_dim=128, mlp_hidden=256,
         rois_per_image=128, mask_rois_per_image=16, mask_roi_cache=16, mask_lr_mult=2.5, base_lr=0.08,
-        warmup_iters=200, detector_iters=4000, iters=1000, checkpoint_every=250,
+        warmup_iters=200, iters=1000, checkpoint_every=250,
         # a 3001-way softmax spreads its mass: at 0.05 most true detections are dropped before
         # evaluation (LVIS evaluates 1000+ classes at 0.0001); 0.001 keeps inference under 2 s
         score_thresh=0.001)
     p["maskx_3k"] = big
     p["agnostic_mlp_3k"] = big.replace(mask_head="agnostic")  # its baseline, trained the same way
+    p["maskx_3k_detector"] = big.replace(stage="detector", mask_head="agnostic", mlp_branch=False, mask_roi_cache=0,
+                                         iters=4000)
+    # AdamW on 16 images' cached RoIs per step (lr 1e-3): 375 steps an epoch of the default 6000 images
+    p["maskx_3k_box"] = p["maskx_3k_detector"].replace(stage="box", optimizer="adamw", batch_size=16, base_lr=0.001,
+                                                       warmup_iters=100, iters=3000)
     return p
 
 

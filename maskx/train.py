@@ -190,7 +190,7 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
     schedule still that of ``config.iters``: ``--resume`` later continues exactly.
 
     Stage ``mask`` without ``config.detector`` first trains the detector into ``out_dir/detector``
-    (same seed and size; ``detector_iters``, else ``config.detector_iters``, else ``config.iters`` iterations), then the mask head on it.
+    (same seed, size and iterations unless ``detector_iters``), then the mask head on it.
     """
     out_dir = Path(out_dir)
     if not resume and list_checkpoints(out_dir):
@@ -210,7 +210,7 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
                                                    "image_size", "seed", "batch_size", "base_lr", "warmup_iters",
                                                    "rois_per_image", "box_head_dim", "checkpoint_every")},
                 split=config.split if config.split != "all" else "voc2nonvoc",
-                iters=detector_iters or config.detector_iters or config.iters)
+                iters=detector_iters or config.iters)
             if not (out_dir / "detector" / "done.json").is_file():
                 run_training(det_cfg, data_dir, out_dir / "detector", resume=resume, progress=progress,
                              images_dir=images_dir)
@@ -225,6 +225,8 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
         elif config.detector:  # stage mask: the frozen detector; stage e2e: start from it (warm start)
             load_detector(model, config.detector, dataset, config)
         if config.stage == "box":  # only the box head learns (maskx.box_cache)
+            if not config.detector:
+                raise ConfigError("stage 'box' re-trains the box head of a trained detector: set 'detector'")
             if world_size > 1:
                 raise ConfigError("stage 'box' trains one process's box head on one CPU cache; run it without torchrun")
             model.requires_grad_(False)

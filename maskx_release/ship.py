@@ -101,51 +101,53 @@ def gt_box_ious(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX
     return {k: v for k, v in out.items() if k != "per_class"}
 
 
+STAGES = ("detector", "box")  # the runs before the mask stage, each in runs/<stage>, each the next one's detector
+
+
 def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3k", preset: str = "maskx_3k",
-                  baseline: Optional[str] = "agnostic_mlp_3k", iters: Optional[int] = None,
-                  detector_iters: Optional[int] = None, progress: bool = True, log=print, size: str = "default",
-                  overrides: tuple = ()) -> dict:
+                  baseline: Optional[str] = "agnostic_mlp_3k", detector: str = "maskx_3k_detector",
+                  box: Optional[str] = "maskx_3k_box", iters: Optional[int] = None, progress: bool = True, log=print,
+                  size: str = "default", overrides: tuple = ()) -> dict:
     """Everything ``python -m maskx ship`` does; returns a summary (also in ``out/eval.json``).
 
-    Stage-wise, as the paper's §5: ``preset`` is a stage-``mask`` config, so ``run_training`` first trains
-    its detector on A ∪ B into ``runs/detector``, then the mask branch (T + the MLP branch) on set A's
-    masks; ``baseline`` (the class-agnostic + MLP head) is trained the same way on the same frozen
-    detector into ``runs-baseline``. ``iters``: the mask stage's iterations (and the detector's, unless
-    ``detector_iters``)."""
+    Stage-wise, as the paper's §5: the ``detector`` preset on A ∪ B into ``runs/detector``; its box head
+    re-trained on cached RoI features (``box``, stage box, ``maskx.box_cache``) into ``runs/box``; then
+    ``preset`` (stage mask: T + the MLP branch, set A's masks) on that frozen detector into ``runs``, and
+    ``baseline`` (the class-agnostic + MLP head) trained the same way on the same detector into
+    ``runs-baseline``. Each finished run is kept; a killed one resumes. ``iters`` (tests) sets every
+    run's iterations; ``overrides`` apply to every run."""
     from maskx.data.coco import read_json
     from maskx.data.synthetic3k import GENERATOR_VERSION, ensure_dataset3k
-    from maskx.train import run_training
 
     out, runs = Path(out), Path(runs)
-    config = get_preset(preset).with_overrides(list(overrides))
+
+    def configured(name: str):
+        c = get_preset(name).with_overrides(list(overrides))
+        return c.replace(iters=iters) if iters else c
+
+    config = configured(preset)
     if config.stage != "mask":
         raise ValueError(f"preset {preset!r} is stage {config.stage!r}; the shipped model is trained stage-wise "
                          "(a stage 'mask' preset, e.g. maskx_3k)")
-    if iters:
-        config = config.replace(iters=iters, detector_iters=iters)
-    if detector_iters:
-        config = config.replace(detector_iters=detector_iters)
-    detector_iters = config.detector_iters or config.iters
     log(f"1/5 data: {data} (3000-class world version {GENERATOR_VERSION})")
     ensure_dataset3k(data, size, progress=progress)
+    train = Path(data) / "train"
     seconds = {}
-    t0 = time.perf_counter()
-    if not (runs / "done.json").is_file():
-        log(f"2/5 training the detector ({detector_iters} iterations) into {runs / 'detector'}, then {preset}'s mask "
-            f"branch ({config.iters} iterations) into {runs} (resumable: rerun the same command)")
-        run_training(config, Path(data) / "train", runs, resume=bool(list_checkpoints(runs)) or
-                     bool(list_checkpoints(runs / "detector")), progress=progress, detector_iters=detector_iters)
-    seconds["train"] = round(time.perf_counter() - t0, 1)
+    previous = None
+    for stage, name in zip(STAGES, (detector, box)):
+        if name is None:
+            continue
+        cfg = configured(name).replace(**({"detector": str(previous.resolve())} if previous else {}))
+        log(f"2/5 {stage}: {name} ({cfg.iters} iterations) into {runs / stage}")
+        seconds[stage] = _train(cfg, train, runs / stage, progress)
+        previous = runs / stage
+    log(f"2/5 mask: {preset} ({config.iters} iterations) into {runs}")
+    seconds["mask"] = _train(config.replace(detector=str(previous.resolve())), train, runs, progress)
     base_runs = runs.with_name(runs.name + "-baseline")
     if baseline:
-        t0 = time.perf_counter()
-        base_cfg = get_preset(baseline).with_overrides(list(overrides)).replace(
-            iters=config.iters, detector=str((runs / "detector").resolve()))
-        if not (base_runs / "done.json").is_file():
-            log(f"   the baseline {baseline} on the same detector into {base_runs}")
-            run_training(base_cfg, Path(data) / "train", base_runs, resume=bool(list_checkpoints(base_runs)),
-                         progress=progress)
-        seconds["train_baseline"] = round(time.perf_counter() - t0, 1)
+        log(f"2/5 baseline: {baseline} on the same detector into {base_runs}")
+        seconds["baseline"] = _train(configured(baseline).replace(detector=str(previous.resolve())), train, base_runs,
+                                     progress)
     t0 = time.perf_counter()
     log(f"3/5 comparing the fp32 weights with an fp16 export on {FP16_CHECK_IMAGES} val images "
         "(the fp16 export on the whole val split: its evaluation if it is shipped)")
@@ -182,7 +184,8 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     if weights.stat().st_size > MAX_BYTES:
         log(f"warning: {weights} is {weights.stat().st_size / 2**20:.1f} MB, over the 40 MB budget")
     seconds["evaluate"] = round(time.perf_counter() - t0, 1)
-    summary = {"preset": preset, "baseline": baseline, "world_version": GENERATOR_VERSION, "config": meta["config"],
+    summary = {"preset": preset, "stages": {"detector": detector, "box": box, "mask": preset, "baseline": baseline},
+               "world_version": GENERATOR_VERSION, "config": meta["config"],
                "checkpoint": str(path), "sha256": meta["sha256"],
                "megabytes": round(weights.stat().st_size / 2**20, 2), "dtype": "float16" if use16 else "float32",
                "seconds_this_call": seconds, "eval_seconds": shipped["eval_seconds"],
@@ -199,6 +202,16 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     log(f"the classes' embedding projections for the app's Embeddings page → {out / PROJECTIONS_FILE}")
     write_projections(out)
     return {k: v for k, v in summary.items() if k not in ("per_class", "config", "split")}
+
+
+def _train(config, train_dir, run_dir: Path, progress: bool) -> float:
+    """Train ``config`` into ``run_dir`` unless it finished there (resuming a killed run); its seconds."""
+    from maskx.train import run_training
+
+    t0 = time.perf_counter()
+    if not (run_dir / "done.json").is_file():
+        run_training(config, train_dir, run_dir, resume=bool(list_checkpoints(run_dir)), progress=progress)
+    return round(time.perf_counter() - t0, 1)
 
 
 def naming_on_val(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX_IMAGES) -> dict:

@@ -101,9 +101,9 @@ def test_stage_box_trains_only_the_box_head_resumes_exactly_and_feeds_a_mask_run
                        full["model.roi_heads.box_predictor.cls_score.weight"])
 
 
-def test_stage_box_needs_a_detector():
+def test_stage_box_needs_a_detector(data64, tmp_path):
     with pytest.raises(ConfigError, match="detector"):
-        tiny_config("detector", stage="box")
+        run_training(tiny_config("detector", stage="box"), data64, tmp_path / "box", progress=False)
     with pytest.raises(ConfigError, match="optimizer"):
         tiny_config("detector", optimizer="adam")
     assert np.isfinite(box_config("x").box_background_weight)

@@ -28,7 +28,9 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
     gt = ev["masks_on_gt_boxes"]
     assert gt["A"]["instances"] + gt["B"]["instances"] > 0 and gt["images"] > 0
     assert gt["baseline"]["A"]["instances"] == gt["A"]["instances"]  # the baseline, on the same boxes
-    assert (tmp_path / "run-baseline" / "done.json").is_file() and (tmp_path / "run" / "detector" / "done.json").is_file()
+    for stage in ("run/detector", "run/box", "run", "run-baseline"):  # stage-wise: each run kept
+        assert (tmp_path / stage / "done.json").is_file()
+    assert json.loads((tmp_path / "run" / "box" / "run.json").read_text())["config"]["stage"] == "box"
     naming = ev["naming_on_gt_boxes"]
     assert naming["A"]["instances"] + naming["B"]["instances"] >= gt["A"]["instances"] + gt["B"]["instances"]
     assert set(ev["ap_by_frequency"]["B"]) == {"rare", "common", "frequent"}
