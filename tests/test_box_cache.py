@@ -47,14 +47,20 @@ def test_cache_keeps_capped_positives_and_negatives_with_their_targets(data64, t
 
 
 def test_box_head_loss_is_fastrcnn_loss_when_negatives_weigh_one():
+    from maskx.box_cache import own_class_regression
+
     g = torch.Generator().manual_seed(0)
-    logits, boxes = torch.randn(12, 6, generator=g), torch.randn(12, 24, generator=g)
+    x, bbox_pred = torch.randn(12, 8, generator=g), torch.nn.Linear(8, 24)
+    logits, boxes = torch.randn(12, 6, generator=g), bbox_pred(x)
     labels, reg = torch.tensor([0, 0, 0, 1, 2, 3, 4, 5, 0, 2, 0, 1]), torch.randn(12, 4, generator=g)
-    ours = box_head_loss(logits, boxes, labels, reg, background_weight=1.0)
+    pos = labels > 0
+    own = own_class_regression(bbox_pred, x[pos], labels[pos])
+    torch.testing.assert_close(own, boxes.reshape(12, 6, 4)[pos, labels[pos]])
+    ours = box_head_loss(logits, own, labels, reg, background_weight=1.0)
     cls, box = fastrcnn_loss(logits, boxes, [labels], [reg])
     torch.testing.assert_close(ours["loss_classifier"], cls)
     torch.testing.assert_close(ours["loss_box_reg"], box)
-    heavier = box_head_loss(logits, boxes, labels, reg, background_weight=3.0)["loss_classifier"]
+    heavier = box_head_loss(logits, own, labels, reg, background_weight=3.0)["loss_classifier"]
     assert not torch.isclose(heavier, cls)
 
 
@@ -71,6 +77,7 @@ def test_a_flip_mirrors_the_features_and_the_x_offset(monkeypatch):
 
     monkeypatch.setattr(model.roi_heads.box_head, "forward", head)
     monkeypatch.setattr(box_cache, "box_head_loss", lambda logits, boxes, labels, regs, w: seen.update(regs=regs) or {})
+    monkeypatch.setattr(box_cache, "own_class_regression", lambda bbox_pred, x, labels: None)
     f = torch.arange(2 * 3 * 7 * 7, dtype=torch.float32).reshape(2, 3, 7, 7)
     reg = torch.tensor([[0.5, 0.1, 0.2, 0.3], [0.0, 0.0, 0.0, 0.0]])
     t = {"labels": torch.tensor([1, 0]), "regression_targets": reg}
