@@ -167,7 +167,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Modul
         for key in [k[len(prefix):] for k in tensors if k.startswith(prefix) and "." not in k[len(prefix):]]:
             buf = tensors[prefix + key]
             if key != "step" and (buf.shape != p.shape or buf.dtype != p.dtype):
-                raise CheckpointError(f"{key} of {name} is {buf.dtype} {tuple(buf.shape)}, the parameter "
+                raise CheckpointError(f"{key.replace('_', ' ')} of {name} is {buf.dtype} {tuple(buf.shape)}, the parameter "
                                       f"{p.dtype} {tuple(p.shape)}: the checkpoint does not fit this model")
             optimizer.state[p][key] = buf.to(p.device).clone()
 

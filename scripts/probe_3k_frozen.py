@@ -9,6 +9,8 @@ with cross-entropy over the 3000 classes on the train split's boxes, scored top-
 val split's boxes, on set A and set B, and per attribute of the predicted name. No detection.
 
     python scripts/probe_3k_frozen.py --data data/design3k-v2 --epochs 12 --out runs/design3k/probe.json
+    # a trained detector's features instead: its FPN levels, or what its box head sees
+    python scripts/probe_3k_frozen.py --model RUN --levels box --cache runs/design3k/probe_RUN.pt --out ...
 
 Design data only (seeds 100/101, ``generate3k``): the shipped model trains on seed 0 and is
 evaluated on seed 1.
@@ -29,21 +31,37 @@ LEVELS = (("stage3", 8), ("stage4", 16), ("stage5", 32))
 
 
 @torch.inference_mode()
-def trunk_box_features(data_dir: Path, images: int | None, hflip: bool = False) -> tuple[dict, torch.Tensor]:
-    """{level: float16 [N, C, 7, 7]} on the ground-truth boxes of ``data_dir`` and their labels [N]."""
+def trunk_box_features(data_dir: Path, images: int | None, model=None) -> tuple[dict, torch.Tensor]:
+    """{level: float16 [N, C, 7, 7]} on the ground-truth boxes of ``data_dir`` and their labels [N]: the
+    frozen ImageNet trunk's stages 3-5, or with ``model`` (a trained detector) its FPN levels P2-P5
+    (``fpn<k>``) and what its box head sees (``box``: ``box_roi_pool``, one level per box by its size)."""
     from maskx.data.coco import CocoDataset
+    from maskx.gt_box_eval import gt_box_features
     from maskx.models.backbones import build_backbone
 
     ds = CocoDataset(data_dir / "images", data_dir / "annotations.json")
-    bb = build_backbone("efficientnet_lite0", trainable_layers=0).eval()
-    mean = torch.tensor(bb.image_mean).view(3, 1, 1)
-    std = torch.tensor(bb.image_std).view(3, 1, 1)
-    feats = {name: [] for name, _ in LEVELS}
+    if model is None:
+        bb = build_backbone("efficientnet_lite0", trainable_layers=0).eval()
+        mean = torch.tensor(bb.image_mean).view(3, 1, 1)
+        std = torch.tensor(bb.image_std).view(3, 1, 1)
+        feats = {name: [] for name, _ in LEVELS}
+    else:
+        model = model.eval()
+        feats = {f"fpn{k}": [] for k in range(2, 6)} | {"box": []}
     labels = []
     n = len(ds) if images is None else min(images, len(ds))
     for i in range(n):
         image, t = ds[i]
         if len(t["boxes"]) == 0:
+            continue
+        if model is not None:
+            f, boxes, sizes = gt_box_features(model, image, t["boxes"])
+            for k, (name, level) in enumerate(zip(("fpn2", "fpn3", "fpn4", "fpn5"), ("0", "1", "2", "3"))):
+                feats[name].append(roi_align(f[level], boxes, 7, 1.0 / 2 ** (k + 2), sampling_ratio=2, aligned=True).half())
+            feats["box"].append(model.roi_heads.box_roi_pool(f, boxes, sizes).half())
+            labels.append(t["labels"])
+            if i % 500 == 0:
+                print(f"  {data_dir.name}: {i}/{n} images", flush=True)
             continue
         x = ((image - mean) / std)[None]
         x = bb.stem(x)
@@ -84,6 +102,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", help="a trained detector (run folder or ckpt JSON): probe its FPN features instead")
+    ap.add_argument("--levels", default=None, help="comma-separated feature levels to probe (default: all cached; "
+                    "with --model e.g. 'box' for what its box head sees, or fpn2,fpn3,fpn4,fpn5)")
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--flip", action="store_true", help="mirror half of each batch's pooled features")
@@ -99,8 +120,13 @@ def main() -> None:
     if args.cache.is_file():
         c = torch.load(args.cache)
     else:
-        tr, ytr, ds = trunk_box_features(args.data / "train", args.train_images)
-        va, yva, _ = trunk_box_features(args.data / "val", args.val_images)
+        model = None
+        if args.model:
+            import maskx
+
+            model = maskx.load(args.model).model
+        tr, ytr, ds = trunk_box_features(args.data / "train", args.train_images, model)
+        va, yva, _ = trunk_box_features(args.data / "val", args.val_images, model)
         cats = ds.data["categories"]
         a_ids = set(ds.data["info"]["set_A_category_ids"])
         c = {"train": tr, "ytrain": ytr, "val": va, "yval": yva,
@@ -109,7 +135,7 @@ def main() -> None:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(c, args.cache)
     feature_seconds = time.perf_counter() - t0
-    names = [n for n, _ in LEVELS]
+    names = args.levels.split(",") if args.levels else list(c["train"])
     classes = len(c["is_a"])
     counts = torch.bincount(c["ytrain"], minlength=classes)
     head = ProbeHead([c["train"][n].shape[1] for n in names], classes, hidden=args.hidden, dropout=args.dropout)
