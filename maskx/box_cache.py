@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json_atomic
 from .models.roi_heads import cap_rois
-from .roi_cache import RoICacheError, ensure_cache
+from .roi_cache import RoICacheError, ensure_cache, sampled_rois
 
 CACHE_VERSION = 1
 ARRAYS = ("features", "labels", "regression_targets", "offsets")
@@ -65,17 +65,13 @@ def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
         labels, targets, offsets = [], [], [0]
         t0 = time.perf_counter()
         for i in tqdm(range(n), desc="box cache", disable=not progress, dynamic_ncols=True):
-            image, target = dataset[i]
-            torch.manual_seed(meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
-            images, tgts = model.transform([image], [target])
-            features = model.backbone(images.tensors)
-            proposals, _ = model.rpn(images, features, tgts)
-            proposals, _, labs, regs = heads.select_training_samples(proposals, tgts)
+            features, sizes, _, proposals, _, labs, regs = sampled_rois(
+                model, *dataset[i], meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
             keep = torch.cat([cap_rois(torch.where(labs[0] > 0)[0], meta["positives"]),
                               cap_rois(torch.where(labs[0] == 0)[0], meta["negatives"])])
             s, r = offsets[-1], len(keep)
             if r:
-                pooled = heads.box_roi_pool(features, [proposals[0][keep]], images.image_sizes)
+                pooled = heads.box_roi_pool(features, [proposals[0][keep]], sizes)
                 feats[s:s + r] = pooled.numpy().astype(np.float16)
             labels.append(labs[0][keep].numpy().astype(np.int64))
             targets.append(regs[0][keep].numpy().astype(np.float32).reshape(-1, 4))

@@ -50,6 +50,18 @@ def cache_meta(detector_ckpt: dict, dataset, config, per_image: int) -> dict:
             "rois_per_image": config.rois_per_image, "image_size": config.image_size, "seed": 0}
 
 
+def sampled_rois(model, image, target, seed: int):
+    """What the frozen detector ``model`` (training mode) samples from one training image, as both caches
+    build on it: (features, image sizes, targets as resized, and per image ``select_training_samples``'s
+    proposals, matched ground-truth indices, labels and regression targets). ``seed`` fixes the draw."""
+    torch.manual_seed(seed)
+    images, tgts = model.transform([image], [target])
+    features = model.backbone(images.tensors)
+    proposals, _ = model.rpn(images, features, tgts)
+    proposals, matched, labels, regression_targets = model.roi_heads.select_training_samples(proposals, tgts)
+    return features, images.image_sizes, tgts, proposals, matched, labels, regression_targets
+
+
 @torch.no_grad()
 def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) -> Path:
     """Write the cache of ``model`` (a ``MaskXRCNN`` with its frozen detector loaded) on every
@@ -68,18 +80,14 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
         boxes, labels, has_mask, offsets = [], [], [], [0]
         t0 = time.perf_counter()
         for i in tqdm(range(n), desc="RoI cache", disable=not progress, dynamic_ncols=True):
-            image, target = dataset[i]
-            torch.manual_seed(meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
-            images, tgts = model.transform([image], [target])
-            features = model.backbone(images.tensors)
-            proposals, _ = model.rpn(images, features, tgts)
-            proposals, matched, labs, _ = heads.select_training_samples(proposals, tgts)
+            features, sizes, tgts, proposals, matched, labs, _ = sampled_rois(
+                model, *dataset[i], meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
             every = [torch.ones_like(tgts[0]["has_mask"])]  # positives of every class: one cache, any split
             rois, idxs, rlabels = select_mask_rois(proposals, labs, matched, every, per_image)
             r = len(rois[0])
             s = offsets[-1]
             if r:
-                feats[s:s + r] = heads.mask_roi_pool(features, rois, images.image_sizes).numpy().astype(np.float16)
+                feats[s:s + r] = heads.mask_roi_pool(features, rois, sizes).numpy().astype(np.float16)
                 targets[s:s + r] = project_mask_targets([tgts[0]["masks"]], rois, idxs, m).numpy()
             boxes.append(rois[0].numpy().astype(np.float32))
             labels.append(rlabels[0].numpy().astype(np.int64))
