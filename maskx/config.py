@@ -100,6 +100,9 @@ class Config:
     box_cache_positives: int = 24
     box_cache_negatives: int = 24
     box_background_weight: float = 3.0
+    # stage box: start the box head from the detector's ("") or re-initialise its classifier and regressor
+    # ("predictor") or all of it ("head"); docs/model-3k-design.md §6: from the detector's it does not fit set B
+    box_reinit: str = ""
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -115,6 +118,7 @@ class Config:
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
         _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        _check_choice("box_reinit", self.box_reinit, ("", "predictor", "head"))
         _check_choice("transfer_init", self.transfer_init, TRANSFER_INITS)
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))

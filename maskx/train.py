@@ -232,6 +232,13 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
             model.requires_grad_(False)
             for module in (model.roi_heads.box_head, model.roi_heads.box_predictor):
                 module.requires_grad_(True)
+            fresh = {"": (), "predictor": (model.roi_heads.box_predictor,),
+                     "head": (model.roi_heads.box_head, model.roi_heads.box_predictor)}[config.box_reinit]
+            torch.manual_seed(config.seed)
+            for module in fresh:
+                for layer in module.modules():
+                    if isinstance(layer, torch.nn.Linear):
+                        layer.reset_parameters()
         meta = run_meta(config, dataset, split, world_size)
         model.to(device)
         if config.optimizer == "adamw":

@@ -26,8 +26,8 @@ def detector(data64, tmp_path_factory):
 
 
 def box_config(detector, **kw):
-    return tiny_config("detector", stage="box", detector=str(detector), optimizer="adamw", base_lr=0.01,
-                       box_cache_positives=5, box_cache_negatives=3, **kw)
+    return tiny_config("detector", **{"stage": "box", "detector": str(detector), "optimizer": "adamw", "base_lr": 0.01,
+                                      "box_cache_positives": 5, "box_cache_negatives": 3, **kw})
 
 
 def test_cache_keeps_capped_positives_and_negatives_with_their_targets(data64, tmp_path):
@@ -114,3 +114,16 @@ def test_stage_box_needs_a_detector(data64, tmp_path):
     with pytest.raises(ConfigError, match="optimizer"):
         tiny_config("detector", optimizer="adam")
     assert np.isfinite(box_config("x").box_background_weight)
+
+
+def test_box_reinit_starts_the_chosen_layers_afresh(data64, detector, tmp_path):
+    before = model_tensors(list_checkpoints(detector)[-1])
+    for reinit, fresh in (("predictor", ("box_predictor.",)), ("head", ("box_predictor.", "box_head."))):
+        run_training(box_config(detector, iters=1, checkpoint_every=1, base_lr=1e-12, box_reinit=reinit), data64,
+                     tmp_path / reinit, progress=False)
+        after = model_tensors(list_checkpoints(tmp_path / reinit)[-1])
+        for k in after:
+            moved = not torch.equal(after[k], before[k])
+            assert moved == any(f"model.roi_heads.{f}" in k for f in fresh), k
+    with pytest.raises(ConfigError, match="box_reinit"):
+        box_config(detector, box_reinit="all")
