@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json_atomic
 from .models.roi_heads import cap_rois
-from .roi_cache import RoICacheError, ensure_cache, sampled_rois
+from .roi_cache import ensure_cache, open_cache, sampled_rois
 
 CACHE_VERSION = 1
 ARRAYS = ("features", "labels", "regression_targets", "offsets")
@@ -94,16 +94,7 @@ class CachedBoxRoIs(torch.utils.data.Dataset):
 
     def __init__(self, cache_dir):
         self.dir = Path(cache_dir)
-        try:
-            arrays = {a: np.load(self.dir / f"{a}.npy", mmap_mode="r") for a in ARRAYS}
-        except (OSError, ValueError) as e:
-            raise RoICacheError(f"{self.dir}: unreadable box cache ({e}); delete the folder and train again "
-                                "(it is rebuilt from the detector)") from e
-        self.offsets = np.asarray(arrays["offsets"])
-        rows = int(self.offsets[-1])
-        if len(arrays["features"]) < rows or len(arrays["labels"]) != rows or len(arrays["regression_targets"]) != rows:
-            raise RoICacheError(f"{self.dir}: the box cache is truncated ({rows} RoIs indexed); delete the folder "
-                                "and train again")
+        arrays, self.offsets = open_cache(self.dir, ARRAYS, "box cache")
         self.features = arrays["features"]
         self.labels, self.targets = np.asarray(arrays["labels"]), np.asarray(arrays["regression_targets"])
 

@@ -161,6 +161,22 @@ def ensure_cache(model, dataset, cache_dir, meta: dict, build, progress: bool = 
     return cache_dir
 
 
+def open_cache(cache_dir: Path, arrays: tuple, what: str) -> tuple[dict, np.ndarray]:
+    """The ``arrays`` of a cache folder, memory-mapped, and its ``offsets``; ``RoICacheError`` naming the
+    folder when one is unreadable or holds fewer rows than the offsets index (``what``: the cache's name)."""
+    try:
+        out = {a: np.load(cache_dir / f"{a}.npy", mmap_mode="r") for a in arrays}
+    except (OSError, ValueError) as e:
+        raise RoICacheError(f"{cache_dir}: unreadable {what} ({e}); delete the folder and train again "
+                            "(it is rebuilt from the detector)") from e
+    offsets = np.asarray(out["offsets"])
+    rows = int(offsets[-1])
+    if any(len(out[a]) < rows for a in arrays if a != "offsets"):
+        raise RoICacheError(f"{cache_dir}: the {what} is truncated ({rows} RoIs indexed); delete the folder "
+                            "and train again")
+    return out, offsets
+
+
 class CachedRoIs(torch.utils.data.Dataset):
     """Image i → (pooled features [R, C, 14, 14] float32, {"labels" [R], "mask_targets" [R, 28, 28]})
     for its cached RoIs whose class is in ``mask_labels`` (set A) and whose instance has a mask.
@@ -170,16 +186,7 @@ class CachedRoIs(torch.utils.data.Dataset):
 
     def __init__(self, cache_dir, mask_labels):
         self.dir = Path(cache_dir)
-        try:
-            arrays = {a: np.load(self.dir / f"{a}.npy", mmap_mode="r") for a in ARRAYS}
-        except (OSError, ValueError) as e:
-            raise RoICacheError(f"{self.dir}: unreadable RoI cache ({e}); delete the folder and train again "
-                                "(it is rebuilt from the detector)") from e
-        self.offsets = np.asarray(arrays["offsets"])
-        rows = int(self.offsets[-1])
-        if len(arrays["features"]) < rows or len(arrays["targets"]) < rows or len(arrays["labels"]) != rows:
-            raise RoICacheError(f"{self.dir}: the RoI cache is truncated ({rows} RoIs indexed); delete the folder "
-                                "and train again")
+        arrays, self.offsets = open_cache(self.dir, ARRAYS, "RoI cache")
         self.features, self.targets = arrays["features"], arrays["targets"]
         allowed = np.zeros(int(arrays["labels"].max(initial=0)) + 1, bool)
         allowed[[lab for lab in mask_labels if lab < len(allowed)]] = True
