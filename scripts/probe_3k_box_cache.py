@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--background-weight", type=float, default=1.0)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--a-classes", type=int, default=80, help="labels 1..N are set A (the 3000-class world's order)")
+    ap.add_argument("--regression", action="store_true",
+                    help="also train a class-specific box regressor on the same FCs (stage box's loss, box_head_loss)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -37,10 +39,13 @@ def main() -> None:
     rows = np.where(labels > 0)[0][:args.rois] if args.positives_only else np.arange(min(args.rois, len(labels)))
     x = torch.from_numpy(np.asarray(feats[rows])).flatten(1)
     y = torch.from_numpy(labels[rows])
-    k = int(labels.max()) + 1
-    head = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
-                               torch.nn.ReLU(), torch.nn.Linear(512, max(k, 3001)))
-    opt = torch.optim.AdamW(head.parameters(), 1e-3, weight_decay=1e-4)
+    regs = torch.from_numpy(np.load(f"{args.cache}/regression_targets.npy")[rows])
+    k = max(int(labels.max()) + 1, 3001)
+    fcs = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU())
+    head = torch.nn.Sequential(fcs, torch.nn.Linear(512, k))
+    bbox_pred = torch.nn.Linear(512, 4 * k)
+    params = list(head.parameters()) + (list(bbox_pred.parameters()) if args.regression else [])
+    opt = torch.optim.AdamW(params, 1e-3, weight_decay=1e-4)
     weight = torch.ones(head[-1].out_features)
     weight[0] = args.background_weight
     t0 = time.perf_counter()
@@ -48,7 +53,16 @@ def main() -> None:
         perm, total = torch.randperm(len(y)), 0.0
         for s in range(0, len(y), 256):
             i = perm[s:s + 256]
-            loss = F.cross_entropy(head(x[i].float()), y[i], weight=weight)
+            if args.regression:
+                from maskx.box_cache import box_head_loss, own_class_regression
+
+                h = fcs(x[i].float())
+                pos = y[i] > 0
+                losses = box_head_loss(head[1](h), own_class_regression(bbox_pred, h[pos], y[i][pos]), y[i], regs[i],
+                                       args.background_weight)
+                loss = losses["loss_classifier"] + losses["loss_box_reg"]
+            else:
+                loss = F.cross_entropy(head(x[i].float()), y[i], weight=weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
