@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--a-classes", type=int, default=80, help="labels 1..N are set A (the 3000-class world's order)")
     ap.add_argument("--regression", action="store_true",
                     help="also train a class-specific box regressor on the same FCs (stage box's loss, box_head_loss)")
+    ap.add_argument("--detach-regression", action="store_true",
+                    help="with --regression: the regressor reads the FCs' output without passing its gradient back")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -58,7 +60,8 @@ def main() -> None:
 
                 h = fcs(x[i].float())
                 pos = y[i] > 0
-                losses = box_head_loss(head[1](h), own_class_regression(bbox_pred, h[pos], y[i][pos]), y[i], regs[i],
+                hr = h.detach() if args.detach_regression else h
+                losses = box_head_loss(head[1](h), own_class_regression(bbox_pred, hr[pos], y[i][pos]), y[i], regs[i],
                                        args.background_weight)
                 loss = losses["loss_classifier"] + losses["loss_box_reg"]
             else:
