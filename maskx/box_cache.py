@@ -138,9 +138,10 @@ class CachedBoxTraining(nn.Module):
     ``engine.train``): features flipped left-right, the x offset of the regression target negated.
     """
 
-    def __init__(self, model, hflip: float = 0.5, background_weight: float = 3.0):
+    def __init__(self, model, hflip: float = 0.5, background_weight: float = 3.0, detach_regression: bool = False):
         super().__init__()
         self.model, self.hflip, self.background_weight = model, hflip, background_weight
+        self.detach_regression = detach_regression  # the regressor's loss leaves the FCs alone
 
     def forward(self, features: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         xs, labels, regs = [], [], []
@@ -155,7 +156,8 @@ class CachedBoxTraining(nn.Module):
         heads, labels = self.model.roi_heads, torch.cat(labels)
         h = heads.box_head(torch.cat(xs))
         pos = labels > 0
-        boxes = own_class_regression(heads.box_predictor.bbox_pred, h[pos], labels[pos])
+        boxes = own_class_regression(heads.box_predictor.bbox_pred, (h.detach() if self.detach_regression else h)[pos],
+                                     labels[pos])
         return box_head_loss(heads.box_predictor.cls_score(h), boxes, labels, torch.cat(regs), self.background_weight)
 
 
@@ -168,4 +170,5 @@ def cached_box_training(model, dataset, config, detector_dir, out_dir, progress:
     ckpt, _ = find_checkpoint(detector_dir)
     meta = box_cache_meta(ckpt, dataset, config)
     cache = ensure_cache(model, dataset, Path(out_dir) / "box_cache", meta, build_box_cache, progress)
-    return CachedBoxTraining(model, config.hflip, config.box_background_weight), CachedBoxRoIs(cache)
+    return (CachedBoxTraining(model, config.hflip, config.box_background_weight, config.box_detach_regression),
+            CachedBoxRoIs(cache))

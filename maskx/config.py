@@ -103,6 +103,9 @@ class Config:
     # stage box: start the box head from the detector's ("") or re-initialise its classifier and regressor
     # ("predictor") or all of it ("head"); docs/model-3k-design.md §6: from the detector's it does not fit set B
     box_reinit: str = ""
+    # stage box: the class-specific regressor reads the FCs' output detached, so its loss (large while rare
+    # classes' rows are untrained) does not drive the FCs the classifier needs (docs/model-3k-design.md §7)
+    box_detach_regression: bool = False
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -276,7 +279,7 @@ def _presets() -> dict[str, Config]:
                                          iters=4000)
     # AdamW on 16 images' cached RoIs per step (lr 1e-3): 375 steps an epoch of the default 6000 images
     p["maskx_3k_box"] = p["maskx_3k_detector"].replace(stage="box", optimizer="adamw", batch_size=16, base_lr=0.001,
-                                                       warmup_iters=100, iters=3000)
+                                                       warmup_iters=100, iters=3000, box_detach_regression=True)
     return p
 
 

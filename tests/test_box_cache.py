@@ -127,3 +127,20 @@ def test_box_reinit_starts_the_chosen_layers_afresh(data64, detector, tmp_path):
             assert moved == any(f"model.roi_heads.{f}" in k for f in fresh), k
     with pytest.raises(ConfigError, match="box_reinit"):
         box_config(detector, box_reinit="all")
+
+
+def test_a_detached_regressor_leaves_the_fcs_to_the_classifier():
+    cfg = box_config("unused")
+    model = build_model(cfg, [f"c{k}" for k in range(80)])
+    f = torch.randn(6, model.backbone.out_channels, 7, 7, generator=torch.Generator().manual_seed(0))
+    t = {"labels": torch.tensor([3, 5, 0, 7, 0, 2]), "regression_targets": torch.randn(6, 4)}
+    fc6 = model.roi_heads.box_head.fc6.weight
+    grads = {}
+    for detach in (False, True):
+        net = CachedBoxTraining(model, hflip=0.0, detach_regression=detach).train()
+        model.zero_grad()
+        net([f], [t])["loss_box_reg"].backward()
+        grads[detach] = (fc6.grad.abs().sum().item() if fc6.grad is not None else 0.0,
+                         model.roi_heads.box_predictor.bbox_pred.weight.grad.abs().sum().item())
+    assert grads[False][0] > 0 and grads[True][0] == 0.0  # the FCs get no regression gradient ...
+    assert grads[True][1] > 0  # ... and the regressor still learns
