@@ -311,13 +311,34 @@ def preload_model(path: Optional[Path] = None, delay: float = PRELOAD_DELAY_S) -
 
 # ---------------------------------------------------------------- images
 
+def sample_ids(n: int = SAMPLE_IMAGES) -> tuple[int, ...]:
+    """The sample image ids of the current model (``maskx_app.samples.saved_sample_ids``: the ones
+    ``python -m maskx ship`` picked by its stated rule), else the first ``n`` val images; read again only
+    when the model or its ``examples.json`` changes."""
+    try:
+        path = model_path()
+    except Exception:  # no page session (the warm-up thread): the configured model
+        path = settings().model
+    ckpt = newest_checkpoint_json(path)
+    folder = ckpt.parent if ckpt is not None else path
+    saved = folder / "examples.json"
+    return _sample_ids(str(folder), saved.stat().st_mtime_ns if saved.is_file() else 0, n)
+
+
 @st.cache_data(show_spinner=False)
-def sample_list(data_dir: str, n: int = SAMPLE_IMAGES, ids: Optional[tuple] = None) -> list[tuple[str, int, str]]:
-    """The val images offered as samples, as (label, image id, file path or "" when rendered), without
-    reading a pixel: ``ids`` (default ``sample_ids()``: those the model's ``examples.json`` names, else
-    the first ``n``), from the files of ``data_dir`` when its annotations and images are there, else
-    rendered (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
-    ids = list(ids) if ids is not None else sample_ids(n)
+def _sample_ids(folder: str, stamp: int, n: int) -> tuple[int, ...]:
+    return tuple(saved_sample_ids(folder, n))
+
+
+def sample_list(data_dir: str, n: int = SAMPLE_IMAGES) -> list[tuple[str, int, str]]:
+    """The val images offered as samples (``sample_ids``), as (label, image id, file path or "" when
+    rendered), without reading a pixel: the files of ``data_dir`` when its annotations and images are
+    there, else rendered (the 3000-class world's when the folder is under ``synth3k``, else the 80-class one's)."""
+    return _sample_list(data_dir, sample_ids(n))
+
+
+@st.cache_data(show_spinner=False)
+def _sample_list(data_dir: str, ids: tuple[int, ...]) -> list[tuple[str, int, str]]:
     ann = Path(data_dir) / "annotations.json"
     if ann.is_file():
         try:
@@ -333,27 +354,19 @@ def sample_list(data_dir: str, n: int = SAMPLE_IMAGES, ids: Optional[tuple] = No
     return [(f"val image {i} (rendered)", i, "") for i in ids]
 
 
-def sample_ids(n: int = SAMPLE_IMAGES) -> list[int]:
-    """The sample image ids of the current model (``maskx_app.samples.saved_sample_ids``: the ones
-    ``python -m maskx ship`` picked by its stated rule), else the first ``n`` val images."""
-    try:
-        path = model_path()
-    except Exception:  # no page session (the warm-up thread): the configured model
-        path = settings().model
-    ckpt = newest_checkpoint_json(path)
-    return saved_sample_ids(ckpt.parent if ckpt is not None else path, n)
+def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES) -> tuple[str, int, np.ndarray]:
+    """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
+    its file turns out unreadable). One at a time: rendering all eight costs about a second of the first page."""
+    return _sample_image(data_dir, k, sample_ids(n))
 
 
 @st.cache_data(show_spinner=False)
-def sample_image(data_dir: str, k: int, n: int = SAMPLE_IMAGES, ids: Optional[tuple] = None) -> tuple[str, int, np.ndarray]:
-    """Sample ``k`` of ``sample_list`` as (label, image id, RGB uint8): read, or rendered (also when
-    its file turns out unreadable). One at a time: rendering all eight costs about a second of the first page."""
+def _sample_image(data_dir: str, k: int, ids: tuple[int, ...]) -> tuple[str, int, np.ndarray]:
     from maskx.data.embedded import render
     from maskx.data.synthetic import as_stored
     from maskx.data.synthetic3k import render3k
 
-    ids = tuple(ids) if ids is not None else tuple(sample_ids(n))
-    label, image_id, file = sample_list(data_dir, n, ids)[k]
+    label, image_id, file = _sample_list(data_dir, ids)[k]
     if file:
         try:
             from PIL import Image

@@ -260,8 +260,8 @@ def _presets() -> dict[str, Config]:
     # the 3000-class model (paper §5), stage-wise as there: a detector on A ∪ B (boxes of all 3000
     # classes), its box head re-trained on cached RoI features (stage box, maskx.box_cache: within the
     # CPU budget SGD leaves a 3001-way classifier untrained), then T + the MLP branch on the frozen
-    # detector, trained on set A's masks (``python -m maskx ship`` runs the three; docs/model-3k.md,
-    # "The recipe"). Sized for 90 minutes on 2 CPU cores and a 40 MB fp16 checkpoint: a 128-wide FPN
+    # detector, trained on set A's masks (``python -m maskx ship`` runs the three; docs/model-3k-design.md
+    # for how they are being chosen). Sized for 90 minutes on 2 CPU cores and a 40 MB fp16 checkpoint: a 128-wide FPN
     # (its 3 x 3 convs and the RPN head are most of a step; at 128 a step costs half of one at 256), a
     # 512-wide box head (w_det: 5 x 512), the study's detector lr (4x linear scaling, 200 warm-up
     # iterations) and its stage-2 recipe (16 cached RoIs per image, the mask branch at 10x the linear-

@@ -49,21 +49,19 @@ def render_examples(world: str, class_name: str, count: int = 2, seed: int = 0
         from maskx.data.shapes import FAMILIES
         from maskx.data.vocab3k import classes, outline
 
-        cls = {c.name: c for c in classes()}[class_name]
-        rng = np.random.default_rng([EXAMPLE_SEED, cls.index, seed])
-        rgb, instances = render_scene(rng, EXAMPLE_SIZE, count=lambda _r: count, pick=lambda _r: cls.index,
-                                      family_of=lambda k: FAMILIES[classes()[k].family], outline=outline,
-                                      radius_range=EXAMPLE_RADIUS, margin=1.0)
+        def family_of(k):
+            return FAMILIES[classes()[k].family]
     elif world == "3k-v2":
         from maskx.data.attribute3k import classes, families, outline
 
-        cls = {c.name: c for c in classes()}[class_name]
-        rng = np.random.default_rng([EXAMPLE_SEED, cls.index, seed])
-        rgb, instances = render_scene(rng, EXAMPLE_SIZE, count=lambda _r: count, pick=lambda _r: cls.index,
-                                      family_of=families().__getitem__, outline=outline,
-                                      radius_range=EXAMPLE_RADIUS, margin=1.0)
+        def family_of(k):
+            return families()[k]
     else:
         raise ValueError(f"no renderer for world {world!r}")
+    cls = {c.name: c for c in classes()}[class_name]
+    rng = np.random.default_rng([EXAMPLE_SEED, cls.index, seed])
+    rgb, instances = render_scene(rng, EXAMPLE_SIZE, count=lambda _r: count, pick=lambda _r: cls.index,
+                                  family_of=family_of, outline=outline, radius_range=EXAMPLE_RADIUS, margin=1.0)
     return rgb, [m for _, m in instances]
 
 

@@ -27,9 +27,10 @@ from tqdm import tqdm
 from maskx.atomic import write_json_atomic
 from maskx.checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
 from maskx.config import get_preset
-from maskx.hub import resolve
-from maskx_app.projection import PROJECTIONS_FILE
 from maskx.evaluate import ap_by_frequency
+from maskx.hub import resolve
+from maskx_app.class_examples import iou as mask_iou
+from maskx_app.projection import PROJECTIONS_FILE
 from maskx_app.samples import (DEFAULT_SCORE, SAMPLE_IMAGES, SAMPLE_RULE, SAMPLE_SIZE, pick_sample_ids,
                                saved_sample_ids, training_counts)
 
@@ -170,15 +171,14 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
         shipped = evaluate_on_val(out, data, progress)
     log(f"5/5 naming, masks on ground-truth boxes ({SHIP_GT_BOX_IMAGES} val images), w_det's similarity index, "
         "the app's samples")
-    train_data = read_json(Path(data) / "train" / "annotations.json")
-    counts = training_counts(train_data["annotations"])
+    counts = training_counts(read_json(Path(data) / "train" / "annotations.json")["annotations"])
     naming = naming_on_val(out, data, progress)
     gt_boxes = gt_box_ious(out, data, progress)
     if baseline:
         gt_boxes["baseline"] = {k: v for k, v in gt_box_ious(base_runs, data, progress).items() if k in ("A", "B")}
     val = read_json(Path(data) / "val" / "annotations.json")
     sample_ids = pick_sample_ids(val, counts, val["info"]["set_A_category_ids"])
-    samples = app_samples(out, data, DEFAULT_SCORE, sample_ids, progress=progress)
+    samples = app_samples(out, data, val, DEFAULT_SCORE, sample_ids, progress=progress)
     meta = json.loads(path.read_text())
     weights = path.with_suffix(".safetensors")
     if weights.stat().st_size > MAX_BYTES:
@@ -226,8 +226,6 @@ def naming_on_val(path, data_dir, progress: bool = True, images: int = SHIP_GT_B
 def w_det_similarity(path, categories: list) -> dict:
     """The similarity index (``maskx.diagnostics.similarity_indices``) of the model's w_det = [w_cls, w_box]
     against the classes' attributes: do classes that share attributes have alike detection weights?"""
-    import numpy as np
-
     from maskx.diagnostics import attribute_matrix, category_attributes, class_embedding_matrix, similarity_indices
     from maskx.predictor import load
 
@@ -252,24 +250,21 @@ def shows_named_b(instances: list, gt: list[tuple[int, "np.ndarray"]], set_a_ids
     for inst in instances:
         if inst.score < score or inst.category_id in a_ids or inst.mask is None:
             continue
-        for cid, mask in gt:
-            if cid == inst.category_id:
-                union = np.logical_or(inst.mask, mask).sum()
-                if union and np.logical_and(inst.mask, mask).sum() / union >= iou:
-                    return True
+        if any(cid == inst.category_id and mask_iou(inst.mask, mask) >= iou for cid, mask in gt):
+            return True
     return False
 
 
-def app_samples(path, data_dir, score: float, sample_ids: list[int], first: int = 100, progress: bool = True) -> dict:
+def app_samples(path, data_dir, val: dict, score: float, sample_ids: list[int], first: int = 100,
+                progress: bool = True) -> dict:
     """How many of the app's sample images (``sample_ids``), and of the first ``first`` val images, show at
     the app's default threshold ``score`` at least one set-B object named and masked right
-    (``shows_named_b``), predicted as the app predicts them."""
+    (``shows_named_b``), predicted as the app predicts them. ``val``: ``data_dir``'s val annotations."""
     from pycocotools import mask as mask_utils
-    from maskx.data.coco import read_json
+
     from maskx.predictor import load
 
     predictor = load(path, roi_align_forward=APP_ROI_ALIGN_FORWARD)
-    val = read_json(Path(data_dir) / "val" / "annotations.json")
     a_ids = set(val["info"]["set_A_category_ids"])
     by_image: dict = {}
     for a in val["annotations"]:

@@ -254,14 +254,28 @@ def test_samples_are_listed_without_pixels_and_read_one_at_a_time(tmp_path):
     assert [s[1] for s in listed] == [1, 2, 3] and all(s[2] == "" for s in listed)
     assert common.sample_image(str(folder), 0, 3)[2].shape == (256, 256, 3)
     (folder / "images" / "3.png").write_bytes(b"not a png")
-    common.sample_list.clear()  # cached per folder, as in the app
-    common.sample_image.clear()
+    common._sample_list.clear()  # cached per folder, as in the app
+    common._sample_image.clear()
     listed = common.sample_list(str(folder), 3)
     assert [Path(s[2]).name for s in listed] == ["1.png", "2.png", "3.png"]
     label, image_id, rgb = common.sample_image(str(folder), 1, 3)
     assert image_id == 2 and rgb.shape == (8, 8, 3) and rgb[0, 0, 0] == 80
     label, image_id, rgb = common.sample_image(str(folder), 2, 3)  # unreadable: rendered, and said so
     assert "3.png is unreadable" in label and rgb.shape == (256, 256, 3)
+
+
+def test_samples_are_the_ones_the_models_examples_name(tmp_path, monkeypatch):
+    import common
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "ckpt_0000001.json").write_text("{}")
+    monkeypatch.setenv("MASKX_MODEL", str(model))
+    assert common.sample_ids(3) == (1, 2, 3)  # no examples.json: the first val images
+    (model / "examples.json").write_text(json.dumps({"made_with": {"image_ids": [7, 4]}}))
+    assert common.sample_ids(3) == (7, 4)  # written by `maskx ship` (pick_sample_ids): read again
+    assert [s[1] for s in common.sample_list(str(tmp_path / "absent"), 3)] == [7, 4]
+    assert common.sample_image(str(tmp_path / "absent"), 1, 3)[1] == 4
 
 
 def test_preload_model_loads_each_model_once_in_the_background(env, monkeypatch, tmp_path):
