@@ -110,6 +110,12 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true", help="mirror half of each batch's pooled features")
     ap.add_argument("--balanced", type=float, default=0.0, metavar="TAU",
                     help="logit-adjusted loss (Menon et al. 2021): + TAU * log prior in training only")
+    ap.add_argument("--tau", default="0", help="comma-separated τ of the classifier's τ-normalisation at evaluation "
+                    "(Kang et al. 2020: each class row and bias divided by the row's norm to the power τ; 0 = as trained)")
+    ap.add_argument("--attributes", action="store_true",
+                    help="train one classifier per attribute (body, pattern, hue, proportion) instead of the 3000 "
+                         "classes: how well the features show each attribute, and the class their most likely "
+                         "combination names (the world's visibility, apart from the long tail)")
     ap.add_argument("--cache", type=Path, default=Path("runs/design3k/probe_features.pt"))
     ap.add_argument("--out", type=Path, default=Path("runs/design3k/probe.json"))
     args = ap.parse_args()
@@ -138,6 +144,8 @@ def main() -> None:
     names = args.levels.split(",") if args.levels else list(c["train"])
     classes = len(c["is_a"])
     counts = torch.bincount(c["ytrain"], minlength=classes)
+    if args.attributes:
+        return attribute_probe(c, names, counts, args)
     head = ProbeHead([c["train"][n].shape[1] for n in names], classes, hidden=args.hidden, dropout=args.dropout)
     prior = (counts.float().clamp_min(1) / counts.sum()).log() * args.balanced
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -161,7 +169,11 @@ def main() -> None:
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        res = evaluate(head, c, names, counts)
+        res = {}
+        for tau in [float(t) for t in args.tau.split(",")]:
+            norm = head.cls.weight.detach().norm(dim=1, keepdim=True).clamp_min(1e-12) ** tau
+            res.update({(k if tau == 0 else f"{k}@tau{tau:g}"): v for k, v in evaluate(head, c, names, counts, norm).items()
+                        if tau == 0 or k in ("A", "B", "B_seen_10+", "B_seen_1-10")})
         res.update(epoch=epoch + 1, train_loss=round(total / n, 3))
         history.append(res)
         print(json.dumps(res), flush=True)
@@ -171,10 +183,74 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=1))
 
 
+ATTRIBUTES = ("body", "pattern", "hue", "proportion")
+
+
+def attribute_table(attributes) -> tuple[torch.Tensor, list]:
+    """``[K, 4]`` value index of each class's attribute (background row -1) and each attribute's values;
+    a class without a ``proportion`` is plain."""
+    values = {key: sorted({next((a for a in attrs if a.startswith(key + ":")), key + ":plain")
+                           for attrs in attributes[1:]}) for key in ATTRIBUTES}
+    table = torch.full((len(attributes), len(ATTRIBUTES)), -1, dtype=torch.long)
+    for label, attrs in enumerate(attributes[1:], 1):
+        for j, key in enumerate(ATTRIBUTES):
+            table[label, j] = values[key].index(next((a for a in attrs if a.startswith(key + ":")), key + ":plain"))
+    return table, [values[k] for k in ATTRIBUTES]
+
+
+def attribute_probe(c, names, counts, args) -> None:
+    """One head (the box head's shape) with a classifier per attribute, trained with the sum of their
+    cross-entropies; val accuracy per attribute on A and B, and the class named by the most likely
+    combination of attribute values (over the classes that exist)."""
+    table, values = attribute_table(c["attributes"])
+    head = ProbeHead([c["train"][n].shape[1] for n in names], sum(len(v) for v in values), hidden=args.hidden,
+                     dropout=args.dropout)
+    cuts = torch.tensor([0] + [len(v) for v in values]).cumsum(0).tolist()
+    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
+    n = len(c["ytrain"])
+    steps = args.epochs * ((n + args.batch - 1) // args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
+    for epoch in range(args.epochs):
+        head.train()
+        perm, total = torch.randperm(n), 0.0
+        for s in range(0, n, args.batch):
+            idx = perm[s:s + args.batch]
+            out = head([c["train"][k][idx].float() for k in names])
+            target = table[c["ytrain"][idx]]
+            loss = sum(F.cross_entropy(out[:, cuts[j]:cuts[j + 1]], target[:, j]) for j in range(len(ATTRIBUTES)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        head.eval()
+        with torch.inference_mode():
+            out = torch.cat([head([c["val"][k][s:s + 1024].float() for k in names])
+                             for s in range(0, len(c["yval"]), 1024)])
+        y = c["yval"]
+        logp = [F.log_softmax(out[:, cuts[j]:cuts[j + 1]], 1) for j in range(len(ATTRIBUTES))]
+        # a class's score: the sum of its attribute values' log-probabilities
+        score = sum(logp[j][:, table[1:, j]] for j in range(len(ATTRIBUTES)))
+        top5 = score.topk(5, 1).indices + 1
+        is_a = c["is_a"][y]
+        res = {"epoch": epoch + 1, "train_loss": round(total / n, 3)}
+        for set_name, m in (("A", is_a), ("B", ~is_a), ("B_seen_10+", ~is_a & (counts[y] >= 10)),
+                            ("B_seen_0-9", ~is_a & (counts[y] < 10))):
+            res[set_name] = {"top1": round(100 * (top5[m, 0] == y[m]).float().mean().item(), 1),
+                             "top5": round(100 * (top5[m] == y[m, None]).any(1).float().mean().item(), 1),
+                             "n": int(m.sum())}
+            res[set_name].update({key: round(100 * (logp[j][m].argmax(1) == table[y[m], j]).float().mean().item(), 1)
+                                  for j, key in enumerate(ATTRIBUTES)})
+        print(json.dumps(res), flush=True)
+
+
 @torch.inference_mode()
-def evaluate(head, c, names, counts) -> dict:
+def evaluate(head, c, names, counts, norm=None) -> dict:
+    """Val top-1/top-5 per set (``norm``: ``[K, 1]`` divisor of each class's logit, τ-normalisation)."""
     head.eval()
     logits = torch.cat([head([c["val"][k][s:s + 1024].float() for k in names]) for s in range(0, len(c["yval"]), 1024)])
+    if norm is not None:
+        logits = logits / norm[:, 0]
     logits[:, 0] = -1e9
     y = c["yval"]
     top5 = logits.topk(5, 1).indices
