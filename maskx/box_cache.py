@@ -125,8 +125,10 @@ def box_head_loss(class_logits: torch.Tensor, box_regression: torch.Tensor, labe
 def own_class_regression(bbox_pred: nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``bbox_pred(x)`` [R, (K + 1) * 4] read at each RoI's own class, [R, 4], computing those 4 outputs
     only (of 4 (K + 1): at K = 3000 the regressor is most of the box head's work, and training reads no other)."""
-    w = bbox_pred.weight.view(-1, 4, bbox_pred.in_features)[labels]  # [R, 4, D]
-    b = bbox_pred.bias.view(-1, 4)[labels]
+    # index_select, not w[labels]: labels repeat, and advanced indexing's backward accumulates the
+    # repeats in a thread-dependent order on CPU (runs would differ in the last bits)
+    w = torch.index_select(bbox_pred.weight.view(-1, 4, bbox_pred.in_features), 0, labels)  # [R, 4, D]
+    b = torch.index_select(bbox_pred.bias.view(-1, 4), 0, labels)
     return torch.einsum("rd,rkd->rk", x, w) + b
 
 

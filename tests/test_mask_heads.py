@@ -45,3 +45,30 @@ def test_mask_weights_need_only_the_batch_classes():
 
 def test_mlp_branch_shape():
     assert MLPMaskBranch(32)(torch.randn(3, 32, 14, 14)).shape == (3, 28, 28)
+
+
+@pytest.mark.parametrize("kind", ["oracle", "transfer"])
+def test_mask_weight_gradients_are_the_same_every_run_with_repeated_classes(kind):
+    """Many RoIs of few classes (every batch): the gradient of the class rows sums the repeats in a fixed
+    order, so a run reproduces bit for bit on 2 threads (advanced indexing's backward does not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        k1, dim, rois = 3001, 256, 768
+        box_pred = FastRCNNPredictor(64, k1)
+        transfer = WeightTransfer(320, dim, hidden=1024)
+        weights = MaskWeights(kind, k1, dim, "cls+box", transfer if kind == "transfer" else None, None)
+        labels = torch.randint(1, 40, (rois,))
+        upstream = torch.randn(rois, dim)
+
+        def grads():
+            weights.zero_grad()
+            w, _ = weights(labels, box_pred)
+            (w * upstream).sum().backward()
+            return [p.grad.clone() for p in weights.parameters() if p.grad is not None]
+
+        first = grads()
+        assert first and all(all(torch.equal(a, b) for a, b in zip(first, grads())) for _ in range(10))
+    finally:
+        torch.set_num_threads(threads)

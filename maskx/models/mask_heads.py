@@ -115,12 +115,14 @@ class MaskWeights(nn.Module):
         """Mask weights of each RoI's class: labels [R] → (w [R, dim], bias [R] or None)."""
         if self.kind == "agnostic":
             return self.weight.expand(labels.shape[0], -1), self.bias.expand(labels.shape[0])
+        # index_select, not w[labels]: labels repeat, and advanced indexing's backward accumulates the
+        # repeats in a thread-dependent order on CPU (a run would not reproduce bit for bit)
         if self.kind == "oracle":
-            return self.weight[labels], self.bias[labels]
+            return torch.index_select(self.weight, 0, labels), torch.index_select(self.bias, 0, labels)
         # T runs once per distinct class in the batch, not per class of the dataset
         classes, inverse = torch.unique(labels, return_inverse=True)
         w_seg = self.transfer(self.w_det(box_predictor, classes))
-        return w_seg[inverse], None
+        return torch.index_select(w_seg, 0, inverse), None
 
     def all_classes(self, box_predictor: FastRCNNPredictor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Every class's mask weights: (w [K+1, dim], bias [K+1] or None)."""
