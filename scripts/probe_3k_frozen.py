@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--model", help="a trained detector (run folder or ckpt JSON): probe its FPN features instead")
     ap.add_argument("--levels", default=None, help="comma-separated feature levels to probe (default: all cached; "
                     "with --model e.g. 'box' for what its box head sees, or fpn2,fpn3,fpn4,fpn5)")
+    ap.add_argument("--train-boxes", type=int, default=None,
+                    help="train on the cache's first N training boxes only (how naming grows with data)")
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--flip", action="store_true", help="mirror half of each batch's pooled features")
@@ -141,6 +143,9 @@ def main() -> None:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(c, args.cache)
     feature_seconds = time.perf_counter() - t0
+    if args.train_boxes:
+        c["train"] = {k: v[:args.train_boxes] for k, v in c["train"].items()}
+        c["ytrain"] = c["ytrain"][:args.train_boxes]
     names = args.levels.split(",") if args.levels else list(c["train"])
     classes = len(c["is_a"])
     counts = torch.bincount(c["ytrain"], minlength=classes)
