@@ -58,7 +58,8 @@ def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
     n, heads = len(dataset), model.roi_heads
     model.train()  # training-mode RPN (its pre/post-NMS counts) and the Fast R-CNN sampler
     model.backbone.eval()  # frozen norm statistics, as the detector used them
-    channels, pool = model.backbone.out_channels, heads.box_roi_pool.output_size[0]
+    pool = heads.box_roi_pool.output_size[0]  # the FPN's width, or the trunk maps' (box_features="trunk")
+    channels = getattr(heads.box_roi_pool, "out_channels", model.backbone.out_channels)
     per_image = meta["positives"] + meta["negatives"]
     with atomic_dir(out_dir) as tmp:
         feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, (per_image * n, channels, pool, pool))

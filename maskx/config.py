@@ -42,6 +42,9 @@ class Config:
     # else 5; 0: a frozen trunk, only the FPN and the heads learn)
     trainable_layers: Optional[int] = None
     fpn_dim: int = 256  # FPN width (paper: 256); the RPN head and the box head's input follow it
+    # what the box head pools: "fpn" (one FPN level per box, Mask R-CNN's) or "trunk" (efficientnet_lite0's
+    # stride 8/16/32 stages, every box from all three: maskx/models/trunk_box_head.py; docs/model-3k-design.md §9)
+    box_features: str = "fpn"
     image_size: int = 256  # images are resized so the short side is this ...
     max_image_size: int = 0  # ... and the long side at most this (0: image_size; paper: 800 / 1333)
     mask_head: str = "transfer"  # agnostic (paper §3.3) | oracle (class-specific, masks on all classes) | transfer
@@ -122,6 +125,10 @@ class Config:
         _check_choice("stage", self.stage, STAGES)
         _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _check_choice("box_reinit", self.box_reinit, ("", "predictor", "head"))
+        _check_choice("box_features", self.box_features, ("fpn", "trunk"))
+        if self.box_features == "trunk" and self.backbone != "efficientnet_lite0":
+            raise ConfigError(f"box_features='trunk' pools efficientnet_lite0's trunk stages; backbone is {self.backbone!r}: "
+                              "use backbone=efficientnet_lite0 or box_features=fpn")
         _check_choice("transfer_init", self.transfer_init, TRANSFER_INITS)
         _check_choice("roi_align_backward", self.roi_align_backward, ("sparse", "torchvision"))
         _check_choice("roi_align_forward", self.roi_align_forward, ("torchvision", "sparse"))

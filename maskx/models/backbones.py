@@ -81,7 +81,7 @@ def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
 
 def build_backbone(name: str, trainable_layers: int | None = None, norm: str | None = None,
                    pretrained: bool | None = None, out_channels: int = 256,
-                   fpn_norm: str | None = "gn") -> nn.Module:
+                   fpn_norm: str | None = "gn", trunk_maps: bool = False) -> nn.Module:
     """Build an FPN backbone for ``torchvision.models.detection.MaskRCNN``.
 
     Args:
@@ -121,6 +121,9 @@ def build_backbone(name: str, trainable_layers: int | None = None, norm: str | N
             with standard deviations of about 11, 7, 4 and 2 (stride 4..32), which a plain FPN passes
             on to randomly initialised RPN and RoI heads, whose initial losses are then several times
             those with GN (docs/code-notes.md).
+        trunk_maps: ``efficientnet_lite0`` only: also return its stride 8/16/32 stage outputs as
+            ``'c3'``, ``'c4'``, ``'c5'`` (40 / 112 / 320 channels), for ``box_features="trunk"``
+            (``maskx.models.trunk_box_head``); ``featmap_names`` stays the FPN's.
 
     Returns:
         A module with ``out_channels``, ``featmap_names`` (``('0', '1', '2', '3', 'pool')``),
@@ -148,6 +151,8 @@ def build_backbone(name: str, trainable_layers: int | None = None, norm: str | N
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
 
+    if trunk_maps and name != "efficientnet_lite0":
+        raise ValueError(f"trunk_maps: only efficientnet_lite0 returns its trunk stages, not {name}")
     if name in ("resnet18", "resnet50"):
         if pretrained:
             raise ValueError(f"{name}: no ImageNet weights are available offline; use pretrained=False "
@@ -160,7 +165,7 @@ def build_backbone(name: str, trainable_layers: int | None = None, norm: str | N
             raise ValueError("efficientnet_lite0: pretrained BatchNorm statistics cannot become GroupNorm; "
                              "use norm='frozen_bn' (default) or 'bn', or pretrained=False")
         backbone = EfficientNetLiteFPN(pretrained=pretrained, norm=norm, trainable_layers=trainable_layers,
-                                       out_channels=out_channels, fpn_norm=fpn_norm)
+                                       out_channels=out_channels, fpn_norm=fpn_norm, trunk_maps=trunk_maps)
         mean, std = (LITE_MEAN, LITE_STD) if pretrained else (IMAGENET_MEAN, IMAGENET_STD)
 
     backbone.name = name
@@ -294,17 +299,21 @@ class EfficientNetLiteFPN(nn.Module):
 
     ``forward(x: [B, 3, H, W])`` returns ``{'0': [B, C, H/4, W/4], '1': [B, C, H/8, W/8],
     '2': [B, C, H/16, W/16], '3': [B, C, H/32, W/32], 'pool': [B, C, H/64, W/64]}`` with
-    C = ``out_channels`` (sizes rounded up). Stochastic depth (drop connect) is not used.
+    C = ``out_channels`` (sizes rounded up); with ``trunk_maps`` also the trunk's 'c3', 'c4', 'c5'.
+    Stochastic depth (drop connect) is not used.
     Input is expected normalised as ``(x*255 - 127) / 128`` for the pretrained weights
     (see ``image_mean``/``image_std`` set by :func:`build_backbone`).
     """
 
     STAGES = ("stem", "stage2", "stage3", "stage4", "stage5")
     IN_CHANNELS = (24, 40, 112, 320)
+    TRUNK_STRIDES = (8, 16, 32)  # of 'c3', 'c4', 'c5' (``trunk_maps``)
 
     def __init__(self, pretrained: bool = True, norm: str = "frozen_bn", trainable_layers: int = 3,
-                 out_channels: int = 256, fpn_norm: str | None = "gn") -> None:
+                 out_channels: int = 256, fpn_norm: str | None = "gn", trunk_maps: bool = False) -> None:
         super().__init__()
+        self.trunk_maps = trunk_maps
+        self.trunk_channels = self.IN_CHANNELS[1:]
         net = _efficientnet_lite0_trunk(pretrained)
         blocks = list(net._blocks)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish, blocks[0])
@@ -331,4 +340,7 @@ class EfficientNetLiteFPN(nn.Module):
         c3 = self.stage3(c2)
         c4 = self.stage4(c3)
         c5 = self.stage5(c4)
-        return self.fpn(OrderedDict([("0", c2), ("1", c3), ("2", c4), ("3", c5)]))
+        out = self.fpn(OrderedDict([("0", c2), ("1", c3), ("2", c4), ("3", c5)]))
+        if self.trunk_maps:  # after the FPN's maps: consumers that take the first maps get the FPN's
+            out.update(c3=c3, c4=c4, c5=c5)
+        return out

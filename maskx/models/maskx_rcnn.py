@@ -20,6 +20,7 @@ from ..ops.roi_align import SparseMultiScaleRoIAlign
 from .roi_heads import MaskXRoIHeads
 from ..ops.rpn import ThreadedRPN
 from .transfer import WeightTransfer
+from .trunk_box_head import TRUNK_MAPS, TrunkBoxHead, TrunkRoIPool
 
 # ImageNet statistics, as torchvision's detection models normalise
 IMAGE_MEAN, IMAGE_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -122,7 +123,9 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         if config.pretrained_backbone is not False and config.backbone == "efficientnet_lite0":
             norm = "frozen_bn"  # the architecture of the trained model, whether or not weights load now
         backbone = build_backbone(config.backbone, trainable_layers=config.trainable_layers, pretrained=use_pretrained,
-                                  norm=norm, out_channels=config.fpn_dim)
+                                  norm=norm, out_channels=config.fpn_dim, trunk_maps=config.box_features == "trunk")
+    if config.box_features == "trunk" and not getattr(backbone, "trunk_maps", False):
+        raise ValueError("box_features='trunk' needs a backbone built with trunk_maps=True")
     names = [n for n in feature_map_names(backbone) if n != "pool"]  # RoIAlign levels: not the extra 'pool'
     c = backbone.out_channels
     anchors = anchor_generator_for(backbone)
@@ -130,6 +133,7 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         anchors, RPNHead(c, anchors.num_anchors_per_location()[0]), fg_iou_thresh=0.7, bg_iou_thresh=0.3,
         batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_n={"training": 2000, "testing": 1000},
         post_nms_top_n={"training": 2000, "testing": config.rpn_test_proposals}, nms_thresh=0.7)
+    rpn.featmap_names = feature_map_names(backbone)  # the FPN's maps, 'pool' included
 
     if config.mask_head == "transfer":
         if config.has_fixed_embedding:
@@ -147,9 +151,14 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
         pool = partial(SparseMultiScaleRoIAlign, sparse_forward=True)
     else:
         pool = SparseMultiScaleRoIAlign if config.roi_align_backward == "sparse" else MultiScaleRoIAlign
+    if config.box_features == "trunk":  # every RoI from the trunk's stride 8/16/32 stages (trunk_box_head.py)
+        box_pool = TrunkRoIPool(TRUNK_MAPS, backbone.TRUNK_STRIDES, backbone.trunk_channels, output_size=7, sampling_ratio=2)
+        box_head = TrunkBoxHead(backbone.trunk_channels, config.box_head_dim)
+    else:
+        box_pool, box_head = pool(names, output_size=7, sampling_ratio=2), TwoMLPHead(c * 7 * 7, config.box_head_dim)
     roi_heads = MaskXRoIHeads(
-        box_roi_pool=pool(names, output_size=7, sampling_ratio=2),
-        box_head=TwoMLPHead(c * 7 * 7, config.box_head_dim),
+        box_roi_pool=box_pool,
+        box_head=box_head,
         box_predictor=FastRCNNPredictor(config.box_head_dim, num_classes),
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=config.rois_per_image, positive_fraction=0.25,
         bbox_reg_weights=None, score_thresh=config.score_thresh, nms_thresh=0.5,

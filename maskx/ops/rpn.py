@@ -20,7 +20,18 @@ from .roi_align import thread_pool
 
 class ThreadedRPN(RegionProposalNetwork):
     """``RegionProposalNetwork`` whose ``filter_proposals`` filters the images of a CPU batch on
-    ``min(images, torch.get_num_threads())`` threads; the same proposals as torchvision's."""
+    ``min(images, torch.get_num_threads())`` threads; the same proposals as torchvision's.
+
+    ``featmap_names`` (set by ``build_model``): the maps the RPN reads of a backbone that returns more
+    (the trunk maps of ``box_features="trunk"``); None reads them all, as torchvision's.
+    """
+
+    featmap_names = None
+
+    def forward(self, images, features, targets=None):
+        if self.featmap_names is not None:
+            features = {k: features[k] for k in self.featmap_names}
+        return super().forward(images, features, targets)
 
     def filter_proposals(self, proposals: Tensor, objectness: Tensor, image_shapes: list[tuple[int, int]],
                          num_anchors_per_level: list[int]) -> tuple[list[Tensor], list[Tensor]]:
