@@ -153,33 +153,22 @@ def main() -> None:
         return attribute_probe(c, names, counts, args)
     head = ProbeHead([c["train"][n].shape[1] for n in names], classes, hidden=args.hidden, dropout=args.dropout)
     prior = (counts.float().clamp_min(1) / counts.sum()).log() * args.balanced
-    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
     n = len(c["ytrain"])
-    steps = args.epochs * ((n + args.batch - 1) // args.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
+
+    def loss_of(xs, idx):
+        if args.flip:
+            half = torch.rand(len(idx)) < 0.5
+            xs = [torch.where(half[:, None, None, None], x.flip(-1), x) for x in xs]
+        return F.cross_entropy(head(xs) + prior, c["ytrain"][idx])
+
     history = []
-    for epoch in range(args.epochs):
-        head.train()
-        perm = torch.randperm(n)
-        total = 0.0
-        for s in range(0, n, args.batch):
-            idx = perm[s:s + args.batch]
-            xs = [c["train"][k][idx].float() for k in names]
-            if args.flip:
-                half = torch.rand(len(idx)) < 0.5
-                xs = [torch.where(half[:, None, None, None], x.flip(-1), x) for x in xs]
-            loss = F.cross_entropy(head(xs) + prior, c["ytrain"][idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+    for epoch, train_loss in fit(head, c, names, args, loss_of):
         res = {}
         for tau in [float(t) for t in args.tau.split(",")]:
             norm = head.cls.weight.detach().norm(dim=1, keepdim=True).clamp_min(1e-12) ** tau
             res.update({(k if tau == 0 else f"{k}@tau{tau:g}"): v for k, v in evaluate(head, c, names, counts, norm).items()
                         if tau == 0 or k in ("A", "B", "B_seen_10+", "B_seen_1-10")})
-        res.update(epoch=epoch + 1, train_loss=round(total / n, 3))
+        res.update(epoch=epoch + 1, train_loss=train_loss)
         history.append(res)
         print(json.dumps(res), flush=True)
     out = {"data": str(args.data), "train_boxes": n, "val_boxes": len(c["yval"]), "feature_seconds": round(feature_seconds),
@@ -188,18 +177,42 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=1))
 
 
+def fit(head, c, names, args, loss_of):
+    """Train ``head`` on the cached training boxes with AdamW and a one-cycle lr (``args``: epochs, batch,
+    lr); ``loss_of(features per level, batch indices)`` → loss. Yields (epoch, mean training loss)."""
+    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
+    n = len(c["ytrain"])
+    steps = args.epochs * ((n + args.batch - 1) // args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
+    for epoch in range(args.epochs):
+        head.train()
+        perm, total = torch.randperm(n), 0.0
+        for s in range(0, n, args.batch):
+            idx = perm[s:s + args.batch]
+            loss = loss_of([c["train"][k][idx].float() for k in names], idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        yield epoch, round(total / n, 3)
+
+
 ATTRIBUTES = ("body", "pattern", "hue", "proportion")
 
 
+def attribute_value(attrs: list[str], key: str) -> str:
+    """A class's value of attribute ``key`` ("key:value"); a class without a ``proportion`` is plain."""
+    return next((a for a in attrs if a.startswith(key + ":")), key + ":plain")
+
+
 def attribute_table(attributes) -> tuple[torch.Tensor, list]:
-    """``[K, 4]`` value index of each class's attribute (background row -1) and each attribute's values;
-    a class without a ``proportion`` is plain."""
-    values = {key: sorted({next((a for a in attrs if a.startswith(key + ":")), key + ":plain")
-                           for attrs in attributes[1:]}) for key in ATTRIBUTES}
+    """``[K, 4]`` value index of each class's attribute (background row -1) and each attribute's values."""
+    values = {key: sorted({attribute_value(attrs, key) for attrs in attributes[1:]}) for key in ATTRIBUTES}
     table = torch.full((len(attributes), len(ATTRIBUTES)), -1, dtype=torch.long)
     for label, attrs in enumerate(attributes[1:], 1):
         for j, key in enumerate(ATTRIBUTES):
-            table[label, j] = values[key].index(next((a for a in attrs if a.startswith(key + ":")), key + ":plain"))
+            table[label, j] = values[key].index(attribute_value(attrs, key))
     return table, [values[k] for k in ATTRIBUTES]
 
 
@@ -211,23 +224,12 @@ def attribute_probe(c, names, counts, args) -> None:
     head = ProbeHead([c["train"][n].shape[1] for n in names], sum(len(v) for v in values), hidden=args.hidden,
                      dropout=args.dropout)
     cuts = torch.tensor([0] + [len(v) for v in values]).cumsum(0).tolist()
-    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
-    n = len(c["ytrain"])
-    steps = args.epochs * ((n + args.batch - 1) // args.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
-    for epoch in range(args.epochs):
-        head.train()
-        perm, total = torch.randperm(n), 0.0
-        for s in range(0, n, args.batch):
-            idx = perm[s:s + args.batch]
-            out = head([c["train"][k][idx].float() for k in names])
-            target = table[c["ytrain"][idx]]
-            loss = sum(F.cross_entropy(out[:, cuts[j]:cuts[j + 1]], target[:, j]) for j in range(len(ATTRIBUTES)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+
+    def loss_of(xs, idx):
+        out, target = head(xs), table[c["ytrain"][idx]]
+        return sum(F.cross_entropy(out[:, cuts[j]:cuts[j + 1]], target[:, j]) for j in range(len(ATTRIBUTES)))
+
+    for epoch, train_loss in fit(head, c, names, args, loss_of):
         head.eval()
         with torch.inference_mode():
             out = torch.cat([head([c["val"][k][s:s + 1024].float() for k in names])
@@ -238,7 +240,7 @@ def attribute_probe(c, names, counts, args) -> None:
         score = sum(logp[j][:, table[1:, j]] for j in range(len(ATTRIBUTES)))
         top5 = score.topk(5, 1).indices + 1
         is_a = c["is_a"][y]
-        res = {"epoch": epoch + 1, "train_loss": round(total / n, 3)}
+        res = {"epoch": epoch + 1, "train_loss": train_loss}
         for set_name, m in (("A", is_a), ("B", ~is_a), ("B_seen_10+", ~is_a & (counts[y] >= 10)),
                             ("B_seen_0-9", ~is_a & (counts[y] < 10))):
             res[set_name] = {"top1": round(100 * (top5[m, 0] == y[m]).float().mean().item(), 1),
@@ -270,10 +272,9 @@ def evaluate(head, c, names, counts, norm=None) -> dict:
                          "top5": round(100 * hit5[m].float().mean().item(), 1), "n": int(m.sum())}
     attrs = c["attributes"]
     pred = top5[:, 0].tolist()
-    for key in ("body", "pattern", "hue", "proportion"):
-        def value(label):
-            return next((a for a in attrs[label] if a.startswith(key + ":")), key + ":plain")
-        ok = [value(p) == value(t) for p, t in zip(pred, y.tolist()) if not c["is_a"][t]]
+    for key in ATTRIBUTES:
+        ok = [attribute_value(attrs[p], key) == attribute_value(attrs[t], key)
+              for p, t in zip(pred, y.tolist()) if not c["is_a"][t]]
         out[f"B_{key}"] = round(100 * sum(ok) / max(1, len(ok)), 1)
     return out
 
