@@ -307,13 +307,14 @@ class EfficientNetLiteFPN(nn.Module):
 
     STAGES = ("stem", "stage2", "stage3", "stage4", "stage5")
     IN_CHANNELS = (24, 40, 112, 320)
-    TRUNK_STRIDES = (8, 16, 32)  # of 'c3', 'c4', 'c5' (``trunk_maps``)
+    TRUNK_MAPS = ("c3", "c4", "c5")  # the stride 8/16/32 stages, returned with ``trunk_maps``
+    TRUNK_STRIDES = (8, 16, 32)
+    TRUNK_CHANNELS = IN_CHANNELS[1:]
 
     def __init__(self, pretrained: bool = True, norm: str = "frozen_bn", trainable_layers: int = 3,
                  out_channels: int = 256, fpn_norm: str | None = "gn", trunk_maps: bool = False) -> None:
         super().__init__()
         self.trunk_maps = trunk_maps
-        self.trunk_channels = self.IN_CHANNELS[1:]
         net = _efficientnet_lite0_trunk(pretrained)
         blocks = list(net._blocks)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish, blocks[0])
@@ -342,5 +343,5 @@ class EfficientNetLiteFPN(nn.Module):
         c5 = self.stage5(c4)
         out = self.fpn(OrderedDict([("0", c2), ("1", c3), ("2", c4), ("3", c5)]))
         if self.trunk_maps:  # after the FPN's maps: consumers that take the first maps get the FPN's
-            out.update(c3=c3, c4=c4, c5=c5)
+            out.update(zip(self.TRUNK_MAPS, (c3, c4, c5)))
         return out

@@ -20,7 +20,7 @@ from ..ops.roi_align import SparseMultiScaleRoIAlign
 from .roi_heads import MaskXRoIHeads
 from ..ops.rpn import ThreadedRPN
 from .transfer import WeightTransfer
-from .trunk_box_head import TRUNK_MAPS, TrunkBoxHead, TrunkRoIPool
+from .trunk_box_head import TrunkBoxHead, TrunkRoIPool
 
 # ImageNet statistics, as torchvision's detection models normalise
 IMAGE_MEAN, IMAGE_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -152,8 +152,9 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
     else:
         pool = SparseMultiScaleRoIAlign if config.roi_align_backward == "sparse" else MultiScaleRoIAlign
     if config.box_features == "trunk":  # every RoI from the trunk's stride 8/16/32 stages (trunk_box_head.py)
-        box_pool = TrunkRoIPool(TRUNK_MAPS, backbone.TRUNK_STRIDES, backbone.trunk_channels, output_size=7, sampling_ratio=2)
-        box_head = TrunkBoxHead(backbone.trunk_channels, config.box_head_dim)
+        box_pool = TrunkRoIPool(backbone.TRUNK_MAPS, backbone.TRUNK_STRIDES, backbone.TRUNK_CHANNELS, output_size=7,
+                                sampling_ratio=2)
+        box_head = TrunkBoxHead(backbone.TRUNK_CHANNELS, config.box_head_dim)
     else:
         box_pool, box_head = pool(names, output_size=7, sampling_ratio=2), TwoMLPHead(c * 7 * 7, config.box_head_dim)
     roi_heads = MaskXRoIHeads(

@@ -15,9 +15,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-TRUNK_MAPS = ("c3", "c4", "c5")  # the backbone's extra outputs (``build_backbone(trunk_maps=True)``)
-
-
 class TrunkRoIPool(nn.Module):
     """RoIAlign of every box on each of ``names`` (strides ``strides``), concatenated along channels.
 
