@@ -103,6 +103,9 @@ class Config:
     box_cache_positives: int = 24
     box_cache_negatives: int = 24
     box_background_weight: float = 3.0
+    # stage box: cached positives overlapping their ground truth less than this are left out of the
+    # classification loss (still regressed); the cached ground-truth boxes always count (maskx.box_cache)
+    box_cls_iou: float = 0.5
     # stage box: start the box head from the detector's ("") or re-initialise its classifier and regressor
     # ("predictor") or all of it ("head"); docs/model-3k-design.md §6: from the detector's it does not fit set B
     box_reinit: str = ""
@@ -147,6 +150,8 @@ class Config:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
         if min(self.box_cache_positives, self.box_cache_negatives) < 0 or self.box_background_weight <= 0:
             raise ConfigError("box_cache_positives and box_cache_negatives must be >= 0, box_background_weight > 0")
+        if not 0.5 <= self.box_cls_iou <= 1:
+            raise ConfigError(f"box_cls_iou must be in [0.5, 1] (positives have IoU >= 0.5), got {self.box_cls_iou}")
         if self.detector and self.stage == "detector":
             raise ConfigError("stage 'detector' trains a detector; 'detector' (a run to start from) is for stages mask and e2e")
         if self.mask_init and (self.stage != "e2e" or not self.detector):

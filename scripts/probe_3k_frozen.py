@@ -78,6 +78,24 @@ def trunk_box_features(data_dir: Path, images: int | None, model=None) -> tuple[
     return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(labels), ds
 
 
+def box_cache_rois(cache_dir: Path, channels: list[int], names: list[str], keep_background: bool, min_iou: float = 0.0):
+    """A stage-box cache's RoIs as ``({level: float16 [N, C, 7, 7]}, labels [N])``: its features are the
+    trunk levels concatenated along channels (``channels`` wide each, in ``names`` order)."""
+    import numpy as np
+
+    feats = np.load(cache_dir / "features.npy", mmap_mode="r")
+    labels = torch.from_numpy(np.load(cache_dir / "labels.npy"))
+    from maskx.box_cache import iou_from_targets
+
+    iou = iou_from_targets(torch.from_numpy(np.load(cache_dir / "regression_targets.npy")))
+    keep = torch.where(((labels > 0) & (iou >= min_iou)) | ((labels == 0) & keep_background))[0]
+    x = torch.from_numpy(feats[keep.numpy()])  # read into memory
+    if sum(channels) != x.shape[1]:
+        raise SystemExit(f"{cache_dir}: {x.shape[1]} channels, the probe's levels have {sum(channels)}; "
+                         "pass the box cache of a box_features='trunk' detector")
+    return dict(zip(names, x.split(channels, 1))), labels[keep]
+
+
 class ProbeHead(nn.Module):
     """1 × 1 conv per stage to ``reduce`` channels, concatenated, then 2 FCs (the box head) and a
     linear classifier over ``classes`` (label 0, background, never a target here)."""
@@ -118,6 +136,14 @@ def main() -> None:
                     help="train one classifier per attribute (body, pattern, hue, proportion) instead of the 3000 "
                          "classes: how well the features show each attribute, and the class their most likely "
                          "combination names (the world's visibility, apart from the long tail)")
+    ap.add_argument("--box-cache", type=Path, default=None,
+                    help="train on a stage-box cache (maskx.box_cache: the detector's sampled RoIs, jittered "
+                         "positives and background) instead of the ground-truth boxes; val stays the GT boxes")
+    ap.add_argument("--background-weight", type=float, default=0.0,
+                    help="with --box-cache: keep the background RoIs, each weighed this much (0: positives only)")
+    ap.add_argument("--min-iou", type=float, default=0.0,
+                    help="with --box-cache: only positives whose IoU with their ground truth is at least this")
+    ap.add_argument("--with-gt", action="store_true", help="with --box-cache: the ground-truth boxes too")
     ap.add_argument("--cache", type=Path, default=Path("runs/design3k/probe_features.pt"))
     ap.add_argument("--out", type=Path, default=Path("runs/design3k/probe.json"))
     args = ap.parse_args()
@@ -143,12 +169,21 @@ def main() -> None:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(c, args.cache)
     feature_seconds = time.perf_counter() - t0
+    gt_counts = torch.bincount(c["ytrain"], minlength=len(c["is_a"]))
+    if args.box_cache:
+        rois, labels = box_cache_rois(args.box_cache, [c["val"][k].shape[1] for k in c["val"]],
+                                      list(c["val"]), keep_background=args.background_weight > 0,
+                                      min_iou=args.min_iou)
+        if args.with_gt:
+            rois = {k: torch.cat([c["train"][k], v]) for k, v in rois.items()}
+            labels = torch.cat([c["ytrain"], labels])
+        c["train"], c["ytrain"] = rois, labels
     if args.train_boxes:
         c["train"] = {k: v[:args.train_boxes] for k, v in c["train"].items()}
         c["ytrain"] = c["ytrain"][:args.train_boxes]
     names = args.levels.split(",") if args.levels else list(c["train"])
     classes = len(c["is_a"])
-    counts = torch.bincount(c["ytrain"], minlength=classes)
+    counts = gt_counts  # training instances per class (the seen ≥ 10 / < 10 split)
     if args.attributes:
         return attribute_probe(c, names, counts, args)
     head = ProbeHead([c["train"][n].shape[1] for n in names], classes, hidden=args.hidden, dropout=args.dropout)
@@ -159,7 +194,11 @@ def main() -> None:
         if args.flip:
             half = torch.rand(len(idx)) < 0.5
             xs = [torch.where(half[:, None, None, None], x.flip(-1), x) for x in xs]
-        return F.cross_entropy(head(xs) + prior, c["ytrain"][idx])
+        weight = None
+        if args.background_weight > 0:
+            weight = torch.ones(classes)
+            weight[0] = args.background_weight
+        return F.cross_entropy(head(xs) + prior, c["ytrain"][idx], weight=weight)
 
     history = []
     for epoch, train_loss in fit(head, c, names, args, loss_of):

@@ -40,7 +40,12 @@ def test_cache_keeps_capped_positives_and_negatives_with_their_targets(data64, t
     assert len(cache) == len(data)
     for i in range(len(data)):
         feats, t = cache[i]
-        pos, neg = int((t["labels"] > 0).sum()), int((t["labels"] == 0).sum())
+        _, target = data[i]
+        gt = len(target["boxes"])
+        # every ground-truth box first (its own box: regression target 0), then the capped sample
+        assert torch.equal(t["labels"][:gt], target["labels"])
+        assert not t["regression_targets"][:gt].any() and t["regression_targets"][gt:][t["labels"][gt:] > 0].any(1).all()
+        pos, neg = int((t["labels"][gt:] > 0).sum()), int((t["labels"] == 0).sum())
         assert pos <= 5 and neg <= 3 and feats.shape[1:] == (model.backbone.out_channels, 7, 7)
         assert t["regression_targets"].shape == (len(feats), 4)
     assert int((cache.labels > 0).sum()) > 0 and int((cache.labels == 0).sum()) > 0
@@ -64,6 +69,33 @@ def test_box_head_loss_is_fastrcnn_loss_when_negatives_weigh_one():
     assert not torch.isclose(heavier, cls)
 
 
+def test_positives_below_cls_iou_are_regressed_but_not_classified(monkeypatch):
+    from torchvision.models.detection._utils import BoxCoder
+
+    from maskx import box_cache
+
+    cfg = box_config("unused")
+    model = build_model(cfg, [f"c{k}" for k in range(80)])
+    rois = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 8], [0, 0, 10, 6], [0, 0, 10, 10]])  # IoU 1, 0.8, 0.6
+    t = {"labels": torch.tensor([3, 3, 3, 0]), "regression_targets": BoxCoder((10.0, 10.0, 5.0, 5.0)).encode_single(boxes, rois)}
+    t["regression_targets"][3] = 0
+    f = torch.randn(4, model.backbone.out_channels, 7, 7)
+    seen = {}
+    real = box_cache.box_head_loss
+    monkeypatch.setattr(box_cache, "box_head_loss", lambda *a: seen.update(classify=a[5], loss=real(*a)) or seen["loss"])
+    for cls_iou, classified in ((0.5, [True, True, True, True]), (0.7, [True, True, False, True]), (1.0, [True, False, False, True])):
+        out = CachedBoxTraining(model, hflip=0.0, cls_iou=cls_iou).eval()([f], [t])
+        assert seen["classify"].tolist() == classified
+        logits = model.roi_heads.box_predictor.cls_score(model.roi_heads.box_head(f))
+        keep = torch.tensor(classified)
+        weight = torch.ones(logits.shape[1])
+        weight[0] = 3.0
+        expect = torch.nn.functional.cross_entropy(logits[keep], t["labels"][keep], weight=weight)
+        torch.testing.assert_close(out["loss_classifier"], expect)
+        assert out["loss_box_reg"] > 0  # all three positives still regressed
+
+
 def test_a_flip_mirrors_the_features_and_the_x_offset(monkeypatch):
     from maskx import box_cache
 
@@ -76,7 +108,7 @@ def test_a_flip_mirrors_the_features_and_the_x_offset(monkeypatch):
         return torch.zeros(len(x), cfg.box_head_dim)
 
     monkeypatch.setattr(model.roi_heads.box_head, "forward", head)
-    monkeypatch.setattr(box_cache, "box_head_loss", lambda logits, boxes, labels, regs, w: seen.update(regs=regs) or {})
+    monkeypatch.setattr(box_cache, "box_head_loss", lambda logits, boxes, labels, regs, w, c: seen.update(regs=regs) or {})
     monkeypatch.setattr(box_cache, "own_class_regression", lambda bbox_pred, x, labels: None)
     f = torch.arange(2 * 3 * 7 * 7, dtype=torch.float32).reshape(2, 3, 7, 7)
     reg = torch.tensor([[0.5, 0.1, 0.2, 0.3], [0.0, 0.0, 0.0, 0.0]])
@@ -167,3 +199,21 @@ def test_own_class_regression_gradients_are_the_same_every_run_with_repeated_cla
         assert all(all(torch.equal(a, b) for a, b in zip(first, grads())) for _ in range(10))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_iou_from_targets_is_the_iou_of_the_roi_with_its_box():
+    from torchvision.models.detection._utils import BoxCoder
+    from torchvision.ops import box_iou
+
+    from maskx.box_cache import iou_from_targets
+
+    g = torch.Generator().manual_seed(0)
+    rois = torch.rand(200, 2, generator=g) * 100
+    rois = torch.cat([rois, rois + 5 + torch.rand(200, 2, generator=g) * 50], 1)
+    boxes = rois + torch.randn(200, 4, generator=g) * 8
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    boxes[0] = rois[0]  # the ground-truth box itself as a RoI
+    targets = BoxCoder((10.0, 10.0, 5.0, 5.0)).encode_single(boxes, rois)
+    iou = iou_from_targets(targets)
+    assert torch.allclose(iou, box_iou(rois, boxes).diag(), atol=1e-5)
+    assert iou[0] == pytest.approx(1.0) and (iou < 1).sum() == 199 and (iou == 0).any()
