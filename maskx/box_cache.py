@@ -190,7 +190,8 @@ class CachedBoxTraining(nn.Module):
         pos = labels > 0
         boxes = own_class_regression(heads.box_predictor.bbox_pred, (h.detach() if self.detach_regression else h)[pos],
                                      labels[pos])
-        classify = ~pos | (iou_from_targets(regs) >= self.cls_iou - 1e-6)  # float error: the boxes themselves count at 1
+        iou = iou_from_targets(regs, heads.box_coder.weights)  # the coder that encoded the cached targets
+        classify = ~pos | (iou >= self.cls_iou - 1e-6)  # float error: the boxes themselves count at 1
         return box_head_loss(heads.box_predictor.cls_score(h), boxes, labels, regs, self.background_weight, classify)
 
 

@@ -83,10 +83,10 @@ def box_cache_rois(cache_dir: Path, channels: list[int], names: list[str], keep_
     trunk levels concatenated along channels (``channels`` wide each, in ``names`` order)."""
     import numpy as np
 
-    feats = np.load(cache_dir / "features.npy", mmap_mode="r")
-    labels = torch.from_numpy(np.load(cache_dir / "labels.npy"))
     from maskx.box_cache import iou_from_targets
 
+    feats = np.load(cache_dir / "features.npy", mmap_mode="r")
+    labels = torch.from_numpy(np.load(cache_dir / "labels.npy"))
     iou = iou_from_targets(torch.from_numpy(np.load(cache_dir / "regression_targets.npy")))
     keep = torch.where(((labels > 0) & (iou >= min_iou)) | ((labels == 0) & keep_background))[0]
     x = torch.from_numpy(feats[keep.numpy()])  # read into memory
@@ -190,14 +190,15 @@ def main() -> None:
     prior = (counts.float().clamp_min(1) / counts.sum()).log() * args.balanced
     n = len(c["ytrain"])
 
+    weight = None  # the background's weight, with --box-cache --background-weight
+    if args.background_weight > 0:
+        weight = torch.ones(classes)
+        weight[0] = args.background_weight
+
     def loss_of(xs, idx):
         if args.flip:
             half = torch.rand(len(idx)) < 0.5
             xs = [torch.where(half[:, None, None, None], x.flip(-1), x) for x in xs]
-        weight = None
-        if args.background_weight > 0:
-            weight = torch.ones(classes)
-            weight[0] = args.background_weight
         return F.cross_entropy(head(xs) + prior, c["ytrain"][idx], weight=weight)
 
     history = []
