@@ -66,15 +66,26 @@ def seeds_in(folder: Path, direction: str, backbone: Optional[str] = None) -> li
     return sorted(seeds) or [SCALES["study"].seeds[0]]
 
 
+def complete(folder: Path, backbone: Optional[str] = None) -> bool:
+    """Whether ``folder`` holds all of the page's runs of one seed at least, in every direction."""
+    for d in DIRECTIONS:
+        runs = study_runs(d, 0, backbone)
+        if not set.intersection(*(_run_file_seeds(folder, r.preset, r.split, r.backbone) for _, r in runs)):
+            return False
+    return True
+
+
 def result_folders(results: Path) -> list[Path]:
     """Of ``results`` and the folders directly in it (an older world's study kept beside the current
-    one, e.g. ``results/v3``), those that hold a result of the page's runs, ``results`` first; just
-    ``results`` when none does (the page then says what is pending)."""
+    one, e.g. ``results/v3``), those that hold a result of the page's runs: first those holding a
+    complete comparison (``complete``), so that a study still running does not open the page on
+    pending columns, ``results`` first among equals; just ``results`` when none holds a result (the
+    page then says what is pending)."""
     subs = sorted(p for p in results.iterdir() if p.is_dir()) if results.is_dir() else []
     bb = SCALES["study"].backbone
     found = [p for p in [results, *subs]
              if any(_run_file_seeds(p, r.preset, r.split, bb) for d in DIRECTIONS for _, r in study_runs(d, 0))]
-    return found or [results]
+    return sorted(found, key=lambda p: not complete(p)) or [results]
 
 
 def generator_version(records) -> int:

@@ -178,8 +178,9 @@ def main():
         folder = st.columns([1, 2])[0].selectbox("Results", folders, key="compare_results", format_func=lambda p: (
             str(p.relative_to(cfg.results.parent)) if p.is_relative_to(cfg.results.parent) else str(p)))
     if folders[0] != cfg.results:
-        st.caption(f"Showing `{folder}`: an earlier world's study, kept as it ran (`{cfg.results}` holds no "
-                   "result of these runs yet).")
+        pending = ("holds only part of these runs: its study is still running" if cfg.results in folders
+                   else "holds no result of these runs yet")
+        st.caption(f"Showing `{folder}`: an earlier world's study, kept as it ran (`{cfg.results}` {pending}).")
     c_dir, c_seed, c_image, c_thresh = st.columns([1.1, 0.7, 1.2, 1.5])
     direction = c_dir.selectbox("Direction", DIRECTIONS, format_func=ARROW.get, key="compare_direction")
     by_seed, errors = read_records(folder, direction)

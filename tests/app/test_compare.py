@@ -133,3 +133,25 @@ def test_val_example_reads_the_data_folder_of_its_version_else_draws_it_again(tm
     assert "drawn again" in compare.val_example(data, 2, other, 64)[2]
     with pytest.raises(ValueError):
         compare.val_example(tmp_path / "absent", 1, 99, 64)
+
+
+def test_result_folders_open_on_a_complete_comparison_before_a_study_in_progress(tmp_path):
+    bb = SCALES["study"].backbone
+    results, old = tmp_path / "results", tmp_path / "results" / "v3"
+    old.mkdir(parents=True)
+
+    def write(folder, direction, seed, models):
+        for _, run in compare.study_runs(direction, seed, bb):
+            if run.preset in models:
+                (folder / f"{bb}__{run.preset}__{run.split}__s{seed}.json").write_text("{}")
+
+    every = {p for _, p in compare.MODELS}
+    assert compare.result_folders(results) == [results]  # nothing anywhere: the current one, pending
+    for d in compare.DIRECTIONS:
+        write(old, d, 0, every)
+    assert compare.complete(old) and compare.result_folders(results) == [old]
+    write(results, compare.DIRECTIONS[0], 0, {compare.AGNOSTIC})  # the v4 study has begun
+    assert not compare.complete(results) and compare.result_folders(results) == [old, results]
+    for d in compare.DIRECTIONS:  # seed 1 complete in both directions: the current study comes first
+        write(results, d, 1, every)
+    assert compare.complete(results) and compare.result_folders(results) == [results, old]
