@@ -89,7 +89,8 @@ class Config:
     weight_decay: float = 1e-4
     warmup_iters: int = 100
     warmup_factor: float = 1.0 / 3
-    decay_at: tuple = (2 / 3, 8 / 9)  # fractions of iters where lr *= 0.1
+    decay_at: tuple = (2 / 3, 8 / 9)  # fractions of iters where lr *= 0.1 (lr_schedule "step")
+    lr_schedule: str = "step"  # "step" (paper §4.1: x0.1 at decay_at) | "cosine" (half a cosine to 0 over iters)
     grad_clip: float = 10.0  # max grad norm (0: off); from-scratch CPU runs spike early
     rois_per_image: int = 512
     mask_rois_per_image: int = 64  # cap on positive set-A RoIs fed to the mask head (0: no cap)
@@ -127,6 +128,7 @@ class Config:
         _check_choice("transfer_activation", self.transfer_activation, ACTIVATIONS)
         _check_choice("stage", self.stage, STAGES)
         _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        _check_choice("lr_schedule", self.lr_schedule, ("step", "cosine"))
         _check_choice("box_reinit", self.box_reinit, ("", "predictor", "head"))
         _check_choice("box_features", self.box_features, ("fpn", "trunk"))
         if self.box_features == "trunk" and self.backbone != "efficientnet_lite0":

@@ -27,12 +27,16 @@ class TrainingError(RuntimeError):
 
 
 def lr_at(iteration: int, config: Config, world_size: int = 1) -> float:
-    """Linear warm-up from ``warmup_factor`` x lr, then x0.1 at each ``decay_at`` fraction of iters.
+    """Linear warm-up from ``warmup_factor`` x lr, then x0.1 at each ``decay_at`` fraction of iters
+    (``lr_schedule="step"``) or half a cosine from lr at 0 to 0 at ``iters`` (``"cosine"``).
 
     ``config.batch_size`` is per process, so a step of ``world_size`` processes sees
     ``batch_size * world_size`` images and the lr scales with it (paper: 0.02 for 8 GPUs x 2 images).
     """
-    lr = config.lr * world_size * 0.1 ** sum(iteration >= int(f * config.iters) for f in config.decay_at)
+    if config.lr_schedule == "cosine":
+        lr = config.lr * world_size * 0.5 * (1 + math.cos(math.pi * min(iteration, config.iters) / config.iters))
+    else:
+        lr = config.lr * world_size * 0.1 ** sum(iteration >= int(f * config.iters) for f in config.decay_at)
     if iteration < config.warmup_iters:
         alpha = iteration / config.warmup_iters
         lr *= config.warmup_factor * (1 - alpha) + alpha

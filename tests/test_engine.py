@@ -19,7 +19,7 @@ import torch
 import maskx
 from helpers import model_tensors, read_log, tiny_config
 from maskx.checkpoint import list_checkpoints
-from maskx.config import Config, get_preset
+from maskx.config import Config, ConfigError, get_preset
 from maskx.data.splits import resolve_split
 from maskx.data.embedded import generate
 from maskx.engine import TrainingError, batch_positions, lr_at, sample_at
@@ -42,6 +42,18 @@ def test_lr_schedule_warmup_and_decay():
     assert lr_at(60, c) == pytest.approx(0.002)
     assert lr_at(80, c) == pytest.approx(0.0002)
     assert lr_at(89, c) == pytest.approx(0.0002)
+
+
+def test_cosine_schedule_warms_up_then_falls_to_zero_without_steps():
+    c = Config(iters=100, base_lr=0.16, batch_size=2, warmup_iters=10, warmup_factor=0.25, lr_schedule="cosine")
+    assert lr_at(0, c) == pytest.approx(0.02 * 0.25)
+    assert lr_at(50, c) == pytest.approx(0.01)  # half-way: half the lr
+    assert lr_at(100, c) == pytest.approx(0.0, abs=1e-12) and lr_at(150, c) == pytest.approx(0.0, abs=1e-12)
+    lrs = [lr_at(i, c) for i in range(10, 101)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # falls at every step after the warm-up, no jumps
+    assert max(a / b for a, b in zip(lrs, lrs[1:]) if b > 0.002) < 1.1
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        Config(lr_schedule="onecycle")
 
 
 @pytest.mark.parametrize("preset", ["transfer_clsbox_2lrelu_mlp_e2e", "oracle"])
