@@ -101,25 +101,37 @@ def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
 
 
 class CachedBoxRoIs(torch.utils.data.Dataset):
-    """Image i → (pooled features [R, C, 7, 7] float32, {"labels" [R], "regression_targets" [R, 4]}) of its
-    cached RoIs. ``flippable = False``: flips happen in ``CachedBoxTraining`` (features, not images)."""
+    """Item i → (pooled features [R, C, 7, 7] float32, {"labels" [R], "regression_targets" [R, 4]}): image
+    i's cached RoIs (``group=0``), or with ``group=G > 0`` the i-th group of G RoIs of one permutation of
+    all cached RoIs (seeded by ``seed``), so a step of B items reads B x G RoIs of as many images rather
+    than every RoI of B images (whose RoIs cover the same few objects). ``flippable = False``: flips
+    happen in ``CachedBoxTraining`` (features, not images)."""
 
     flippable = False
 
-    def __init__(self, cache_dir):
+    def __init__(self, cache_dir, group: int = 0, seed: int = 0):
         self.dir = Path(cache_dir)
         arrays, self.offsets = open_cache(self.dir, ARRAYS, "box cache")
         self.features = arrays["features"]
         self.labels, self.targets = np.asarray(arrays["labels"]), np.asarray(arrays["regression_targets"])
+        self.group, self.order = group, None
+        if group:
+            rois = int(self.offsets[-1])
+            self.order = torch.randperm(rois, generator=torch.Generator().manual_seed(seed)).numpy()
+            self.order = self.order[:rois - rois % group].reshape(-1, group)  # the last partial group left out
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.order) if self.group else len(self.offsets) - 1
 
     def __getitem__(self, i: int):
-        s, e = int(self.offsets[i]), int(self.offsets[i + 1])
-        return (torch.from_numpy(np.asarray(self.features[s:e], np.float32)),
-                {"labels": torch.from_numpy(self.labels[s:e].copy()),
-                 "regression_targets": torch.from_numpy(self.targets[s:e].copy())})
+        if self.group:
+            rows = np.sort(self.order[i])  # memmap reads in file order
+            feats = np.asarray(self.features[rows], np.float32)
+        else:
+            rows = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+            feats = np.asarray(self.features[rows], np.float32)
+        return (torch.from_numpy(feats), {"labels": torch.from_numpy(self.labels[rows].copy()),
+                                          "regression_targets": torch.from_numpy(self.targets[rows].copy())})
 
 
 def box_head_loss(class_logits: torch.Tensor, box_regression: torch.Tensor, labels: torch.Tensor,
@@ -206,4 +218,4 @@ def cached_box_training(model, dataset, config, detector_dir, out_dir, progress:
     cache = ensure_cache(model, dataset, Path(out_dir) / "box_cache", meta, build_box_cache, progress)
     return (CachedBoxTraining(model, config.hflip, config.box_background_weight, config.box_detach_regression,
                               config.box_cls_iou),
-            CachedBoxRoIs(cache))
+            CachedBoxRoIs(cache, config.box_batch_rois, config.seed))

@@ -113,6 +113,9 @@ class Config:
     # stage box: the class-specific regressor reads the FCs' output detached, so its loss (large while rare
     # classes' rows are untrained) does not drive the FCs the classifier needs (docs/model-3k-design.md §7)
     box_detach_regression: bool = False
+    # stage box: an item (batch_size of them a step) is one image's cached RoIs (0) or this many RoIs drawn
+    # at random from the whole cache (maskx.box_cache.CachedBoxRoIs)
+    box_batch_rois: int = 0
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -150,8 +153,9 @@ class Config:
                               f"got {self.embedding_norm}")
         if self.mask_convs < 1:
             raise ConfigError(f"mask_convs must be >= 1, got {self.mask_convs}")
-        if min(self.box_cache_positives, self.box_cache_negatives) < 0 or self.box_background_weight <= 0:
-            raise ConfigError("box_cache_positives and box_cache_negatives must be >= 0, box_background_weight > 0")
+        if min(self.box_cache_positives, self.box_cache_negatives, self.box_batch_rois) < 0 or self.box_background_weight <= 0:
+            raise ConfigError("box_cache_positives, box_cache_negatives and box_batch_rois must be >= 0, "
+                              "box_background_weight > 0")
         if not 0.5 <= self.box_cls_iou <= 1:
             raise ConfigError(f"box_cls_iou must be in [0.5, 1] (positives have IoU >= 0.5), got {self.box_cls_iou}")
         if self.detector and self.stage == "detector":

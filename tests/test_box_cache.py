@@ -51,6 +51,31 @@ def test_cache_keeps_capped_positives_and_negatives_with_their_targets(data64, t
     assert int((cache.labels > 0).sum()) > 0 and int((cache.labels == 0).sum()) > 0
 
 
+def test_roi_groups_partition_the_cache_across_images(data64, detector, tmp_path):
+    """``box_batch_rois=G``: items are groups of G RoIs drawn from the whole cache, each RoI in one group
+    at most, with its own features and targets; the same seed draws the same groups."""
+    run_training(box_config(detector, iters=1, checkpoint_every=1, batch_size=2, box_batch_rois=4), data64,
+                 tmp_path / "box", progress=False)  # a step reads 2 groups of 4 RoIs
+    cache_dir = tmp_path / "box" / "box_cache"
+    by_image, groups = CachedBoxRoIs(cache_dir), CachedBoxRoIs(cache_dir, group=4, seed=0)
+    rois = int(by_image.offsets[-1])
+    assert len(groups) == rois // 4 and rois // 4 > len(by_image)
+    rows = np.concatenate(list(groups.order))
+    assert len(set(rows.tolist())) == len(rows) == 4 * (rois // 4)
+    image_of = np.searchsorted(by_image.offsets, rows, side="right") - 1
+    assert len(set(image_of[:4 * 8].tolist())) > 2  # the first 8 groups draw from many images
+    for i in (0, len(groups) - 1):
+        feats, t = groups[i]
+        row = np.sort(groups.order[i])
+        assert torch.equal(feats, torch.from_numpy(np.asarray(by_image.features[row], np.float32)))
+        assert torch.equal(t["labels"], torch.from_numpy(by_image.labels[row]))
+        assert torch.equal(t["regression_targets"], torch.from_numpy(by_image.targets[row]))
+    assert np.array_equal(CachedBoxRoIs(cache_dir, group=4, seed=0).order, groups.order)
+    assert not np.array_equal(CachedBoxRoIs(cache_dir, group=4, seed=1).order, groups.order)
+    with pytest.raises(ConfigError, match="box_batch_rois"):
+        box_config(detector, box_batch_rois=-1)
+
+
 def test_box_head_loss_is_fastrcnn_loss_when_negatives_weigh_one():
     from maskx.box_cache import own_class_regression
 
