@@ -308,15 +308,21 @@ def write_examples(out="models/maskx-3k", image_ids: Optional[list] = None, data
     from maskx.predictor import load
 
     out = resolve(out)
+    rule = SAMPLE_RULE  # how the ids were picked: by that rule, unless taken from a file that named none
     if image_ids is None:
+        try:
+            rule = json.loads((out / "examples.json").read_text())["made_with"].get("rule") or ""
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            rule = ""
         image_ids = saved_sample_ids(out)
+        rule = rule or f"the first {len(image_ids)} val images (the examples before named none)"
     predictor = load(out, roi_align_forward=APP_ROI_ALIGN_FORWARD)
     images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(image_ids, data_dir)]
     from maskx.data.synthetic3k import GENERATOR_VERSION
 
     made_with = {"images": f"val images {list(image_ids)} of the 3000-class world version {GENERATOR_VERSION} "
                            f"(as their files decode; rendered: as_stored(render3k(1, id - 1, {SAMPLE_SIZE})))",
-                 "image_ids": [int(i) for i in image_ids], "rule": SAMPLE_RULE, "score_thresh": 0.0,
+                 "image_ids": [int(i) for i in image_ids], "rule": rule, "score_thresh": 0.0,
                  "roi_align_forward": APP_ROI_ALIGN_FORWARD, "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads(), "iteration": predictor.meta.get("iteration")}
     return write_saved(out / "examples.json", predictor.meta["sha256"], images, made_with)

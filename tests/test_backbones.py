@@ -179,3 +179,27 @@ def test_feature_map_names_of_a_backbone_built_elsewhere():
     assert feature_map_names(foreign) == ["0", "1", "2", "3", "pool"]
     assert len(anchor_generator_for(foreign).sizes) == 5
     assert foreign.training  # the probing forward leaves the mode as it was
+
+
+@pytest.mark.parametrize("box_features", ["fpn", "trunk"])
+def test_a_model_whose_weights_follow_normalises_its_input_as_it_was_trained(box_features):
+    """``build_model(..., pretrained=False)`` is how a checkpoint is loaded (``maskx.load``): an
+    efficientnet_lite0 model trained from ImageNet's weights must see its images normalised as in
+    training (the Lite preprocessing), not as a randomly initialised network would."""
+    from maskx.config import Config
+    from maskx.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+    from maskx.models.maskx_rcnn import build_model
+
+    cfg = Config(backbone="efficientnet_lite0", box_features=box_features, fpn_dim=32, box_head_dim=64, mask_dim=16,
+                 mlp_hidden=16, trainable_layers=0)
+    trained, loaded = build_model(cfg, ["a", "b"]), build_model(cfg, ["a", "b"], pretrained=False)
+    for m in (trained, loaded):
+        assert m.transform.image_mean == LITE_MEAN and m.transform.image_std == LITE_STD
+    loaded.load_state_dict(trained.state_dict())
+    trained.eval(), loaded.eval()
+    x = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        a, b = (m.backbone(m.transform([x])[0].tensors) for m in (trained, loaded))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    scratch = build_model(cfg.replace(pretrained_backbone=False, box_features="fpn"), ["a", "b"])
+    assert scratch.transform.image_mean == IMAGENET_MEAN and scratch.transform.image_std == IMAGENET_STD

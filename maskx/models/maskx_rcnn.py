@@ -114,16 +114,19 @@ def build_model(config: Config, class_names: list[str], embedding: Optional[torc
     ``embedding`` [K+1, D]: the fixed input of T for randn/glove/text (computed when None).
     ``pretrained`` overrides ``config.pretrained_backbone`` (False when weights follow anyway).
     """
-    from .backbones import anchor_generator_for, build_backbone, feature_map_names
+    from .backbones import LITE_MEAN, LITE_STD, anchor_generator_for, build_backbone, feature_map_names
 
     num_classes = len(class_names) + 1
     if backbone is None:
         use_pretrained = config.pretrained_backbone if pretrained is None else pretrained
         norm = None
-        if config.pretrained_backbone is not False and config.backbone == "efficientnet_lite0":
+        imagenet_init = config.pretrained_backbone is not False and config.backbone == "efficientnet_lite0"
+        if imagenet_init:
             norm = "frozen_bn"  # the architecture of the trained model, whether or not weights load now
         backbone = build_backbone(config.backbone, trainable_layers=config.trainable_layers, pretrained=use_pretrained,
                                   norm=norm, out_channels=config.fpn_dim, trunk_maps=config.box_features == "trunk")
+        if imagenet_init:  # and the input normalisation its weights were trained with, loaded now or not
+            backbone.image_mean, backbone.image_std = list(LITE_MEAN), list(LITE_STD)
     if config.box_features == "trunk" and not getattr(backbone, "trunk_maps", False):
         raise ValueError("box_features='trunk' needs a backbone built with trunk_maps=True")
     names = [n for n in feature_map_names(backbone) if n != "pool"]  # RoIAlign levels: not the extra 'pool'
