@@ -126,12 +126,11 @@ class CachedBoxRoIs(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         if self.group:
             rows = np.sort(self.order[i])  # memmap reads in file order
-            feats = np.asarray(self.features[rows], np.float32)
         else:
             rows = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-            feats = np.asarray(self.features[rows], np.float32)
-        return (torch.from_numpy(feats), {"labels": torch.from_numpy(self.labels[rows].copy()),
-                                          "regression_targets": torch.from_numpy(self.targets[rows].copy())})
+        return (torch.from_numpy(np.asarray(self.features[rows], np.float32)),
+                {"labels": torch.from_numpy(self.labels[rows].copy()),
+                 "regression_targets": torch.from_numpy(self.targets[rows].copy())})
 
 
 def box_head_loss(class_logits: torch.Tensor, box_regression: torch.Tensor, labels: torch.Tensor,
