@@ -17,6 +17,10 @@ STUDY_GT_BOX_IMAGES = 100  # val images of the masks-on-ground-truth-boxes measu
 # val images whose ground-truth-box masks each result keeps (``gt_box_eval.instance_masks``, about 10 KB):
 # what the notebooks' and the app's mask grids draw, on a fresh clone too
 MASK_GRID_IMAGES = 16
+# what a result's numbers were measured by; a result recording an older one is measured again
+# (``Study.stale_reason``). 2: ``maskx.load`` feeds an efficientnet_lite0 model the input normalisation
+# its weights were trained with (version 1 gave it ImageNet's mean/std, docs/model-3k-design.md §13).
+EVAL_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from maskx.config import INFERENCE_FIELDS, RECORDED_BEFORE, Config
 from maskx.run_lock import lock_held, release_lock, take_lock
 from maskx_study.results import (EXAMPLE_IMAGES, EXAMPLE_MIN_SCORE, default_results_dir, default_runs_dir,  # noqa: F401
                             estimate_hours, examples, load_results, load_superseded, run_versions, train_seconds)
-from maskx_study.evaluation import STUDY_GT_BOX_IMAGES, StudyEvaluation, _DetectorEval, _val_split  # noqa: F401
+from maskx_study.evaluation import EVAL_VERSION, STUDY_GT_BOX_IMAGES, StudyEvaluation, _DetectorEval, _val_split  # noqa: F401
 from maskx_study.plan import (DIRECTIONS, FIG3_ROWS, ORDER, SCALES, T1A_ROWS, TABLES, Run, StudyScale,  # noqa: F401
                          Table, beyond_budget, plan, table_runs)
 
@@ -161,10 +161,11 @@ class Study(StudyEvaluation):
 
     def _todo(self, runs: list[Run]) -> list[Run]:
         """The runs without a result, in plan order, each preceded by its detector where that has a
-        result but no weights here (``runs/`` is not committed: a fresh clone retrains, "restores", it)."""
+        result but no weights here (``runs/`` is not committed: a fresh clone retrains, "restores", it);
+        a detector whose result an older evaluation measured is restored and measured again."""
         out: list[Run] = []
         for r in runs:
-            if self.result_path(r).is_file():
+            if self.result_path(r).is_file() and not (r.preset == "detector" and self._measured_before(r)):
                 continue
             if r.preset != "detector" and self.result_path(r.detector()).is_file() and \
                     not self._trained_here(r.detector()) and r.detector() not in out:
@@ -172,6 +173,11 @@ class Study(StudyEvaluation):
             if r not in out:
                 out.append(r)
         return out
+
+    def _measured_before(self, run: Run) -> bool:
+        """Its result was measured by an older evaluation (a detector not trained here: restored, then
+        measured again by ``run_one``)."""
+        return json.loads(self.result_path(run).read_text()).get("eval_version", 1) != EVAL_VERSION
 
     def stale_reason(self, run: Run, record: dict) -> Optional[str]:
         """Why a finished run's result no longer answers the plan (None: it does): another config
@@ -195,6 +201,11 @@ class Study(StudyEvaluation):
             return f"{what} in " + ", ".join(f"{k} ({have[k]!r} → {want[k]!r})" for k in diff)
         if record.get("generator_version") != GENERATOR_VERSION:
             return f"generator version {record.get('generator_version')} → {GENERATOR_VERSION}"
+        # a detector whose weights are not here keeps its result until it is restored (the result holds
+        # what the restore must reproduce); ``run_one`` measures it again then
+        measured_by = record.get("eval_version", 1)
+        if measured_by != EVAL_VERSION and (want["stage"] != "detector" or self._trained_here(run)):
+            return f"evaluation version {measured_by} → {EVAL_VERSION}: measured again"
         here = self.detector_sha256(run)
         if want["stage"] == "detector":
             recorded = self.recorded_detector_sha256(run)
@@ -247,9 +258,9 @@ class Study(StudyEvaluation):
                 if reason is None:
                     continue
                 self.log(f"{run.key}: superseded ({reason}); it will be rerun")
-                # an inference-only change, or other weights here, is re-evaluated: its trained run stays
+                # an inference-only change, other weights here or a new evaluation is re-evaluated: its trained run stays
                 moved.append(self._move_aside(run, record, reason, stamp,
-                                              keep_run_dir=reason.startswith(("inference", "weights here"))))
+                                              keep_run_dir=reason.startswith(("inference", "weights here", "evaluation"))))
             finally:
                 self._release(run)
         return moved
@@ -302,8 +313,11 @@ class Study(StudyEvaluation):
                 run_training(config, Path(self.scale.data) / "train", out, resume=bool(list_checkpoints(out)),
                              progress=self.progress)
         train_wall = time.perf_counter() - t0
+        restores = []
         if restoring and self._restored(run):
-            return self.result_path(run)
+            if not self._measured_before(run):
+                return self.result_path(run)
+            restores = json.loads(self.result_path(run).read_text()).get("restores", [])  # measured again below
         t0 = time.perf_counter()
         metrics, eval_how, preds, val_ids, grid = self.evaluate_run(run, config, out, det_dir)
         record = {"run": run.key, "preset": run.preset, "split": run.split, "seed": run.seed, "backbone": run.backbone,
@@ -314,7 +328,10 @@ class Study(StudyEvaluation):
                   "metrics": metrics, "eval": eval_how, "train_seconds": train_seconds(out / "log.jsonl"),
                   "train_wall_seconds_this_process": round(train_wall, 1),
                   "eval_seconds": round(time.perf_counter() - t0, 1), **run_versions(out),
-                  "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids)}
+                  "train_masks_per_A_class": self.masks_per_a_class(run), "examples": examples(preds, val_ids),
+                  "eval_version": EVAL_VERSION}
+        if restores:
+            record["restores"] = restores
         if grid is not None:
             record["gt_box_masks"] = grid
         record["detector_sha256" if config.stage != "detector" else "checkpoint_sha256"] = self.detector_sha256(run)

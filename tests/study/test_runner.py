@@ -14,7 +14,7 @@ import torch
 from maskx.checkpoint import find_checkpoint, model_state
 from maskx.data.embedded import GENERATOR_VERSION
 from maskx.train import cpu_signature
-from maskx_study.runner import DIRECTIONS, SCALES, Run, Study, plan
+from maskx_study.runner import DIRECTIONS, EVAL_VERSION, SCALES, Run, Study, plan
 
 
 def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path):
@@ -35,7 +35,7 @@ def test_results_that_no_longer_match_the_plan_are_superseded_and_kept(tmp_path)
             config = config.replace(split="voc2nonvoc")
         study.result_path(run).parent.mkdir(parents=True, exist_ok=True)
         study.result_path(run).write_text(json.dumps(
-            {"run": run.key, "config": config.to_json(), "generator_version": version}))
+            {"run": run.key, "config": config.to_json(), "generator_version": version, "eval_version": EVAL_VERSION}))
         study.run_dir(run).mkdir(parents=True)
     assert Run("agnostic", "voc2nonvoc", 0, "resnet18").config(new, "x").mask_lr_mult == 10.0
     assert det.config(new).mask_lr_mult == 1.0  # detectors train no mask branch: unaffected
@@ -58,12 +58,38 @@ def test_new_inference_settings_re_evaluate_and_keep_the_trained_run(tmp_path):
     study = Study(new, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
     study.result_path(agn).parent.mkdir(parents=True)
     study.result_path(agn).write_text(json.dumps({"run": agn.key, "config": agn.config(old, "d").to_json(),
-                                                  "generator_version": GENERATOR_VERSION}))
+                                                  "generator_version": GENERATOR_VERSION, "eval_version": EVAL_VERSION}))
     study.run_dir(agn).mkdir(parents=True)
     moved = study.supersede_stale([agn])
     reason = json.loads(moved[0].read_text())["superseded"]["reason"]
     assert reason == "inference settings differ in detections_per_img (10 → 50), rpn_test_proposals (1000 → 300)"
     assert load_results(tmp_path / "results") == {} and study.run_dir(agn).is_dir()  # evaluated again, not retrained
+
+
+def test_results_of_an_older_evaluation_are_measured_again_and_keep_their_weights(tmp_path):
+    """A result measured by an older evaluation (``EVAL_VERSION``; no field: version 1) is moved aside and
+    measured again: a run trained here keeps its weights; a detector not trained here keeps its result
+    until it is restored (the result holds the checkpoint the restore must reproduce)."""
+    from maskx_study.runner import load_results
+
+    scale = SCALES["tiny"]
+    det, agn = Run("detector", "all", 0, "resnet18"), Run("agnostic", "voc2nonvoc", 0, "resnet18")
+    study = Study(scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", log=lambda m: None)
+    det_dir = fake_detector_and_run(study, scale, det, agn, weights="same", recorded="same")
+    study.run_dir(agn).mkdir(parents=True)
+    assert study.supersede_stale([det, agn]) == []  # current
+    for run in (det, agn):
+        record = json.loads(study.result_path(run).read_text())
+        del record["eval_version"]
+        study.result_path(run).write_text(json.dumps(record))
+    (det_dir / "done.json").unlink()  # a fresh clone: the detector's weights are not here
+    moved = study.supersede_stale([det, agn])
+    assert [json.loads(p.read_text())["run"] for p in moved] == [agn.key]
+    assert json.loads(moved[0].read_text())["superseded"]["reason"] == f"evaluation version 1 → {EVAL_VERSION}: measured again"
+    assert study.run_dir(agn).is_dir() and list(load_results(tmp_path / "results")) == [det.key]
+    (det_dir / "done.json").write_text("{}")  # trained here: measured again too, its weights kept
+    moved = study.supersede_stale([det, agn])
+    assert len(moved) == 1 and load_results(tmp_path / "results") == {} and (det_dir / "done.json").is_file()
 
 
 def fake_detector_and_run(study, scale, det, run, weights: str, recorded: str):
@@ -76,7 +102,8 @@ def fake_detector_and_run(study, scale, det, run, weights: str, recorded: str):
     study.result_path(det).parent.mkdir(parents=True)
     for r, config, extra in ((det, det.config(scale), {}), (run, run.config(scale, det_dir), {"detector_sha256": recorded})):
         study.result_path(r).write_text(json.dumps(
-            {"run": r.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION, **extra}))
+            {"run": r.key, "config": config.to_json(), "generator_version": GENERATOR_VERSION,
+             "eval_version": EVAL_VERSION, **extra}))
     return det_dir
 
 
@@ -178,6 +205,31 @@ def test_a_fresh_clone_restores_the_detector_bit_for_bit_or_supersedes(tiny_stud
     assert sum("detector was retrained" in r for r in reasons) == len(runs) - 1  # the gate's mask runs, the e2e run
     assert {r["detector_sha256"] for k, r in load_results(tmp_path / "results").items() if k != det.key} == \
         {before[det.key]["checkpoint_sha256"]}
+
+
+@pytest.mark.slow  # trains 4 tiny runs (about a minute), then restores the detector
+def test_a_fresh_clone_restores_and_measures_again_a_detector_an_older_evaluation_measured(tiny_study, tmp_path):
+    """A detector result of an older evaluation whose weights are not here is pending although its result
+    exists: it is restored (bit for bit), measured again, and the results built on it stand."""
+    import shutil
+
+    from maskx_study.runner import load_results
+
+    study, runs, _ = tiny_study
+    shutil.copytree(study.results_dir, tmp_path / "results")
+    det = runs[0]
+    old = {k: v for k, v in load_results(tmp_path / "results")[det.key].items() if k != "eval_version"}
+    (tmp_path / "results" / f"{det.key}.json").write_text(json.dumps(old))
+    clone = Study(study.scale, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs", progress=False,
+                  log=lambda m: None)
+    assert clone.run(runs) == [clone.result_path(det)]
+    after = load_results(tmp_path / "results")
+    assert after[det.key]["eval_version"] == EVAL_VERSION and len(after[det.key]["restores"]) == 1
+    assert after[det.key]["checkpoint_sha256"] == old["checkpoint_sha256"]
+    assert after[det.key]["metrics"] == old["metrics"]  # the same weights and, for this backbone, the same input
+    before = load_results(study.results_dir)
+    assert {k: after[k] for k in before if k != det.key} == {k: v for k, v in before.items() if k != det.key}
+    assert clone.run(runs) == []
 
 
 @pytest.mark.slow  # trains 4 tiny runs (about a minute)
@@ -317,7 +369,7 @@ def test_results_recorded_before_embedding_norm_are_stale_only_for_fixed_embeddi
     for run in (randn, clsbox, agn):
         config = run.config(scale, "d").to_json()
         del config["embedding_norm"]
-        record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION}
+        record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION, "eval_version": EVAL_VERSION}
         reason = study.stale_reason(run, record)
         if run is randn:
             assert reason == "config differs in embedding_norm (0.0 → 1.0)"
@@ -337,7 +389,7 @@ def test_results_recorded_before_transfer_init_read_as_torch_init(tmp_path):
         run = Run(preset, "voc2nonvoc", 0, "resnet18")
         config = run.config(scale, "d").to_json()
         del config["transfer_init"]
-        record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION}
+        record = {"run": run.key, "config": config, "generator_version": GENERATOR_VERSION, "eval_version": EVAL_VERSION}
         assert study.stale_reason(run, record) is None, run.key
 
 
