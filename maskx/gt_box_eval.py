@@ -170,18 +170,28 @@ def mask_iou_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None
 
 @torch.inference_mode()
 def naming_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None, topk: int = 5,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, train_counts: Optional[dict] = None) -> dict:
     """How often the box head names a ground-truth object exactly, detection taken out: every
     ground-truth box of ``dataset``'s first ``images`` images goes through the box head (its 7 x 7
     RoI features, ``box_head``, ``box_predictor``), background left out, and the true class is
     looked for among the ``topk`` highest scores. Returns ``{"A": {"top1", "top5", "instances"},
-    "B": ..., "images": n}`` (shares in percent; ``top{topk}`` for another ``topk``)."""
+    "B": ..., "images": n}`` (shares in percent; ``top{topk}`` for another ``topk``).
+    ``train_counts`` ({category id: training instances}): also ``"by_frequency"``, the same per set and
+    LVIS frequency group of the object's class (``evaluate.FREQUENCY_BINS``; "unseen": no training
+    instance), ``{"A" | "B": {group: {"top1", "top5", "instances"}}}``."""
+    from .evaluate import FREQUENCY_BINS
+
     check_classes(predictor.meta, list(dataset.categories.names), list(dataset.categories.ids),
                   "naming on ground-truth boxes")
     model = predictor.model.eval()
     rh = model.roi_heads
     n = len(dataset) if images is None else min(images, len(dataset))
-    hits = {s: [0, 0, 0] for s in ("A", "B")}  # top-1, top-k, instances
+
+    def group(category_id: int) -> str:
+        count = train_counts.get(category_id, 0)
+        return next((g for g, lo, hi in FREQUENCY_BINS if lo <= count and (hi is None or count <= hi)), "unseen")
+
+    hits: dict = {}  # (set, group or None) -> [top-1, top-k, instances]
     for i in tqdm(range(n), desc="naming on GT boxes", disable=not progress, dynamic_ncols=True):
         image, t = dataset[i]
         if len(t["boxes"]) == 0:
@@ -190,13 +200,23 @@ def naming_on_gt_boxes(predictor, dataset, split, images: Optional[int] = None, 
         logits[:, 0] = -float("inf")
         top = logits.topk(min(topk, logits.shape[1] - 1), dim=1).indices
         for label, row in zip(t["labels"].tolist(), top.tolist()):
-            h = hits[split.set_of(dataset.categories.category_id(label))]
-            h[0] += row[0] == label
-            h[1] += label in row
-            h[2] += 1
-    return {**{s: {"top1": round(100 * h[0] / h[2], 2) if h[2] else None,
-                   f"top{topk}": round(100 * h[1] / h[2], 2) if h[2] else None, "instances": h[2]}
-               for s, h in hits.items()}, "images": n}
+            cid = dataset.categories.category_id(label)
+            where = split.set_of(cid)
+            for key in [(where, None)] + ([(where, group(cid))] if train_counts is not None else []):
+                h = hits.setdefault(key, [0, 0, 0])
+                h[0] += row[0] == label
+                h[1] += label in row
+                h[2] += 1
+
+    def shares(h) -> dict:
+        return {"top1": round(100 * h[0] / h[2], 2) if h[2] else None,
+                f"top{topk}": round(100 * h[1] / h[2], 2) if h[2] else None, "instances": h[2]}
+
+    out = {**{s: shares(hits.get((s, None), [0, 0, 0])) for s in ("A", "B")}, "images": n}
+    if train_counts is not None:
+        groups = [g for g, _, _ in FREQUENCY_BINS] + ["unseen"]
+        out["by_frequency"] = {s: {g: shares(hits.get((s, g), [0, 0, 0])) for g in groups} for s in ("A", "B")}
+    return out
 
 
 def masks_on_gt_boxes(predictor, val, splits: dict, images: int, inputs: Optional[list[GtBoxInput]] = None) -> dict:

@@ -172,7 +172,7 @@ def build_shipped(out="models/maskx-3k", data="data/synth3k", runs="runs/maskx-3
     log(f"5/5 naming, masks on ground-truth boxes ({SHIP_GT_BOX_IMAGES} val images), w_det's similarity index, "
         "the app's samples")
     counts = training_counts(read_json(Path(data) / "train" / "annotations.json")["annotations"])
-    naming = naming_on_val(out, data, progress)
+    naming = naming_on_val(out, data, progress, train_counts=counts)
     gt_boxes = gt_box_ious(out, data, progress)
     if baseline:
         gt_boxes["baseline"] = {k: v for k, v in gt_box_ious(base_runs, data, progress).items() if k in ("A", "B")}
@@ -214,13 +214,15 @@ def _train(config, train_dir, run_dir: Path, progress: bool) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def naming_on_val(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX_IMAGES) -> dict:
-    """Top-1 / top-5 exact naming on set A and set B given the ground-truth boxes (``naming_on_gt_boxes``)."""
+def naming_on_val(path, data_dir, progress: bool = True, images: int = SHIP_GT_BOX_IMAGES,
+                  train_counts: Optional[dict] = None) -> dict:
+    """Top-1 / top-5 exact naming on set A and set B given the ground-truth boxes (``naming_on_gt_boxes``;
+    by LVIS frequency group too with ``train_counts``)."""
     from maskx.gt_box_eval import naming_on_gt_boxes
     from maskx.predictor import load
 
     val, split = val_split(data_dir, images)
-    return naming_on_gt_boxes(load(path), val, split, progress=progress)
+    return naming_on_gt_boxes(load(path), val, split, progress=progress, train_counts=train_counts)
 
 
 def w_det_similarity(path, categories: list) -> dict:

@@ -159,3 +159,26 @@ def test_naming_counts_every_box_and_a_box_head_that_knows_the_answer_scores_100
     for s in ("A", "B"):
         if r[s]["instances"]:
             assert r[s]["top1"] == 100.0 and r[s]["top5"] == 100.0
+
+
+def test_naming_by_frequency_puts_each_object_in_its_class_group(setup):
+    """With training counts, every object is counted once more, in the LVIS group of its class's count
+    (rare 1-10, common 11-100, frequent > 100; unseen: none), and the groups add up to the set."""
+    from maskx.gt_box_eval import naming_on_gt_boxes
+
+    predictor, val, split = setup
+    ids = sorted({a["ann"]["category_id"] for anns in val.anns.values() for a in anns})
+    # one class in each group, the rest unseen
+    counts = {ids[0]: 10, ids[1]: 11, ids[2]: 101}
+    r = naming_on_gt_boxes(predictor, val, split, train_counts=counts)
+    assert naming_on_gt_boxes(predictor, val, split) == {k: v for k, v in r.items() if k != "by_frequency"}
+    per_class = {}
+    for anns in val.anns.values():
+        for a in anns:
+            cid = a["ann"]["category_id"]
+            per_class[cid] = per_class.get(cid, 0) + 1
+    want = {"rare": per_class[ids[0]], "common": per_class[ids[1]], "frequent": per_class[ids[2]]}
+    got = {g: sum(r["by_frequency"][s][g]["instances"] for s in ("A", "B")) for g in ("rare", "common", "frequent", "unseen")}
+    assert {g: got[g] for g in want} == want and sum(got.values()) == sum(per_class.values())
+    for s in ("A", "B"):
+        assert sum(v["instances"] for v in r["by_frequency"][s].values()) == r[s]["instances"]

@@ -34,6 +34,7 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
     naming = ev["naming_on_gt_boxes"]
     assert naming["A"]["instances"] + naming["B"]["instances"] >= gt["A"]["instances"] + gt["B"]["instances"]
     assert set(ev["ap_by_frequency"]["B"]) == {"rare", "common", "frequent"}
+    assert sum(g["instances"] for g in naming["by_frequency"]["B"].values()) == naming["B"]["instances"]
     assert -1.0 <= ev["similarity"]["similarity"]["rho"] <= 1.0 and ev["similarity"]["input"] == "cls+box"
     apps = ev["app_samples"]
     assert apps["samples"]["images"] == 8 and 0 <= apps["samples"]["with_named_B"] <= 8
