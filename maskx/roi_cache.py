@@ -80,6 +80,12 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
         boxes, labels, has_mask, offsets = [], [], [], [0]
         t0 = time.perf_counter()
         for i in tqdm(range(n), desc="RoI cache", disable=not progress, dynamic_ncols=True):
+            if not _has_mask_labels(dataset, i):  # no RoI of it can reach a mask loss: none cached
+                boxes.append(np.zeros((0, 4), np.float32))
+                labels.append(np.zeros(0, np.int64))
+                has_mask.append(np.zeros(0, bool))
+                offsets.append(offsets[-1])
+                continue
             features, sizes, tgts, proposals, matched, labs, _ = sampled_rois(
                 model, *dataset[i], meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
             every = [torch.ones_like(tgts[0]["has_mask"])]  # positives of every class: one cache, any split
@@ -103,6 +109,16 @@ def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
         write_json_atomic({**meta, "rois": int(offsets[-1]), "build_seconds": round(time.perf_counter() - t0, 1)},
                           tmp / "meta.json")
     return out_dir
+
+
+def _has_mask_labels(dataset, i: int) -> bool:
+    """Whether image ``i`` of ``dataset`` has an object with a mask annotation (a ``CocoDataset``; any
+    other dataset: assumed so). An image of box-only objects (the 3000-class world's set-B objects,
+    paper §5) gives the mask branch nothing, under any split: its RoIs are left out of the cache,
+    and with them the frozen detector's forward on it. Every other image's rows are as before (each
+    image's RoI draw has its own seed)."""
+    anns, ids = getattr(dataset, "anns", None), getattr(dataset, "ids", None)
+    return anns is None or ids is None or any(it["has_mask"] for it in anns[ids[i]])
 
 
 def roi_cache_dir(detector_dir) -> Path:

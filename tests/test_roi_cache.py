@@ -61,6 +61,26 @@ def test_cache_rows_are_positive_rois_and_their_pooled_features(built):
         assert float(t["mask_targets"].min()) >= 0 and float(t["mask_targets"].max()) <= 1
 
 
+def test_images_without_a_mask_label_are_left_out_and_the_others_cached_as_before(built, data64, tmp_path):
+    """An image whose objects are all box-only (set B of the 3000-class world) holds no rows: nothing of it
+    can reach a mask loss. Every other image's rows are the ones a full build writes."""
+    cfg, data, model, cache = built
+    masked = sorted({it["ann"]["category_id"] for i in data.ids[:2] for it in data.anns[i]})[:1]
+    some = CocoDataset(data64 / "images", data64 / "annotations.json", mask_category_ids=masked)
+    part = build_roi_cache(model, some, tmp_path / "roi_cache", cache_meta({"sha256": "abc"}, some, cfg, 6),
+                           progress=False)
+    full, cut = np.load(cache / "offsets.npy"), np.load(part / "offsets.npy")
+    feats_full, feats_cut = np.load(cache / "features.npy", mmap_mode="r"), np.load(part / "features.npy", mmap_mode="r")
+    with_masks = [any(it["has_mask"] for it in some.anns[i]) for i in some.ids]
+    assert any(with_masks) and not all(with_masks)
+    for i, kept in enumerate(with_masks):
+        if not kept:
+            assert cut[i + 1] == cut[i]
+        else:
+            assert cut[i + 1] - cut[i] == full[i + 1] - full[i]
+            np.testing.assert_array_equal(feats_cut[cut[i]:cut[i + 1]], feats_full[full[i]:full[i + 1]])
+
+
 def test_cached_loss_equals_the_loss_from_the_image(built):
     cfg, data, model, cache = built
     every = CachedRoIs(cache, range(1, 81))
