@@ -181,7 +181,8 @@ class Study(StudyEvaluation):
 
     def stale_reason(self, run: Run, record: dict) -> Optional[str]:
         """Why a finished run's result no longer answers the plan (None: it does): another config
-        (the scale changed) or another generator version (the data changed)."""
+        (the scale changed), another generator version (the data changed) or an older evaluation
+        (``EVAL_VERSION``: measured again, its weights kept)."""
         from maskx.data.embedded import GENERATOR_VERSION
 
         want_config = self._config(run)
