@@ -80,7 +80,7 @@ TAPER = 0.4  # tapered: width x (1 - 0.4) at the top to x (1 + 0.4) at the botto
 TAPER_SHIFT = 0.3  # ... and the middle moved down by 0.3 of the half-height (a kite, not a diamond)
 # the 80-class world's scene (object sizes, clutter, camouflage), so A's objects look as there, with
 # 2-8 objects per image (values, probabilities; 4.85 drawn on average against its 4.06): 4.9 boxes kept
-# per image, ~29k training boxes from the default size's 6000 images; and less occluded than there
+# per image, ~58k training boxes from the default size's 12 000 images; and less occluded than there
 # (each object keeps >= 70 % of itself, one in five placed against another, against 40 % and one in
 # two): under the 80-class world's occlusion a frozen ImageNet trunk shows a B class's body and
 # proportion two times in three, and a head names B 24 % of the time; here 79 % / 73 % and 34 %

@@ -26,11 +26,12 @@ generator versions (``VERSIONS``) stay drawable; every function takes ``version`
 ("set_A" or "all"), ``generator_version`` and the shared scene code's ``scene_version``; version 2
 also ``set_A_world`` (the 80-class attribute world its set A comes from).
 
-Sizes: "default" = 6000 train + 1000 val images at 256 px (~175 MB), sized to what an hour or
-so of CPU training at 256 px gets through, about 2 passes: ~30k boxes (10 per class on average,
-3 expected for the rarest; version 2: ~28k, median B class 5, 475 B classes expected to get 10 or
-more, holding 45 % of B's instances). The val part holds ~5k instances of ~1.9k classes (AP
-averages over the classes present). Training and generation rates: docs/code-notes.md.
+Sizes: "default" = 12 000 train + 1000 val images at 256 px (~350 MB): ~58k boxes, median class 11
+training instances (version 2). Set B's naming is bounded by its rare classes' examples: with
+6000 images (median 6) more than half of B's val objects were of classes seen at most ten times,
+and the box head named B 27 % / 51 % (top-1 / top-5) against 31 % / 59 % with 12 000 images in the
+same number of steps (docs/model-3k-design.md §14). The val part holds ~5k instances of ~1.9k
+classes (AP averages over the classes present). Training and generation rates: docs/code-notes.md.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ GENERATOR_VERSION = 1
 VERSIONS = {1: vocab3k, 2: attribute3k}
 SIZES = {
     "tiny": {"train": 32, "val": 16, "image_size": 128},
-    "default": {"train": 6000, "val": 1000, "image_size": 256},
+    "default": {"train": 12000, "val": 1000, "image_size": 256},
 }
 OBJECTS_PER_IMAGE = ((2, 3, 4, 5, 6, 7, 8), (0.10, 0.15, 0.20, 0.20, 0.15, 0.10, 0.10))
 RADIUS_RANGE = (0.06, 0.20)
