@@ -5,6 +5,7 @@ what ``eval.json``'s ``app_samples`` counts), and how many set-A / set-B / wrong
 draws per image at that threshold:
 
     python scripts/app_threshold_3k.py RUN_DIR [--data data/design3k-v2b] [--train data/design3k-v2c/train]
+        [--nms IOU]   # what a page would draw after class-agnostic NMS (torchvision's nms over every class's boxes)
 
 Predicts each image once (score floor 0.05, as the app does: sparse RoIAlign) and prints one JSON line per
 threshold (docs/model-3k-design.md). One thread.
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/design3k-v2b", help="a folder with val/ (generate3k's layout)")
     ap.add_argument("--train", default="data/design3k-v2c/train", help="the training part (for the samples' rule)")
     ap.add_argument("--first", type=int, default=100)
+    ap.add_argument("--nms", type=float, help="class-agnostic NMS at this box IoU over the instances kept at each threshold")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from PIL import Image
@@ -54,10 +56,20 @@ def main() -> None:
               if a["category_id"] not in a_ids and "segmentation" in a]
         present = {a["category_id"] for a in by_image.get(image_id, [])}
         seen[image_id] = (predictor.predict(rgb, score_thresh=0.05), gt, present)
+    def kept(instances: list, t: float) -> list:
+        out = [x for x in instances if x.score >= t]
+        if args.nms is None or not out:
+            return out
+        from torchvision.ops import nms
+
+        keep = nms(torch.tensor([list(x.box) for x in out], dtype=torch.float32),
+                   torch.tensor([x.score for x in out]), args.nms)
+        return [out[k] for k in sorted(keep.tolist())]
+
     for t in THRESHOLDS:
-        shown = {i: shows_named_b(inst, gt, a_ids, t) for i, (inst, gt, _) in seen.items()}
-        drawn = [[x for x in seen[i][0] if x.score >= t] for i in firsts]
-        print(json.dumps({"score": t, "iou": APP_IOU, "samples_with_named_B": sum(shown[i] for i in samples),
+        shown = {i: shows_named_b(kept(inst, t), gt, a_ids, t) for i, (inst, gt, _) in seen.items()}
+        drawn = [kept(seen[i][0], t) for i in firsts]
+        print(json.dumps({"score": t, "iou": APP_IOU, "nms": args.nms, "samples_with_named_B": sum(shown[i] for i in samples),
                           f"first_{len(firsts)}_with_named_B": sum(shown[i] for i in firsts),
                           "per_image": {"A": round(np.mean([sum(x.category_id in a_ids for x in d) for d in drawn]), 2),
                                         "B": round(np.mean([sum(x.category_id not in a_ids for x in d) for d in drawn]), 2),
