@@ -44,16 +44,24 @@ SAMPLE_RULE = (f"the first {SAMPLE_IMAGES} val images (by id) with a set-B objec
                f"{SAMPLE_MIN_TRAIN} training instances (maskx_app.samples.pick_sample_ids)")
 
 
-def saved_sample_ids(model_dir, n: int = SAMPLE_IMAGES) -> list[int]:
-    """The sample image ids a model folder's ``examples.json`` names (``made_with.image_ids``, written by
-    ``python -m maskx ship``); the first ``n`` val images when it names none."""
+def saved_samples(model_dir, n: int = SAMPLE_IMAGES) -> tuple[list[int], str]:
+    """(ids, rule): the sample image ids a model folder's ``examples.json`` names (``made_with.image_ids``,
+    written by ``python -m maskx ship``) and the rule it says they were picked by ("" if it says none);
+    the first ``n`` val images and "" when it names no ids."""
     import json
     from pathlib import Path
 
     try:
-        ids = json.loads((Path(model_dir) / "examples.json").read_text())["made_with"]["image_ids"]
+        made_with = json.loads((Path(model_dir) / "examples.json").read_text())["made_with"]
+        ids = made_with["image_ids"]
         if isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids):
-            return ids
+            rule = made_with.get("rule")
+            return ids, rule if isinstance(rule, str) else ""
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return list(range(1, n + 1))
+    return list(range(1, n + 1)), ""
+
+
+def saved_sample_ids(model_dir, n: int = SAMPLE_IMAGES) -> list[int]:
+    """The sample image ids of ``saved_samples``."""
+    return saved_samples(model_dir, n)[0]

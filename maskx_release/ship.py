@@ -32,7 +32,7 @@ from maskx.hub import resolve
 from maskx_app.class_examples import iou as mask_iou
 from maskx_app.projection import PROJECTIONS_FILE
 from maskx_app.samples import (DEFAULT_SCORE, SAMPLE_IMAGES, SAMPLE_RULE, SAMPLE_SIZE, pick_sample_ids,
-                               saved_sample_ids, training_counts)
+                               saved_samples, training_counts)
 
 MAX_BYTES = 40 * 1024 * 1024
 FP16_MAX_AP_DROP = 0.1  # ship fp16 when segm AP on A and on B drop by at most this much ...
@@ -257,13 +257,20 @@ def shows_named_b(instances: list, gt: list[tuple[int, "np.ndarray"]], set_a_ids
     return False
 
 
+def set_b_masks(annotations: list[dict], set_a_ids) -> list[tuple[int, "np.ndarray"]]:
+    """[(category id, bool mask [H, W])] of an image's COCO ``annotations`` of set-B classes (not in
+    ``set_a_ids``) that have a mask: what ``shows_named_b`` matches against."""
+    from pycocotools import mask as mask_utils
+
+    return [(a["category_id"], mask_utils.decode(a["segmentation"]).astype(bool)) for a in annotations
+            if a["category_id"] not in set_a_ids and "segmentation" in a]
+
+
 def app_samples(path, data_dir, val: dict, score: float, sample_ids: list[int], first: int = 100,
                 progress: bool = True) -> dict:
     """How many of the app's sample images (``sample_ids``), and of the first ``first`` val images, show at
     the app's default threshold ``score`` at least one set-B object named and masked right
     (``shows_named_b``), predicted as the app predicts them. ``val``: ``data_dir``'s val annotations."""
-    from pycocotools import mask as mask_utils
-
     from maskx.predictor import load
 
     predictor = load(path, roi_align_forward=APP_ROI_ALIGN_FORWARD)
@@ -277,8 +284,7 @@ def app_samples(path, data_dir, val: dict, score: float, sample_ids: list[int], 
     for image_id in tqdm(sorted(set(firsts) | set(sample_ids)), desc="app samples", disable=not progress,
                          dynamic_ncols=True):
         im = images[image_id]
-        gt = [(a["category_id"], mask_utils.decode(a["segmentation"]).astype(bool)) for a in by_image.get(image_id, [])
-              if a["category_id"] not in a_ids and "segmentation" in a]
+        gt = set_b_masks(by_image.get(image_id, []), a_ids)
         rgb = np.asarray(Image.open(Path(data_dir) / "val" / "images" / im["file_name"]).convert("RGB"))
         shown[image_id] = shows_named_b(predictor.predict(rgb, score_thresh=score), gt, a_ids, score)
     return {"score_thresh": score, "iou": APP_IOU,
@@ -312,11 +318,7 @@ def write_examples(out="models/maskx-3k", image_ids: Optional[list] = None, data
     out = resolve(out)
     rule = SAMPLE_RULE  # how the ids were picked: by that rule, unless taken from a file that named none
     if image_ids is None:
-        try:
-            rule = json.loads((out / "examples.json").read_text())["made_with"].get("rule") or ""
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            rule = ""
-        image_ids = saved_sample_ids(out)
+        image_ids, rule = saved_samples(out)
         rule = rule or f"the first {len(image_ids)} val images (the examples before named none)"
     predictor = load(out, roi_align_forward=APP_ROI_ALIGN_FORWARD)
     images = [(i, rgb, predictor.predict(rgb, score_thresh=0.0)) for i, rgb in example_images(image_ids, data_dir)]

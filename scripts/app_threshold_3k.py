@@ -32,12 +32,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from PIL import Image
-    from pycocotools import mask as mask_utils
-
     from maskx.data.coco import read_json
     from maskx.predictor import load
     from maskx_app.samples import pick_sample_ids, training_counts
-    from maskx_release.ship import APP_IOU, APP_ROI_ALIGN_FORWARD, shows_named_b
+    from maskx_release.ship import APP_IOU, APP_ROI_ALIGN_FORWARD, set_b_masks, shows_named_b
 
     val = read_json(Path(args.data) / "val" / "annotations.json")
     a_ids = set(val["info"]["set_A_category_ids"])
@@ -52,8 +50,7 @@ def main() -> None:
     seen = {}
     for image_id in sorted(set(firsts) | set(samples)):
         rgb = np.asarray(Image.open(Path(args.data) / "val" / "images" / images[image_id]["file_name"]).convert("RGB"))
-        gt = [(a["category_id"], mask_utils.decode(a["segmentation"]).astype(bool)) for a in by_image.get(image_id, [])
-              if a["category_id"] not in a_ids and "segmentation" in a]
+        gt = set_b_masks(by_image.get(image_id, []), a_ids)
         present = {a["category_id"] for a in by_image.get(image_id, [])}
         seen[image_id] = (predictor.predict(rgb, score_thresh=0.05), gt, present)
     def kept(instances: list, t: float) -> list:
