@@ -9,8 +9,7 @@ import pytest
 
 import maskx
 from maskx.checkpoint import CheckpointError
-from maskx.data.synthetic3k import render3k
-from maskx.data.vocab3k import categories3k, set_a_category_ids
+from maskx.data.synthetic3k import categories3k, render3k, set_a_category_ids
 from maskx.hub import shipped_dir
 from maskx_release.ship import MAX_BYTES
 
@@ -84,3 +83,27 @@ def test_saved_examples_are_this_models_masks_on_the_app_samples():
             assert (g.class_name, g.in_A) == (w.class_name, w.in_A) and abs(g.score - w.score) < 1e-3
             assert np.allclose(g.box, w.box, atol=0.05)
             assert (g.mask & w.mask).sum() >= 0.98 * (g.mask | w.mask).sum()
+
+
+def test_eval_json_counts_the_samples_the_saved_examples_show():
+    """eval.json's ``app_samples`` count for the app's sample images is what the saved examples (the app's
+    first page) show at the app's default threshold: a set-B object named right with a mask of IoU >= 0.5
+    against the ground truth of the image as the generator draws it."""
+    from maskx.instances import image_key, read_saved
+    from maskx_app.samples import DEFAULT_SCORE, SAMPLE_SIZE
+    from maskx_release.ship import example_images, shows_named_b
+
+    folder = shipped_dir("maskx-3k")
+    ev = json.loads((folder / "eval.json").read_text())
+    apps = ev["app_samples"]
+    assert apps["score_thresh"] == DEFAULT_SCORE
+    saved = read_saved(json.loads((folder / "examples.json").read_text()), "examples.json", ev["sha256"])
+    ids = apps["samples"]["ids"]
+    assert len(ids) == apps["samples"]["images"] and len(saved) == len(ids)
+    cats, a_ids = categories3k(), set(set_a_category_ids())  # class index k is categories3k()[k]
+    shown = []
+    for image_id, rgb in example_images(ids):
+        _, drawn = render3k(1, image_id - 1, SAMPLE_SIZE)
+        gt = [(cats[k]["id"], mask) for k, mask in drawn if cats[k]["id"] not in a_ids]
+        shown.append(shows_named_b(saved[image_key(rgb)], gt, a_ids, DEFAULT_SCORE, apps["iou"]))
+    assert sum(shown) == apps["samples"]["with_named_B"]
