@@ -30,6 +30,7 @@ A cache folder (``<stage-box run>/box_cache/``) holds ``features.npy`` float16 [
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json_atomic
 from .models.roi_heads import cap_rois
-from .roi_cache import ensure_cache, open_cache, sampled_rois
+from .roi_cache import MaskRoIWriter, ensure_cache, has_mask_labels, image_seed, open_cache, sampled_rois
 
 CACHE_VERSION = 2  # 2: every ground-truth box kept
 ARRAYS = ("features", "labels", "regression_targets", "offsets")
@@ -55,11 +56,18 @@ def box_cache_meta(detector_ckpt: dict, dataset, config) -> dict:
 
 
 @torch.no_grad()
-def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) -> Path:
+def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True, mask=None) -> Path:
     """Write the cache of ``model`` (its frozen detector) on every image of ``dataset`` to ``out_dir``
-    (atomically)."""
+    (atomically). ``mask`` = (folder, meta, the dataset with every mask annotation): also write there, from
+    the same forward of each image, the mask branch's RoI cache (``maskx.roi_cache``, ``meta["per_image"]``
+    RoIs an image), row for row what ``build_roi_cache`` writes for a detector with this backbone and RPN.
+    Its meta is staged (``detector_sha256`` None) until ``roi_cache.adopt_roi_cache`` names the
+    stage-box run's checkpoint."""
     out_dir = Path(out_dir)
     n, heads = len(dataset), model.roi_heads
+    every = mask[2] if mask else dataset  # the same images and boxes; the box rows read no mask
+    if len(every) != n or list(getattr(every, "ids", [])) != list(getattr(dataset, "ids", [])):
+        raise ValueError(f"{dataset.ann_file}: the mask RoI cache's dataset holds other images than the box cache's")
     model.train()  # training-mode RPN (its pre/post-NMS counts) and the Fast R-CNN sampler
     model.backbone.eval()  # frozen norm statistics, as the detector used them
     pool = heads.box_roi_pool.output_size[0]  # the FPN's width, or the trunk maps' (box_features="trunk")
@@ -67,13 +75,16 @@ def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
     anns = getattr(dataset, "anns", None)  # CocoDataset: each image's kept boxes
     most_gt = max((len(anns[i]) for i in dataset.ids), default=0) if anns is not None else meta["rois_per_image"]
     per_image = meta["positives"] + meta["negatives"] + most_gt  # rows allocated; unwritten ones stay sparse
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, (atomic_dir(mask[0]) if mask else nullcontext()) as mask_tmp:
+        rows = MaskRoIWriter(mask_tmp, heads, model.backbone.out_channels, mask[1]["per_image"], n) if mask else None
         feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, (per_image * n, channels, pool, pool))
         labels, targets, offsets = [], [], [0]
         t0 = time.perf_counter()
-        for i in tqdm(range(n), desc="box cache", disable=not progress, dynamic_ncols=True):
-            features, sizes, tgts, proposals, _, labs, regs = sampled_rois(
-                model, *dataset[i], meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
+        for i in tqdm(range(n), desc="box cache" + (" + RoI cache" if mask else ""), disable=not progress,
+                      dynamic_ncols=True):
+            sample = sampled_rois(model, *every[i], image_seed(meta, i))  # the image's RoI sample, reproducible
+            drawn = torch.get_rng_state()  # each cache draws its subset of the sample from here
+            features, sizes, tgts, proposals, _, labs, regs = sample
             is_gt = (regs[0].reshape(len(labs[0]), -1) == 0).all(1)  # the sampler's copies of ground-truth boxes
             keep = torch.cat([cap_rois(torch.where((labs[0] > 0) & ~is_gt)[0], meta["positives"]),
                               cap_rois(torch.where(labs[0] == 0)[0], meta["negatives"])])
@@ -90,6 +101,12 @@ def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
             targets.append(np.concatenate([np.zeros((len(gt_boxes), 4), np.float32),
                                            regs[0][keep].numpy().astype(np.float32).reshape(-1, 4)]))
             offsets.append(s + r)
+            if rows is not None:
+                if has_mask_labels(every, i):
+                    torch.set_rng_state(drawn)
+                    rows.add(*sample)
+                else:
+                    rows.skip()
         feats.flush()
         del feats
         np.save(tmp / "labels.npy", np.concatenate(labels))
@@ -97,6 +114,8 @@ def build_box_cache(model, dataset, out_dir, meta: dict, progress: bool = True) 
         np.save(tmp / "offsets.npy", np.asarray(offsets, np.int64))
         write_json_atomic({**meta, "rois": int(offsets[-1]), "build_seconds": round(time.perf_counter() - t0, 1)},
                           tmp / "meta.json")
+        if rows is not None:
+            rows.finish({**mask[1], "detector_sha256": None, "staged_from_sha256": meta["detector_sha256"]})
     return out_dir
 
 
@@ -209,12 +228,23 @@ class CachedBoxTraining(nn.Module):
 def cached_box_training(model, dataset, config, detector_dir, out_dir, progress: bool = True
                         ) -> tuple[CachedBoxTraining, CachedBoxRoIs]:
     """The module and dataset of a stage-``box`` run: the cache of ``detector_dir``'s detector on
-    ``dataset`` under ``out_dir/box_cache`` (built first if missing or stale)."""
+    ``dataset`` under ``out_dir/box_cache`` (built first if missing or stale; with
+    ``config.box_cache_mask_rois``, the mask RoI cache of ``out_dir``'s detector staged beside it in the
+    same pass, ``roi_cache.adopt_roi_cache`` once the run is done)."""
+    from functools import partial
+
     from .checkpoint import find_checkpoint
+    from .data.coco import CocoDataset
+    from .roi_cache import cache_meta, roi_cache_dir
 
     ckpt, _ = find_checkpoint(detector_dir)
     meta = box_cache_meta(ckpt, dataset, config)
-    cache = ensure_cache(model, dataset, Path(out_dir) / "box_cache", meta, build_box_cache, progress)
+    build = build_box_cache
+    if config.box_cache_mask_rois:
+        every_mask = CocoDataset(dataset.images_dir, dataset.ann_file, data=dataset.data)
+        mask_meta = cache_meta({}, every_mask, config, config.box_cache_mask_rois)
+        build = partial(build_box_cache, mask=(roi_cache_dir(out_dir), mask_meta, every_mask))
+    cache = ensure_cache(model, dataset, Path(out_dir) / "box_cache", meta, build, progress)
     return (CachedBoxTraining(model, config.hflip, config.box_background_weight, config.box_detach_regression,
                               config.box_cls_iou),
             CachedBoxRoIs(cache, config.box_batch_rois, config.seed))

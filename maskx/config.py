@@ -104,6 +104,10 @@ class Config:
     box_cache_positives: int = 24
     box_cache_negatives: int = 24
     box_background_weight: float = 3.0
+    # stage box: in the same pass over the images, also cache this many positive RoIs per image for a
+    # stage-mask run on the result (its mask_roi_cache): the backbone and RPN the box stage leaves
+    # frozen are all that cache depends on, so the mask stage skips a second pass (0: off)
+    box_cache_mask_rois: int = 0
     # stage box: cached positives overlapping their ground truth less than this are left out of the
     # classification loss (still regressed); the cached ground-truth boxes always count (maskx.box_cache)
     box_cls_iou: float = 0.5
@@ -164,6 +168,9 @@ class Config:
             raise ConfigError("mask_init (a stage-wise run to start from) is for stage 'e2e' with a 'detector'")
         if self.mask_roi_cache < 0:
             raise ConfigError(f"mask_roi_cache must be >= 0 (RoIs cached per image; 0: off), got {self.mask_roi_cache}")
+        if self.box_cache_mask_rois < 0 or (self.box_cache_mask_rois and self.stage != "box"):
+            raise ConfigError(f"box_cache_mask_rois (mask RoIs cached per image in stage box's pass; 0: off) must be "
+                              f">= 0 and is for stage 'box', got {self.box_cache_mask_rois} in stage {self.stage!r}")
         if self.mask_roi_cache and self.stage != "mask":
             raise ConfigError("mask_roi_cache is for stage 'mask' (a frozen detector); stages e2e and detector "
                               "change the features every step")
@@ -304,11 +311,13 @@ def _presets() -> dict[str, Config]:
     # epochs of the default 12 000 images (at 3 epochs the head still underfits: set B named 31 / 59 % top-1 /
     # top-5 against 36 / 65 %, design log §14); the ground-truth boxes + 12 + 12 sampled RoIs per image (the
     # trunk's 472 channels: 46 kB a RoI, 15 GB for 12 000 images); only positives with IoU >= 0.7 teach the
-    # classifier (§11 of the design log)
+    # classifier (§11 of the design log); the same pass caches the mask stage's RoIs (box_cache_mask_rois:
+    # one forward of each image for both caches)
     p["maskx_3k_box"] = p["maskx_3k_detector"].replace(stage="box", optimizer="adamw", batch_size=16, base_lr=0.001,
                                                        warmup_iters=100, iters=3375, lr_schedule="cosine",
                                                        box_detach_regression=True,
-                                                       box_cache_positives=12, box_cache_negatives=12, box_cls_iou=0.7)
+                                                       box_cache_positives=12, box_cache_negatives=12, box_cls_iou=0.7,
+                                                       box_cache_mask_rois=big.mask_roi_cache)
     return p
 
 

@@ -62,56 +62,80 @@ def sampled_rois(model, image, target, seed: int):
     return features, images.image_sizes, tgts, proposals, matched, labels, regression_targets
 
 
+class MaskRoIWriter:
+    """The rows of a cache being built, image by image, in ``tmp`` (an ``atomic_dir``): ``add`` the
+    frozen detector's ``sampled_rois`` of each image (or ``skip`` one without a mask), then ``finish``.
+    ``build_roi_cache`` writes a cache with it; ``box_cache.build_box_cache`` the same rows in its own
+    pass over the images (``mask=``), as both start from the same forward."""
+
+    def __init__(self, tmp: Path, heads, channels: int, per_image: int, images: int):
+        self.tmp, self.heads, self.per_image = Path(tmp), heads, per_image
+        pool = heads.mask_roi_pool.output_size[0]
+        self.m = 2 * pool  # the mask head upsamples 14 -> 28
+        cap = per_image * images  # rows allocated; the file stays sparse beyond what is written
+        self.feats = np.lib.format.open_memmap(self.tmp / "features.npy", "w+", np.float16, (cap, channels, pool, pool))
+        self.targets = np.lib.format.open_memmap(self.tmp / "targets.npy", "w+", np.float16, (cap, self.m, self.m))
+        self.boxes, self.labels, self.has_mask, self.offsets = [], [], [], [0]
+        self.t0 = time.perf_counter()
+
+    def skip(self) -> None:
+        """An image no RoI of which can reach a mask loss: none cached (nor its forward run)."""
+        self.boxes.append(np.zeros((0, 4), np.float32))
+        self.labels.append(np.zeros(0, np.int64))
+        self.has_mask.append(np.zeros(0, bool))
+        self.offsets.append(self.offsets[-1])
+
+    def add(self, features, sizes, tgts, proposals, matched, labels, _regression_targets=None) -> None:
+        """One image's rows from ``sampled_rois``' output (its positives of every class, at most
+        ``per_image``, drawn with the global torch RNG: one cache serves any split)."""
+        every = [torch.ones_like(tgts[0]["has_mask"])]
+        rois, idxs, rlabels = select_mask_rois(proposals, labels, matched, every, self.per_image)
+        r, s = len(rois[0]), self.offsets[-1]
+        if r:
+            self.feats[s:s + r] = self.heads.mask_roi_pool(features, rois, sizes).numpy().astype(np.float16)
+            self.targets[s:s + r] = project_mask_targets([tgts[0]["masks"]], rois, idxs, self.m).numpy()
+        self.boxes.append(rois[0].numpy().astype(np.float32))
+        self.labels.append(rlabels[0].numpy().astype(np.int64))
+        self.has_mask.append(tgts[0]["has_mask"][idxs[0]].numpy().astype(bool))
+        self.offsets.append(s + r)
+
+    def finish(self, meta: dict) -> None:
+        """Flush the arrays and write ``meta.json`` (``meta`` and what the build measured)."""
+        self.feats.flush()
+        self.targets.flush()
+        del self.feats, self.targets
+        np.save(self.tmp / "boxes.npy", np.concatenate(self.boxes).reshape(-1, 4))
+        np.save(self.tmp / "labels.npy", np.concatenate(self.labels))
+        np.save(self.tmp / "has_mask.npy", np.concatenate(self.has_mask))
+        np.save(self.tmp / "offsets.npy", np.asarray(self.offsets, np.int64))
+        write_json_atomic({**meta, "rois": int(self.offsets[-1]),
+                           "build_seconds": round(time.perf_counter() - self.t0, 1)}, self.tmp / "meta.json")
+
+
 @torch.no_grad()
 def build_roi_cache(model, dataset, out_dir, meta: dict, progress: bool = True) -> Path:
     """Write the cache of ``model`` (a ``MaskXRCNN`` with its frozen detector loaded) on every
     image of ``dataset`` to ``out_dir`` (atomically: a temporary folder renamed at the end)."""
     out_dir = Path(out_dir)
-    per_image, n = meta["per_image"], len(dataset)
-    heads = model.roi_heads
     model.train()  # training-mode RPN (its pre/post-NMS counts) and RoI sampling, as in stage 2
-    channels = model.backbone.out_channels
-    pool = heads.mask_roi_pool.output_size[0]
-    m = 2 * pool  # the mask head upsamples 14 -> 28
-    cap = per_image * n  # rows allocated; the file stays sparse beyond what is written
     with atomic_dir(out_dir) as tmp:  # a stale cache (another detector or data) is replaced
-        feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, (cap, channels, pool, pool))
-        targets = np.lib.format.open_memmap(tmp / "targets.npy", "w+", np.float16, (cap, m, m))
-        boxes, labels, has_mask, offsets = [], [], [], [0]
-        t0 = time.perf_counter()
-        for i in tqdm(range(n), desc="RoI cache", disable=not progress, dynamic_ncols=True):
-            if not _has_mask_labels(dataset, i):  # no RoI of it can reach a mask loss: none cached
-                boxes.append(np.zeros((0, 4), np.float32))
-                labels.append(np.zeros(0, np.int64))
-                has_mask.append(np.zeros(0, bool))
-                offsets.append(offsets[-1])
+        rows = MaskRoIWriter(tmp, model.roi_heads, model.backbone.out_channels, meta["per_image"], len(dataset))
+        for i in tqdm(range(len(dataset)), desc="RoI cache", disable=not progress, dynamic_ncols=True):
+            if not has_mask_labels(dataset, i):
+                rows.skip()
                 continue
-            features, sizes, tgts, proposals, matched, labs, _ = sampled_rois(
-                model, *dataset[i], meta["seed"] * 1_000_003 + i)  # the image's RoI sample, reproducible
-            every = [torch.ones_like(tgts[0]["has_mask"])]  # positives of every class: one cache, any split
-            rois, idxs, rlabels = select_mask_rois(proposals, labs, matched, every, per_image)
-            r = len(rois[0])
-            s = offsets[-1]
-            if r:
-                feats[s:s + r] = heads.mask_roi_pool(features, rois, sizes).numpy().astype(np.float16)
-                targets[s:s + r] = project_mask_targets([tgts[0]["masks"]], rois, idxs, m).numpy()
-            boxes.append(rois[0].numpy().astype(np.float32))
-            labels.append(rlabels[0].numpy().astype(np.int64))
-            has_mask.append(tgts[0]["has_mask"][idxs[0]].numpy().astype(bool))
-            offsets.append(s + r)
-        feats.flush()
-        targets.flush()
-        del feats, targets
-        np.save(tmp / "boxes.npy", np.concatenate(boxes).reshape(-1, 4))
-        np.save(tmp / "labels.npy", np.concatenate(labels))
-        np.save(tmp / "has_mask.npy", np.concatenate(has_mask))
-        np.save(tmp / "offsets.npy", np.asarray(offsets, np.int64))
-        write_json_atomic({**meta, "rois": int(offsets[-1]), "build_seconds": round(time.perf_counter() - t0, 1)},
-                          tmp / "meta.json")
+            rows.add(*sampled_rois(model, *dataset[i], image_seed(meta, i)))
+        rows.finish(meta)
     return out_dir
 
 
-def _has_mask_labels(dataset, i: int) -> bool:
+def image_seed(meta: dict, i: int) -> int:
+    """The seed of image ``i``'s RoI draw in a cache built for ``meta``: each image's sample is
+    reproducible on its own (both caches draw an image's RoIs with the same seed)."""
+    return meta["seed"] * 1_000_003 + i
+
+
+def has_mask_labels(dataset, i: int) -> bool:
     """Whether image ``i`` of ``dataset`` has an object with a mask annotation (a ``CocoDataset``; any
     other dataset: assumed so). An image of box-only objects (the 3000-class world's set-B objects,
     paper §5) gives the mask branch nothing, under any split: its RoIs are left out of the cache,
@@ -124,6 +148,35 @@ def _has_mask_labels(dataset, i: int) -> bool:
 def roi_cache_dir(detector_dir) -> Path:
     """Where the RoI cache of the detector trained in ``detector_dir`` lives."""
     return Path(detector_dir) / "roi_cache"
+
+
+FROZEN_WEIGHTS = ("backbone.", "rpn.")  # what a cache's rows depend on (``sampled_rois``; the RoI pools have none)
+
+
+def adopt_roi_cache(detector_dir, source_dir) -> bool:
+    """Make the cache that ``detector_dir``'s stage-box run staged in ``roi_cache_dir(detector_dir)``
+    (``box_cache.build_box_cache(mask=...)``, from ``source_dir``'s detector, the one that run started
+    from) the cache of ``detector_dir``'s newest checkpoint: when the staged cache names ``source_dir``'s
+    newest checkpoint and every backbone and RPN tensor of the two checkpoints is equal, its ``meta.json``
+    names ``detector_dir``'s (True). Otherwise nothing changes (False): a stage-mask run on
+    ``detector_dir`` builds its own."""
+    from .checkpoint import find_checkpoint, model_state
+
+    path = roi_cache_dir(detector_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    (box_meta, box_tensors), (src_meta, src_tensors) = find_checkpoint(detector_dir), find_checkpoint(source_dir)
+    if meta.get("detector_sha256") is not None or meta.get("staged_from_sha256") != src_meta.get("sha256"):
+        return False
+    box_state, src_state = model_state(box_tensors), model_state(src_tensors)
+    frozen = {k for k in set(box_state) | set(src_state) if k.startswith(FROZEN_WEIGHTS)}
+    if not frozen or any(k not in box_state or k not in src_state or not torch.equal(box_state[k], src_state[k])
+                         for k in frozen):
+        return False
+    write_json_atomic({**meta, "detector_sha256": box_meta.get("sha256")}, path)
+    return True
 
 
 BUILD_OUTPUTS = ("rois", "build_seconds")  # written by the build, not part of what a cache depends on

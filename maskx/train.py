@@ -290,6 +290,12 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
               log_path=out_dir / "log.jsonl", on_checkpoint=on_checkpoint, progress=progress, stop_after=stop_after,
               device=device)
         if rank == 0 and (stop_after is None or stop_after >= config.iters):
+            if config.box_cache_mask_rois:  # the mask RoI cache staged in the box cache's pass is this detector's
+                from .roi_cache import adopt_roi_cache
+
+                if not adopt_roi_cache(out_dir, config.detector):
+                    print(f"{out_dir}: the mask RoI cache staged in the box cache's pass does not fit the trained "
+                          "detector (its backbone or RPN changed); a stage-mask run on it builds its own")
             write_json_atomic({**meta, "status": "done", "iterations": config.iters,
                                "train_seconds_this_process": round(time.perf_counter() - t0, 1)},
                               out_dir / "done.json")

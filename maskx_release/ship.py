@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from maskx.atomic import write_json_atomic
 from maskx.checkpoint import find_checkpoint, list_checkpoints, save_checkpoint
-from maskx.config import get_preset
+from maskx.config import Config, ConfigError, get_preset
 from maskx.evaluate import ap_by_frequency
 from maskx.hub import resolve
 from maskx_app.class_examples import iou as mask_iou
@@ -373,7 +373,12 @@ def _comparable(name: str, data: dict) -> dict:
     if isinstance(data.get("exported_from"), dict):
         data["exported_from"] = {k: v for k, v in data["exported_from"].items() if k != "run"}
     if isinstance(data.get("config"), dict):  # the stage-wise mask run names its detector's folder
-        data["config"] = {k: v for k, v in data["config"].items() if k != "detector"}
+        config = data["config"]
+        try:  # a field added since, at its default, leaves the config the same
+            config = Config.from_json(config).to_json()
+        except ConfigError:
+            pass
+        data["config"] = {k: v for k, v in config.items() if k != "detector"}
     return data
 
 

@@ -3,6 +3,8 @@ features, its loss is torchvision's Fast R-CNN loss with weighted negatives, onl
 learns, runs resume exactly, and the result serves as a stage-``mask`` run's detector."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,8 @@ from maskx.checkpoint import find_checkpoint, list_checkpoints
 from maskx.config import ConfigError
 from maskx.data.coco import CocoDataset
 from maskx.models.maskx_rcnn import build_model
-from maskx.train import run_training
+from maskx.roi_cache import ARRAYS as ROI_ARRAYS, adopt_roi_cache, build_roi_cache, cache_meta
+from maskx.train import load_detector, run_training
 
 from helpers import assert_bit_identical, model_tensors, tiny_config
 
@@ -163,6 +166,49 @@ def test_stage_box_trains_only_the_box_head_resumes_exactly_and_feeds_a_mask_run
     after = model_tensors(list_checkpoints(tmp_path / "mask")[-1])
     assert torch.equal(after["model.roi_heads.box_predictor.cls_score.weight"],
                        full["model.roi_heads.box_predictor.cls_score.weight"])
+
+
+def test_the_box_stage_writes_the_mask_runs_roi_cache_in_its_own_pass(data64, detector, tmp_path, monkeypatch):
+    """``box_cache_mask_rois=K``: the box cache's pass also writes the mask RoI cache of the detector the
+    box stage trains, row for row what a stage-mask run on it builds alone (same forward, same draw),
+    named after the run's checkpoint once it is done; the mask run then trains without a second pass."""
+    cfg = box_config(detector, iters=2, checkpoint_every=2, batch_size=4, box_cache_mask_rois=4)
+    run_training(cfg, data64, tmp_path / "box", progress=False)
+    staged = tmp_path / "box" / "roi_cache"
+    box_ckpt, _ = find_checkpoint(tmp_path / "box")
+    assert json.loads((staged / "meta.json").read_text())["detector_sha256"] == box_ckpt["sha256"]
+
+    mask_cfg = tiny_config("transfer_clsbox_2lrelu", detector=str(tmp_path / "box"), iters=1, checkpoint_every=1,
+                           mask_roi_cache=4)
+    every = CocoDataset(data64 / "images", data64 / "annotations.json")
+    torch.manual_seed(0)
+    model = build_model(mask_cfg, list(every.categories.names))
+    load_detector(model, tmp_path / "box", every, mask_cfg)
+    alone = build_roi_cache(model, every, tmp_path / "alone", cache_meta(box_ckpt, every, mask_cfg, 4), progress=False)
+    for name in ROI_ARRAYS:
+        assert np.array_equal(np.load(staged / f"{name}.npy"), np.load(alone / f"{name}.npy")), name
+    assert int(np.load(staged / "offsets.npy")[-1]) > 0
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the mask run rebuilt the RoI cache")
+
+    monkeypatch.setattr("maskx.roi_cache.build_roi_cache", second_pass)
+    run_training(mask_cfg, data64, tmp_path / "mask", progress=False)
+    assert list_checkpoints(tmp_path / "mask")
+
+
+def test_a_staged_roi_cache_is_adopted_only_from_the_detector_it_was_built_on(data64, detector, tmp_path):
+    cfg = box_config(detector, iters=2, checkpoint_every=2, batch_size=4, box_cache_mask_rois=4)
+    run_training(cfg, data64, tmp_path / "box", progress=False)
+    meta_path = tmp_path / "box" / "roi_cache" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "detector_sha256": None}))  # staged again
+    assert not adopt_roi_cache(tmp_path / "box", tmp_path / "box")  # built from the detector, not from the box run
+    assert json.loads(meta_path.read_text())["detector_sha256"] is None
+    assert adopt_roi_cache(tmp_path / "box", detector)
+    assert not adopt_roi_cache(tmp_path / "box", detector)  # adopted once: no longer staged
+    with pytest.raises(ConfigError, match="box_cache_mask_rois"):
+        tiny_config("transfer_clsbox_2lrelu", box_cache_mask_rois=4)
 
 
 def test_stage_box_needs_a_detector(data64, tmp_path):

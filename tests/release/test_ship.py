@@ -31,6 +31,9 @@ def test_ship_pipeline_exports_a_loadable_model(tmp_path, monkeypatch):
     for stage in ("run/detector", "run/box", "run", "run-baseline"):  # stage-wise: each run kept
         assert (tmp_path / stage / "done.json").is_file()
     assert json.loads((tmp_path / "run" / "box" / "run.json").read_text())["config"]["stage"] == "box"
+    roi_cache = json.loads((tmp_path / "run" / "box" / "roi_cache" / "meta.json").read_text())
+    assert roi_cache["staged_from_sha256"]  # the mask runs' RoI cache came from the box cache's pass
+    assert roi_cache["detector_sha256"] == maskx.checkpoint.find_checkpoint(tmp_path / "run" / "box")[0]["sha256"]
     naming = ev["naming_on_gt_boxes"]
     assert naming["A"]["instances"] + naming["B"]["instances"] >= gt["A"]["instances"] + gt["B"]["instances"]
     assert set(ev["ap_by_frequency"]["B"]) == {"rare", "common", "frequent"}
@@ -105,6 +108,18 @@ def test_compare_shipped_tells_a_reproduction_from_another_model(tmp_path):
     (tmp_path / "same" / "examples.json").write_text("{}")
     assert compare_shipped(same, ref)["files"]["examples.json"] == f"only in {same}"
     assert not compare_shipped(tmp_path / "empty", tmp_path / "none")["identical"]  # nothing is not a match
+
+
+def test_compare_shipped_reads_a_config_field_added_since_at_its_default_as_the_same(tmp_path):
+    from maskx.config import get_preset
+
+    config = get_preset("maskx_3k").to_json()
+    older = {k: v for k, v in config.items() if k != "box_cache_mask_rois"}  # written before the field existed
+    for name, cfg in (("ref", older), ("new", config), ("other", {**config, "box_cache_mask_rois": 16})):
+        _fake_shipped(tmp_path / name)
+        (tmp_path / name / "eval.json").write_text(json.dumps({"config": {**cfg, "detector": f"/{name}/box"}}))
+    assert compare_shipped(tmp_path / "new", tmp_path / "ref")["identical"]
+    assert compare_shipped(tmp_path / "other", tmp_path / "ref")["files"]["eval.json"] == "differs in config"
 
 
 def test_ship_compare_refuses_to_compare_a_folder_with_itself(tmp_path, capsys):
