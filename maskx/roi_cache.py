@@ -19,6 +19,10 @@ A cache folder (``<detector run>/roi_cache/``) holds
 - ``offsets.npy`` int64 [I + 1]: image i's RoIs are rows offsets[i]:offsets[i + 1];
 - ``meta.json``: what it was built from (detector checkpoint sha256, data, sizes); a cache whose
   meta does not match the run is rebuilt.
+
+A stage-box run (``box_cache_mask_rois``) writes the cache of the detector it trains in its own
+pass over the images (``box_cache.build_box_cache``): staged (``detector_sha256`` None,
+``staged_from_sha256`` the detector it started from) until ``adopt_roi_cache`` names its checkpoint.
 """
 from __future__ import annotations
 

@@ -294,8 +294,9 @@ def run_training(config: Config, data_dir, out_dir, resume: bool = False, progre
                 from .roi_cache import adopt_roi_cache
 
                 if not adopt_roi_cache(out_dir, config.detector):
-                    print(f"{out_dir}: the mask RoI cache staged in the box cache's pass does not fit the trained "
-                          "detector (its backbone or RPN changed); a stage-mask run on it builds its own")
+                    print(f"{out_dir}: no mask RoI cache of this detector came from the box cache's pass (the box "
+                          "cache was built before it was asked for, or the backbone or RPN changed); a stage-mask "
+                          "run on it builds its own")
             write_json_atomic({**meta, "status": "done", "iterations": config.iters,
                                "train_seconds_this_process": round(time.perf_counter() - t0, 1)},
                               out_dir / "done.json")
