@@ -234,14 +234,13 @@ def cached_box_training(model, dataset, config, detector_dir, out_dir, progress:
     from functools import partial
 
     from .checkpoint import find_checkpoint
-    from .data.coco import CocoDataset
-    from .roi_cache import cache_meta, roi_cache_dir
+    from .roi_cache import cache_meta, roi_cache_dir, with_every_mask
 
     ckpt, _ = find_checkpoint(detector_dir)
     meta = box_cache_meta(ckpt, dataset, config)
     build = build_box_cache
     if config.box_cache_mask_rois:
-        every_mask = CocoDataset(dataset.images_dir, dataset.ann_file, data=dataset.data)
+        every_mask = with_every_mask(dataset)
         mask_meta = cache_meta({}, every_mask, config, config.box_cache_mask_rois)
         build = partial(build_box_cache, mask=(roi_cache_dir(out_dir), mask_meta, every_mask))
     cache = ensure_cache(model, dataset, Path(out_dir) / "box_cache", meta, build, progress)

@@ -149,6 +149,14 @@ def has_mask_labels(dataset, i: int) -> bool:
     return anns is None or ids is None or any(it["has_mask"] for it in anns[ids[i]])
 
 
+def with_every_mask(dataset):
+    """The images and annotations of ``dataset`` (a run's ``CocoDataset``, masks of its split's set A
+    only) with every mask annotation: what a cache is built on, so that any split can use it."""
+    from .data.coco import CocoDataset
+
+    return CocoDataset(dataset.images_dir, dataset.ann_file, data=dataset.data)
+
+
 def roi_cache_dir(detector_dir) -> Path:
     """Where the RoI cache of the detector trained in ``detector_dir`` lives."""
     return Path(detector_dir) / "roi_cache"
@@ -305,10 +313,9 @@ def cached_training(model, dataset, split, config, detector_dir, progress: bool 
     under ``detector_dir/roi_cache`` (built first if missing or stale). ``dataset`` is the run's
     (masks of set A only); the cache holds every class's masks, so any split can use it."""
     from .checkpoint import find_checkpoint
-    from .data.coco import CocoDataset
 
     ckpt, _ = find_checkpoint(detector_dir)
-    every_mask = CocoDataset(dataset.images_dir, dataset.ann_file, data=dataset.data)
+    every_mask = with_every_mask(dataset)
     meta = cache_meta(ckpt, every_mask, config, config.mask_roi_cache)
     cache = ensure_roi_cache(model, every_mask, roi_cache_dir(detector_dir), meta, progress)
     a_labels = [dataset.categories.label(c) for c in split.a_ids if c in set(dataset.categories.ids)]
