@@ -41,7 +41,13 @@ def test_transfer_minus_agnostic_is_paired_by_seed():
     v = report.gap_closed(results, scale)["voc2nonvoc"]
     # seeds share a detector: the differences per seed (1, 0, 3), not the spread of each model's seeds
     assert v["paired"] == (pytest.approx(4 / 3), pytest.approx(1.5275, abs=1e-4), 3)
-    assert report._paired(v, "Mask^X") == "; Mask^X − agnostic on B per seed: +1.3 ± 1.5 (n=3)"
+    # the share on each seed's own detector: (11-10)/(20-10), 0/8, (17-14)/(20-14)
+    assert v["per_seed"] == {0: pytest.approx(10.0), 1: pytest.approx(0.0), 2: pytest.approx(50.0)}
+    assert report._paired(v, "Mask^X") == ("; Mask^X − agnostic on B per seed: +1.3 ± 1.5 (n=3); "
+                                           "closed per seed: s0 10 %, s1 0 %, s2 50 %")
+    b["oracle_e2e"][1] = 11.0  # seed 1's oracle behind its agnostic head: no share for that seed
+    v = report.gap_closed({r.key: record(r, b[r.preset][r.seed]) for r in runs}, scale)["voc2nonvoc"]
+    assert v["per_seed"][1] is None and report._paired(v, "Mask^X").endswith("s0 10 %, s1 –, s2 50 %")
     # a seed without the transfer run is left out of the pairs; one pair says nothing
     del results[next(r.key for r in runs if r.preset.startswith("transfer") and r.seed == 2)]
     assert report.gap_closed(results, scale)["voc2nonvoc"]["paired"][2] == 2
