@@ -8,6 +8,7 @@ their level: the embedded data is a different, smaller world.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Optional
@@ -328,6 +329,59 @@ def _raw_embedding_rows(superseded: list[dict]) -> list[str]:
     return lines
 
 
+def _pct(x) -> str:  # a share (0.4) as '40 %'
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def _f(x, digits=2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+DIAGNOSTICS_DIR = "diagnostics"  # under the results folder: ``v<version>_s<seed>_<direction>.json`` per detector
+
+
+def diagnostics_records(results_dir, version: str) -> list[dict]:
+    """The study's diagnostics records of generator ``version`` (``results/diagnostics/v4_s0_voc2nonvoc.json``
+    ...), by seed then direction; design records (other names) are left out."""
+    out = []
+    for p in sorted((Path(results_dir) / DIAGNOSTICS_DIR).glob(f"v{version}_s*_*.json")):
+        r = json.loads(p.read_text())
+        if str(r.get("generator_version")) == str(version):
+            out.append(r)
+    return sorted(out, key=lambda r: (r["seed"], DIRECTIONS.index(r["split"]) if r["split"] in DIRECTIONS else 9))
+
+
+def diagnostics_table(records: list[dict]) -> str:
+    """One markdown table per record: a row per embedding, then the heads' IoUs and T's spread."""
+    parts = []
+    for r in records:
+        iou = r["iou_on_gt_boxes"]
+        parts += [f"### World v{r['generator_version']}, {r['split']}, seed {r['seed']} "
+                  f"({r['A_classes']} A of {r['classes']} classes; mask IoU on the ground-truth boxes of "
+                  f"{r['images']} val images)", "",
+                  "| embedding | ρ (cos vs shared attributes) | ρ centred | nearest A shares an attribute "
+                  "(chance) | probe IoU on B | probe closes (agnostic → oracle) | probe closes (shared row → "
+                  "oracle) | calibrated probe IoU on B | calibrated closes (agnostic → oracle) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for kind, e in r["embeddings"].items():
+            if "error" in e:
+                parts.append(f"| {kind} | {e['error']} | | | | | | | |")
+                continue
+            s, c, p = e["similarity"], e["similarity_centred"], e["probe"]
+            cal = e.get("probe_calibrated", {})
+            parts.append(f"| {kind} | {_f(s['rho'])} | {_f(c['rho'])} | {_f(s.get('nearest_a_shares'))} "
+                         f"({_f(s.get('chance_shares'))}) | {_f(p['iou_B'], 3)} | {_pct(p['gap_closed_B'])} | "
+                         f"{_pct(p.get('class_part_closed_B'))} | {_f(cal.get('iou_B'), 3)} | "
+                         f"{_pct(cal.get('gap_closed_B'))} |")
+        heads = " · ".join(f"{k} {_f(v['A'], 3)} / {_f(v['B'], 3)}" for k, v in iou.items())
+        spread = " · ".join(f"{k} {_f(v['spread'])}" for k, v in r["spread"].items())
+        parts += ["", f"Mask IoU on A / B: {heads}.", "",
+                  f"Oracle − agnostic on B: {_f(r['oracle_minus_agnostic_B'], 3)}; oracle − agnostic trained "
+                  f"with every mask (what knowing the class is worth): {_f(r.get('class_value_B'), 3)}. "
+                  f"Spread of the mask weights (per-class deviation / mean-row norm): {spread}.", ""]
+    return "\n".join(parts)
+
+
 COUNTER_EXAMPLE_DIR = "v3"  # under the results folder: version 3's committed study, kept as it ran
 SIDE_BY_SIDE_ROWS = (("t2", "class-agnostic, end-to-end", "agnostic_e2e"),
                      ("t2", "Mask^X R-CNN, end-to-end", "transfer_clsbox_2lrelu_mlp_e2e"),
@@ -452,6 +506,14 @@ def write_report(results_dir="results", out="RESULTS.md", scale: str = "study") 
                          f"{STUDY_GT_BOX_IMAGES} val images given to the mask branch; `maskx/gt_box_eval.py`), the mean "
                          f"mask IoU on B is {g['gt_box_iou_B'][0]:.2f} for the class-agnostic head and "
                          f"{g['gt_box_iou_B'][1]:.2f} for the oracle.")
+    records = diagnostics_records(results_dir, _version(results))
+    if records:
+        lines += ["", "## Can transfer work here? The diagnostics of each seed's detector", "",
+                  "`scripts/diagnostics.py` on each study detector and its stage-wise heads (issue 30's measures, "
+                  "`maskx/diagnostics.py`): how alike the detection weights of classes that share attributes are (ρ), "
+                  "how much of the agnostic → oracle gap a linear map from each embedding to the oracle's mask "
+                  "weights closes (the probe: what a T could reach), what knowing the class is worth for a mask, "
+                  "and T's spread.", "", diagnostics_table(records)]
     superseded = load_superseded(results_dir)
     gate_keys = {r.key for r in table_runs("gate", sc)[1:]}
     old = [r for r in superseded if r["run"] in gate_keys]

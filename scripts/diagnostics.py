@@ -246,46 +246,9 @@ def measure_model(model_path: str, categories: str, kinds=("cls", "box", "cls+bo
     return out
 
 
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.0f} %"
-
-
-def _f(x, digits=2) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def table(records: list[dict]) -> str:
-    """One markdown table per record: a row per embedding, then the heads' IoUs and T's spread."""
-    parts = []
-    for r in records:
-        iou = r["iou_on_gt_boxes"]
-        parts += [f"### World v{r['generator_version']}, {r['split']}, seed {r['seed']} "
-                  f"({r['A_classes']} A of {r['classes']} classes; mask IoU on the ground-truth boxes of "
-                  f"{r['images']} val images)", "",
-                  "| embedding | ρ (cos vs shared attributes) | ρ centred | nearest A shares an attribute "
-                  "(chance) | probe IoU on B | probe closes (agnostic → oracle) | probe closes (shared row → "
-                  "oracle) | calibrated probe IoU on B | calibrated closes (agnostic → oracle) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for kind, e in r["embeddings"].items():
-            if "error" in e:
-                parts.append(f"| {kind} | {e['error']} | | | | | | | |")
-                continue
-            s, c, p = e["similarity"], e["similarity_centred"], e["probe"]
-            cal = e.get("probe_calibrated", {})
-            parts.append(f"| {kind} | {_f(s['rho'])} | {_f(c['rho'])} | {_f(s.get('nearest_a_shares'))} "
-                         f"({_f(s.get('chance_shares'))}) | {_f(p['iou_B'], 3)} | {_pct(p['gap_closed_B'])} | "
-                         f"{_pct(p.get('class_part_closed_B'))} | {_f(cal.get('iou_B'), 3)} | "
-                         f"{_pct(cal.get('gap_closed_B'))} |")
-        heads = " · ".join(f"{k} {_f(v['A'], 3)} / {_f(v['B'], 3)}" for k, v in iou.items())
-        spread = " · ".join(f"{k} {_f(v['spread'])}" for k, v in r["spread"].items())
-        parts += ["", f"Mask IoU on A / B: {heads}.", "",
-                  f"Oracle − agnostic on B: {_f(r['oracle_minus_agnostic_B'], 3)}; oracle − agnostic trained "
-                  f"with every mask (what knowing the class is worth): {_f(r.get('class_value_B'), 3)}. "
-                  f"Spread of the mask weights (per-class deviation / mean-row norm): {spread}.", ""]
-    return "\n".join(parts)
-
-
 def main(argv=None) -> int:
+    from maskx_study.report import diagnostics_table
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--detector", type=Path, help="a trained detector run (stage 'detector')")
     ap.add_argument("--data", type=Path, help="folder with train/ and val/ (the detector's data)")
@@ -327,7 +290,7 @@ def main(argv=None) -> int:
         print(json.dumps(record, indent=1))
         return 0
     if args.table:
-        print(table([json.loads(p.read_text()) for p in args.table]))
+        print(diagnostics_table([json.loads(p.read_text()) for p in args.table]))
         return 0
     if not (args.detector and args.data and args.out):
         ap.error("--detector, --data and --out are required (or --table)")
@@ -342,8 +305,8 @@ def main(argv=None) -> int:
                      args.scale, args.images, args.seed if args.split_seed is None else args.split_seed, reuse)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, args.out)
-    args.out.with_suffix(".md").write_text(table([record]) + "\n")
-    print(table([record]))
+    args.out.with_suffix(".md").write_text(diagnostics_table([record]) + "\n")
+    print(diagnostics_table([record]))
     return 0
 
 

@@ -280,3 +280,33 @@ def test_the_report_puts_version_3_beside_the_current_world(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| class-agnostic, end-to-end |"))
     assert row == "| class-agnostic, end-to-end | 7.0 | 7.0 | 20.0 | 20.0 |"
     assert "| v3 voc→non-voc | v3 non-voc→voc | v4 voc→non-voc | v4 non-voc→voc |" in text
+
+
+def test_report_shows_the_diagnostics_table_of_each_seed_of_this_world_only(tmp_path):
+    """results/diagnostics/v<version>_s<seed>_<direction>.json of the results' generator version, by seed
+    and direction; another version's record and design records stay out."""
+    diag = tmp_path / "diagnostics"
+    diag.mkdir()
+
+    def rec(version, seed, split, rho):
+        return {"generator_version": version, "seed": seed, "split": split, "A_classes": 20, "classes": 80,
+                "images": 100, "embeddings": {"cls+box": {"similarity": {"rho": rho, "nearest_a_shares": 0.9,
+                                                                         "chance_shares": 0.3},
+                                                          "similarity_centred": {"rho": rho},
+                                                          "probe": {"iou_B": 0.5, "gap_closed_B": 0.4}}},
+                "iou_on_gt_boxes": {"agnostic": {"A": 0.6, "B": 0.4}}, "spread": {"transfer": {"spread": 0.2}},
+                "oracle_minus_agnostic_B": 0.2, "class_value_B": 0.05}
+
+    for name, r in {"v4_s1_voc2nonvoc": rec(4, 1, "voc2nonvoc", 0.61), "v4_s0_nonvoc2voc": rec(4, 0, "nonvoc2voc", 0.62),
+                    "v4_s0_voc2nonvoc": rec(4, 0, "voc2nonvoc", 0.63), "v3_s0_voc2nonvoc": rec(3, 0, "voc2nonvoc", 0.11),
+                    "design_v4b_rand20": rec(4, 0, "rand20_t0", 0.99)}.items():
+        (diag / f"{name}.json").write_text(json.dumps(r))
+    run = Run("detector", "all", 0, SCALE.backbone)
+    (tmp_path / f"{run.key}.json").write_text(json.dumps({**record(run, 0.0), "generator_version": 4}))
+    report.write_report(tmp_path, tmp_path / "R.md", scale="tiny")
+    text = (tmp_path / "R.md").read_text()
+    assert "## Can transfer work here?" in text
+    heads = [line for line in text.splitlines() if line.startswith("### World v")]
+    assert [h.split(" (")[0] for h in heads] == ["### World v4, voc2nonvoc, seed 0", "### World v4, nonvoc2voc, seed 0",
+                                                 "### World v4, voc2nonvoc, seed 1"]
+    assert "0.11" not in text and "0.99" not in text
