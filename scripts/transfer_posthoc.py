@@ -27,12 +27,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import numpy as np
-    import torch
+    from transfer_pilot import calibrated  # scripts/, beside this one
 
     import maskx
     from maskx.checkpoint import list_checkpoints
     from maskx.data.coco import CocoDataset
-    from maskx.diagnostics import calibrate_rows, mask_weight_rows, transfer_spread
+    from maskx.diagnostics import mask_weight_rows, transfer_spread
     from maskx.gt_box_eval import gt_box_inputs, instance_ious, summarize
     from maskx.train import run_training
     from maskx_study.evaluation import _val_split
@@ -61,13 +61,8 @@ def main(argv=None) -> int:
     rows = mask_weight_rows(predictor.model)[:, :-1]
     out = {"run": str(folder), "overrides": args.set, "iou": ious(),
            "spread": round(transfer_spread(rows)["spread"], 3), "spread_A": round(transfer_spread(rows[in_a])["spread"], 3)}
-    rh = predictor.model.roi_heads
-    mp = rh.mask_predictor
-    if mp.kind == "transfer":
-        with torch.no_grad():
-            every = mp.all_classes(rh.box_predictor)[0].double().numpy()  # [K+1, E], row 0 background
-        table = torch.tensor(calibrate_rows(every, every, np.concatenate([[False], in_a])), dtype=torch.float32)
-        mp.forward = lambda labels, box_predictor: (table[labels], None)
+    if predictor.model.roi_heads.mask_predictor.kind == "transfer":
+        calibrated(predictor, val, split)  # the design pilot's reading of T's rows, in place
         out["iou_calibrated"] = ious()
     print(json.dumps(out))
     return 0
